@@ -1,0 +1,36 @@
+// k-means with an optional exact balance constraint: every cluster holds floor(n/K) or
+// ceil(n/K) points. The constrained assignment step is solved exactly as a min-cost flow by
+// successive shortest paths on the small graph of clusters (see balanced_assignment).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace ulcmod {
+
+// Labels minimising sum_i cost[i, label_i] (cost is n x K, row-major) subject to every cluster
+// holding floor(n/K) or ceil(n/K) points. Exact up to floating-point rounding.
+//
+// Points are inserted one at a time; each insertion augments along a shortest path
+// "new point -> cluster -> (move a point) -> cluster ... -> free capacity" in a graph of K
+// clusters plus one node that hands out the n mod K larger sizes. The cheapest point to move
+// between two clusters is kept in a heap per ordered cluster pair, and Dijkstra runs on reduced
+// costs (node potentials keep them non-negative). Cost: O(n K^2 + moves K log n).
+std::vector<int32_t> balanced_assignment(const double* cost, int64_t n, int K);
+
+struct KMeansResult {
+    std::vector<double> centers;  // K x d
+    std::vector<int32_t> labels;
+    double inertia = 0.0;
+    int n_iter = 0;
+    bool converged = false;
+};
+
+// Lloyd's algorithm from greedy k-means++ seeds, best of n_init runs by inertia. `tol` is
+// relative to the mean per-feature variance of X (as scikit-learn). `balanced` selects the
+// exact size-constrained assignment; otherwise nearest centre, with empty clusters refilled by
+// the points farthest from their centres. X is n x d, row-major, float64.
+KMeansResult kmeans(const double* X, int64_t n, int64_t d, int K, bool balanced, int n_init,
+                    int max_iter, double tol, uint64_t seed);
+
+}  // namespace ulcmod

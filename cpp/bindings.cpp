@@ -1,0 +1,216 @@
+// The private extension module ulcmod._core. Arguments arrive validated by the Python layer;
+// the checks here only keep a direct caller from crashing the interpreter.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "balanced_kmeans.hpp"
+#include "iterd.hpp"
+#include "parallel.hpp"
+#include "tables.hpp"
+
+namespace py = pybind11;
+using namespace ulcmod;
+
+namespace {
+
+// A strided view on a NumPy float array, read in place. The array must stay alive while used.
+Matrix as_matrix(const py::array& a, const char* name) {
+    if (a.ndim() != 2)
+        throw py::value_error(std::string(name) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");
+    const py::dtype dt = a.dtype();
+    const char order = dt.byteorder();
+    if (dt.kind() != 'f' || (dt.itemsize() != 2 && dt.itemsize() != 4 && dt.itemsize() != 8))
+        throw py::type_error(std::string(name) + " must be float16, float32 or float64");
+    if (order == '>')
+        throw py::value_error(std::string(name) + " must be in native byte order");
+    const int64_t item = dt.itemsize();
+    if (a.strides(0) % item != 0 || a.strides(1) % item != 0)
+        throw py::value_error(std::string(name) + " has strides that are not multiples of its itemsize");
+    Matrix m;
+    m.data = a.data();
+    m.rows = a.shape(0);
+    m.cols = a.shape(1);
+    m.row_stride = a.strides(0) / item;
+    m.col_stride = a.strides(1) / item;
+    m.dtype = item == 2 ? DType::F16 : item == 4 ? DType::F32 : DType::F64;
+    return m;
+}
+
+std::vector<int32_t> as_labels(const py::array_t<int32_t, py::array::c_style>& a) {
+    return std::vector<int32_t>(a.data(), a.data() + a.size());
+}
+
+template <class T>
+py::array_t<T> to_numpy(const std::vector<T>& v, int64_t rows, int64_t cols) {
+    py::array_t<T> out({rows, cols});
+    std::copy(v.begin(), v.end(), out.mutable_data());
+    return out;
+}
+
+template <class T>
+py::array_t<T> to_numpy(const std::vector<T>& v) {
+    return py::array_t<T>(static_cast<py::ssize_t>(v.size()), v.data());
+}
+
+py::dict objective_dict(const Objective& o) {
+    py::dict d;
+    d["L"] = o.L;
+    d["xi"] = o.xi;
+    d["B"] = o.B;
+    d["D"] = o.D;
+    d["P"] = o.P;
+    d["H"] = o.H;
+    return d;
+}
+
+TablePolicy parse_policy(const std::string& s) {
+    if (s == "auto") return TablePolicy::Auto;
+    if (s == "rebuild") return TablePolicy::Rebuild;
+    if (s == "update") return TablePolicy::Update;
+    throw py::value_error("table_policy must be 'auto', 'rebuild' or 'update', got '" + s + "'");
+}
+
+// Keeps the activation array alive for as long as the state reads it.
+struct PyIterDState {
+    py::array owner;
+    std::unique_ptr<IterDState> state;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = R"pbdoc(Compiled core of ulcmod: IterD, block-sum tables and balanced k-means.)pbdoc";
+
+    m.def(
+        "build_table",
+        [](const py::array& A, const py::array_t<int32_t, py::array::c_style>& col_labels, int K) {
+            const Matrix mat = as_matrix(A, "A");
+            if (col_labels.size() != mat.cols) throw py::value_error("col_labels must have A.shape[1] entries");
+            for (py::ssize_t c = 0; c < col_labels.size(); ++c)
+                if (col_labels.data()[c] < 0 || col_labels.data()[c] >= K)
+                    throw py::value_error("col_labels out of range [0, K)");
+            py::array_t<double> out({mat.rows, static_cast<int64_t>(K)});
+            double* dst = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                build_table(mat, col_labels.data(), K, dst);
+            }
+            return out;
+        },
+        py::arg("A"), py::arg("col_labels"), py::arg("K"),
+        R"pbdoc(T[r, k] = sum of A[r, c] over columns c labelled k, in float64 (one pass, A read in place).)pbdoc");
+
+    py::class_<PyIterDState>(m, "IterDState", R"pbdoc(
+Running IterD state: labels, module sizes and the block-sum tables R (neurons x K) and
+C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample sweep.
+)pbdoc")
+        .def(py::init([](py::array A, int K, py::object neuron_labels,
+                         const py::array_t<int32_t, py::array::c_style>& sample_labels, double tol,
+                         uint64_t seed, const std::string& table_policy) {
+                 const Matrix mat = as_matrix(A, "A");
+                 std::vector<int32_t> u;
+                 if (!neuron_labels.is_none())
+                     u = as_labels(neuron_labels.cast<py::array_t<int32_t, py::array::c_style>>());
+                 std::vector<int32_t> s = as_labels(sample_labels);
+                 const TablePolicy policy = parse_policy(table_policy);
+                 auto self = std::make_unique<PyIterDState>();
+                 self->owner = A;
+                 {
+                     py::gil_scoped_release release;
+                     self->state = std::make_unique<IterDState>(mat, K, std::move(u), std::move(s), tol,
+                                                                seed, policy);
+                 }
+                 return self;
+             }),
+             py::arg("A"), py::arg("K"), py::arg("neuron_labels"), py::arg("sample_labels"),
+             py::arg("tol"), py::arg("seed"), py::arg("table_policy") = "auto")
+        .def(
+            "iterate",
+            [](PyIterDState& self, bool shuffle) {
+                py::gil_scoped_release release;
+                return self.state->iterate(shuffle);
+            },
+            py::arg("shuffle"), R"pbdoc(One neuron sweep then one sample sweep; returns (neurons moved, samples moved).)pbdoc")
+        .def("objective", [](PyIterDState& self) {
+            Objective o;
+            {
+                py::gil_scoped_release release;
+                o = self.state->objective();
+            }
+            return objective_dict(o);
+        })
+        .def_property_readonly("neuron_labels", [](PyIterDState& s) { return to_numpy(s.state->neuron_labels()); })
+        .def_property_readonly("sample_labels", [](PyIterDState& s) { return to_numpy(s.state->sample_labels()); })
+        .def("neuron_table", [](PyIterDState& s) {
+            const auto& t = s.state->neuron_table();
+            return to_numpy(t, static_cast<int64_t>(s.state->neuron_labels().size()),
+                            static_cast<int64_t>(t.size() / s.state->neuron_labels().size()));
+        })
+        .def("sample_table", [](PyIterDState& s) {
+            const auto& t = s.state->sample_table();
+            return to_numpy(t, static_cast<int64_t>(s.state->sample_labels().size()),
+                            static_cast<int64_t>(t.size() / s.state->sample_labels().size()));
+        })
+        .def_property_readonly("table_builds", [](PyIterDState& s) { return s.state->table_builds(); })
+        .def_property_readonly("update_reads", [](PyIterDState& s) { return s.state->update_reads(); });
+
+    m.def(
+        "balanced_assignment",
+        [](const py::array_t<double, py::array::c_style>& cost) {
+            if (cost.ndim() != 2 || cost.shape(1) < 1 || cost.shape(0) < cost.shape(1))
+                throw py::value_error("cost must be 2-D (n, K) with n >= K >= 1");
+            const int64_t n = cost.shape(0);
+            const int K = static_cast<int>(cost.shape(1));
+            std::vector<int32_t> labels;
+            {
+                py::gil_scoped_release release;
+                labels = balanced_assignment(cost.data(), n, K);
+            }
+            return to_numpy(labels);
+        },
+        py::arg("cost"),
+        R"pbdoc(Exact min-cost assignment of n points to K clusters of sizes floor(n/K) or ceil(n/K).)pbdoc");
+
+    m.def(
+        "kmeans",
+        [](const py::array_t<double, py::array::c_style>& X, int K, bool balanced, int n_init,
+           int max_iter, double tol, uint64_t seed) {
+            if (X.ndim() != 2 || K < 1 || X.shape(0) < K) throw py::value_error("X must be (n, d) with n >= K >= 1");
+            if (n_init < 1 || max_iter < 1) throw py::value_error("n_init and max_iter must be >= 1");
+            KMeansResult r;
+            {
+                py::gil_scoped_release release;
+                r = kmeans(X.data(), X.shape(0), X.shape(1), K, balanced, n_init, max_iter, tol, seed);
+            }
+            py::dict d;
+            d["centers"] = to_numpy(r.centers, K, static_cast<int64_t>(X.shape(1)));
+            d["labels"] = to_numpy(r.labels);
+            d["inertia"] = r.inertia;
+            d["n_iter"] = r.n_iter;
+            d["converged"] = r.converged;
+            return d;
+        },
+        py::arg("X"), py::arg("K"), py::arg("balanced"), py::arg("n_init"), py::arg("max_iter"),
+        py::arg("tol"), py::arg("seed"),
+        R"pbdoc(Lloyd k-means (exactly balanced or plain) from greedy k-means++ seeds, best of n_init.)pbdoc");
+
+    m.def("build_info", []() {
+        py::dict d;
+#ifdef _OPENMP
+        d["openmp"] = true;
+#else
+        d["openmp"] = false;
+#endif
+#ifdef ULCMOD_WITH_CUDA
+        d["cuda"] = true;
+#else
+        d["cuda"] = false;
+#endif
+        d["max_threads"] = max_threads();
+        d["compiler"] = std::string(__VERSION__);
+        return d;
+    }, R"pbdoc(What this build of the core was compiled with: OpenMP, CUDA, threads, compiler.)pbdoc");
+}

@@ -1,0 +1,64 @@
+"""Randomized PCA of the samples (columns) of a neurons x samples matrix, out of core.
+
+The samples are the observations and the neurons the features, so the centred data matrix is
+``X = A.T - 1 mu.T`` with ``mu`` the per-neuron mean. Each pass reads ``A`` once in row blocks
+and, per block, computes ``Z = X_block.T Y`` and ``X_block Z`` while the block is in cache, so one
+power iteration ``Y <- X X.T Y`` costs one pass over ``A`` (float16 blocks are widened to float32
+one block at a time). The final Rayleigh-Ritz step reuses the Gram matrix ``Z.T Z`` of the last
+pass, so ``n_iter`` passes give ``n_iter - 1`` power iterations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _row_blocks(n_rows: int, n_cols: int, block_bytes: int = 32 << 20):
+    step = max(1, block_bytes // (4 * n_cols))
+    for start in range(0, n_rows, step):
+        yield start, min(n_rows, start + step)
+
+
+def sample_pca(
+    A: np.ndarray,
+    n_components: int,
+    rng: np.random.Generator,
+    *,
+    n_iter: int = 4,
+    oversample: int = 8,
+) -> np.ndarray:
+    """Scores of the samples of ``A`` (N x M) on their top principal components, shape (M, c).
+
+    Raises ``ValueError`` if ``A`` holds NaN or infinity (found from the block means).
+    """
+    N, M = A.shape
+    c = min(n_components, N, M)
+    width = min(c + oversample, N, M)
+    work = np.float64 if A.dtype == np.float64 else np.float32
+    Y, _ = np.linalg.qr(rng.standard_normal((M, width)))
+    for it in range(n_iter):
+        last = it == n_iter - 1
+        Yw = Y.astype(work)
+        y_sum = Y.sum(axis=0)
+        Y_next = np.zeros((M, width))
+        mu_z = np.zeros(width)
+        gram = np.zeros((width, width))
+        for r0, r1 in _row_blocks(N, M):
+            block = np.asarray(A[r0:r1], dtype=work)
+            mu = block.mean(axis=1, dtype=np.float64)
+            if not np.isfinite(mu).all():
+                bad = r0 + int(np.flatnonzero(~np.isfinite(mu))[0])
+                raise ValueError(
+                    f"A contains NaN or infinity (first in row {bad}); replace or drop non-finite "
+                    f"activations before clustering"
+                )
+            Z = block @ Yw - np.outer(mu, y_sum)
+            gram += Z.T @ Z
+            if not last:
+                Y_next += block.T @ Z.astype(work)
+                mu_z += mu @ Z
+        if not last:
+            Y, _ = np.linalg.qr(Y_next - mu_z[None, :])
+    w, V = np.linalg.eigh(gram)
+    top = np.argsort(w)[::-1][:c]
+    return (Y @ V[:, top]) * np.sqrt(np.maximum(w[top], 0.0))

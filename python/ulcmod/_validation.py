@@ -1,0 +1,128 @@
+"""Input checks shared by the public functions.
+
+Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, wrong
+content) with the argument's name, what was seen and how to fix it.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def check_activations(A, name: str = "A") -> np.ndarray:
+    """Return ``A`` as a 2-D float16/32/64 ndarray, without copying whenever possible.
+
+    A copy is made only for inputs that are not NumPy arrays already (lists, ...), for
+    non-native byte order, and for strides that are not whole elements; the C++ core reads
+    every other array (C- or F-ordered, sliced, memory-mapped) in place.
+    """
+    if isinstance(A, np.ndarray):
+        arr = A
+    elif hasattr(A, "__array__") or isinstance(A, (list, tuple)):
+        arr = np.asarray(A)
+    else:
+        raise TypeError(
+            f"{name} must be a 2-D array of activations (neurons x samples), got {type(A).__name__}"
+        )
+    kind = arr.dtype.kind
+    if kind in "iub":
+        raise TypeError(
+            f"{name} has integer/boolean dtype {arr.dtype}; activations must be floating point: "
+            f"pass {name}.astype(np.float32)"
+        )
+    if kind != "f" or arr.dtype.itemsize not in (2, 4, 8):
+        raise TypeError(
+            f"{name} has dtype {arr.dtype}; supported dtypes are float16, float32 and float64 "
+            f"(convert with {name}.astype(np.float32))"
+        )
+    if arr.ndim != 2:
+        raise ValueError(
+            f"Expected a 2-D array {name} (neurons x samples), got a {arr.ndim}-D array with shape "
+            f"{arr.shape}; reshape it, e.g. {name}.reshape(n_neurons, n_samples)"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); it needs neurons and samples")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if any(s % arr.dtype.itemsize for s in arr.strides):
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def check_int(value, name: str, *, minimum: int) -> int:
+    """An integer (not bool) >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_n_modules(n_modules, n_neurons: int, n_samples: int, name: str = "n_modules") -> int:
+    """The number of modules K: 2 <= K <= min(neurons, samples)."""
+    K = check_int(n_modules, name, minimum=2)
+    if K > n_neurons or K > n_samples:
+        raise ValueError(
+            f"{name}={K} exceeds the {n_neurons} neurons or {n_samples} samples of A; every module "
+            f"needs at least one of each, so use {name} <= {min(n_neurons, n_samples)}"
+        )
+    return K
+
+
+def check_labels(labels, n: int, K: int, name: str, *, require_all: bool = True) -> np.ndarray:
+    """Integer labels of length n in [0, K), as a C-contiguous int32 array.
+
+    With ``require_all`` every module must be used at least once (IterD's non-emptiness).
+    """
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} must be 1-D with {n} entries, got shape {arr.shape}")
+    if n and (arr.min() < 0 or arr.max() >= K):
+        raise ValueError(
+            f"{name} must lie in [0, {K}) for {K} modules, got values in [{arr.min()}, {arr.max()}]"
+        )
+    if require_all:
+        counts = np.bincount(arr, minlength=K)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            raise ValueError(
+                f"{name} leave module(s) {empty.tolist()} empty; each of the {K} modules needs at "
+                f"least one member"
+            )
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def check_random_state(random_state) -> np.random.Generator:
+    """A NumPy Generator from None, an int, a Generator or a legacy RandomState."""
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    if random_state is None or isinstance(random_state, (np.random.Generator, np.random.SeedSequence)):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be a non-negative integer, got {random_state}")
+        return np.random.default_rng(int(random_state))
+    raise TypeError(
+        f"random_state must be None, an int or a numpy Generator/RandomState, got {random_state!r}"
+    )
+
+
+def check_choice(value, name: str, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def check_tol(tol, name: str = "tol") -> float:
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not np.isfinite(tol) or tol < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {tol!r}")
+    return float(tol)
+
+
+def seed_from(rng: np.random.Generator) -> int:
+    """A 63-bit seed for the C++ core drawn from rng."""
+    return int(rng.integers(0, 2**63 - 1))

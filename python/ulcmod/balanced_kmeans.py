@@ -1,0 +1,136 @@
+"""Balanced k-means: k-means whose clusters hold exactly floor(n/K) or ceil(n/K) points."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import _core
+from ._estimator import ParamsMixin
+from ._validation import check_int, check_random_state, check_tol, seed_from
+from .exceptions import ConvergenceWarning
+
+
+def _check_points(X, name: str = "X") -> np.ndarray:
+    arr = np.asarray(X)
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"Expected a 2-D array {name} (n_points x n_features), got a {arr.ndim}-D array with shape "
+            f"{arr.shape}; use {name}.reshape(-1, 1) for a single feature"
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float64)  # small inputs: a float64 copy is cheap
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity; remove or impute those values first")
+    return arr
+
+
+def fit_kmeans(X, n_clusters, *, balanced, n_init, max_iter, tol, random_state):
+    X = _check_points(X)
+    K = check_int(n_clusters, "n_clusters", minimum=1)
+    if K > X.shape[0]:
+        raise ValueError(f"n_clusters={K} exceeds the {X.shape[0]} points of X; use n_clusters <= {X.shape[0]}")
+    n_init = check_int(n_init, "n_init", minimum=1)
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
+    tol = check_tol(tol)
+    rng = check_random_state(random_state)
+    out = _core.kmeans(X, K, balanced, n_init, max_iter, tol, seed_from(rng))
+    if not out["converged"]:
+        warnings.warn(
+            f"k-means stopped at max_iter={max_iter} before converging; raise max_iter or tol",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return out
+
+
+def balanced_kmeans(X, n_clusters, *, n_init=10, max_iter=300, tol=1e-4, random_state=None):
+    """Cluster the rows of X into clusters of sizes floor(n/K) or ceil(n/K) exactly.
+
+    Lloyd iterations from greedy k-means++ seeds; each assignment step is an exact min-cost
+    assignment under the size constraint (successive shortest paths, see ``cpp/balanced_kmeans.hpp``).
+
+    Parameters
+    ----------
+    X : array of shape (n_points, n_features)
+        Points (copied to float64).
+    n_clusters : int
+        K, at most n_points.
+    n_init : int, default 10
+        Restarts from different seeds; the lowest inertia wins.
+    max_iter : int, default 300
+    tol : float, default 1e-4
+        Stop when the centres move less than ``tol`` times the mean feature variance (squared).
+    random_state : None, int or numpy Generator
+
+    Returns
+    -------
+    centers : ndarray (K, n_features)
+    labels : ndarray (n_points,) of int32
+    inertia : float
+        Sum of squared distances of points to their cluster's centre.
+
+    Examples
+    --------
+    >>> import numpy as np, ulcmod
+    >>> X = np.random.default_rng(0).normal(size=(10, 2))
+    >>> centers, labels, inertia = ulcmod.balanced_kmeans(X, 3, random_state=0)
+    >>> sorted(np.bincount(labels))
+    [3, 3, 4]
+    """
+    out = fit_kmeans(X, n_clusters, balanced=True, n_init=n_init, max_iter=max_iter, tol=tol,
+               random_state=random_state)
+    return out["centers"], out["labels"], out["inertia"]
+
+
+class BalancedKMeans(ParamsMixin):
+    """Estimator form of :func:`balanced_kmeans` (scikit-learn conventions).
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray (K, n_features)
+    labels_ : ndarray (n_points,)
+    inertia_ : float
+    n_iter_ : int
+        Lloyd iterations of the winning run.
+
+    Examples
+    --------
+    >>> import numpy as np, ulcmod
+    >>> X = np.random.default_rng(0).normal(size=(12, 2))
+    >>> np.bincount(ulcmod.BalancedKMeans(4, random_state=0).fit(X).labels_).tolist()
+    [3, 3, 3, 3]
+    """
+
+    def __init__(self, n_clusters=8, *, n_init=10, max_iter=300, tol=1e-4, random_state=None):
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        out = fit_kmeans(X, self.n_clusters, balanced=True, n_init=self.n_init, max_iter=self.max_iter,
+                   tol=self.tol, random_state=self.random_state)
+        self.cluster_centers_ = out["centers"]
+        self.labels_ = out["labels"]
+        self.inertia_ = out["inertia"]
+        self.n_iter_ = out["n_iter"]
+        return self
+
+    def fit_predict(self, X, y=None):
+        return self.fit(X).labels_
+
+    def predict(self, X):
+        """Nearest centre for new points (no size constraint: new points are not a partition)."""
+        if not hasattr(self, "cluster_centers_"):
+            raise ValueError("This BalancedKMeans is not fitted yet; call fit(X) first")
+        X = _check_points(X)
+        if X.shape[1] != self.cluster_centers_.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} features but the model was fitted on {self.cluster_centers_.shape[1]}"
+            )
+        d = ((X[:, None, :] - self.cluster_centers_[None, :, :]) ** 2).sum(axis=2)
+        return d.argmin(axis=1).astype(np.int32)

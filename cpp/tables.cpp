@@ -8,38 +8,77 @@
 namespace ulcmod {
 namespace {
 
-// Rows of the view are contiguous: scatter-add each row into K accumulators. Four accumulator
-// sets break the dependency chain when neighbouring columns share a label.
+// Rows of the view are contiguous: scatter-add rows into K accumulators. Four rows go together
+// so each label lookup serves four elements, and even/odd columns use separate accumulator sets
+// so neighbouring columns with the same label do not wait on each other.
 template <class T>
 void build_row_contiguous(const TypedMatrix<T>& A, const int32_t* lab, int K, double* out) {
-    const int64_t cols = A.cols;
-    parallel_for(A.rows, 16, [&](int64_t begin, int64_t end) {
-        std::vector<double> acc(4 * static_cast<size_t>(K));
-        for (int64_t r = begin; r < end; ++r) {
+    constexpr int R = 4;
+    const int64_t cols = A.cols, cs = A.cs;
+    parallel_for((A.rows + R - 1) / R, 4, [&](int64_t begin, int64_t end) {
+        std::vector<double> acc(2 * R * static_cast<size_t>(K));
+        for (int64_t g = begin; g < end; ++g) {
+            const int64_t r0 = g * R, nr = std::min<int64_t>(R, A.rows - r0);
+            const T* p[R];
+            for (int j = 0; j < R; ++j) p[j] = A.row_ptr(r0 + std::min<int64_t>(j, nr - 1));
             std::fill(acc.begin(), acc.end(), 0.0);
-            const T* p = A.row_ptr(r);
-            double* a0 = acc.data();
-            double* a1 = a0 + K;
-            double* a2 = a1 + K;
-            double* a3 = a2 + K;
+            double* even = acc.data();
+            double* odd = even + R * K;
             int64_t c = 0;
-            for (; c + 4 <= cols; c += 4) {
-                a0[lab[c]] += load(p[c * A.cs]);
-                a1[lab[c + 1]] += load(p[(c + 1) * A.cs]);
-                a2[lab[c + 2]] += load(p[(c + 2) * A.cs]);
-                a3[lab[c + 3]] += load(p[(c + 3) * A.cs]);
+            for (; c + 2 <= cols; c += 2) {
+                double* a = even + lab[c] * R;
+                double* b = odd + lab[c + 1] * R;
+                for (int j = 0; j < R; ++j) a[j] += load(p[j][c * cs]);
+                for (int j = 0; j < R; ++j) b[j] += load(p[j][(c + 1) * cs]);
             }
-            for (; c < cols; ++c) a0[lab[c]] += load(p[c * A.cs]);
-            double* o = out + r * K;
-            for (int k = 0; k < K; ++k) o[k] = a0[k] + a1[k] + a2[k] + a3[k];
+            for (; c < cols; ++c) {
+                double* a = even + lab[c] * R;
+                for (int j = 0; j < R; ++j) a[j] += load(p[j][c * cs]);
+            }
+            for (int64_t j = 0; j < nr; ++j)
+                for (int k = 0; k < K; ++k) out[(r0 + j) * K + k] = even[k * R + j] + odd[k * R + j];
         }
     });
 }
 
 // Columns of the view are contiguous: walk the columns and add each one, for a block of rows,
-// into a K x block buffer (vectorisable), then transpose the buffer into the table.
+// into a K x block buffer (vectorisable), then transpose the buffer into the table. When the
+// view has few rows (the sample table of a C-ordered A) each thread instead takes a range of
+// columns over all rows, streaming whole contiguous columns, and the per-thread buffers are summed.
+template <class T>
+void add_columns(const TypedMatrix<T>& A, const int32_t* lab, int64_t r0, int64_t len, int64_t c0,
+                 int64_t c1, int64_t ld, double* buf) {
+    for (int64_t c = c0; c < c1; ++c) {
+        const T* p = A.data + r0 * A.rs + c * A.cs;
+        double* dst = buf + static_cast<int64_t>(lab[c]) * ld;
+        if (A.rs == 1) {
+            for (int64_t i = 0; i < len; ++i) dst[i] += load(p[i]);
+        } else {
+            for (int64_t i = 0; i < len; ++i) dst[i] += load(p[i * A.rs]);
+        }
+    }
+}
+
 template <class T>
 void build_col_contiguous(const TypedMatrix<T>& A, const int32_t* lab, int K, double* out) {
+    const int64_t threads = max_threads();
+    if (threads > 1 && A.rows * K * 8 <= (int64_t{4} << 20)) {
+        std::vector<std::vector<double>> bufs(threads);
+        parallel_for(threads, 1, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+                bufs[t].assign(static_cast<size_t>(K) * A.rows, 0.0);
+                add_columns(A, lab, 0, A.rows, A.cols * t / threads, A.cols * (t + 1) / threads,
+                            A.rows, bufs[t].data());
+            }
+        });
+        for (int64_t i = 0; i < A.rows; ++i)
+            for (int k = 0; k < K; ++k) {
+                double v = 0.0;
+                for (const auto& b : bufs) v += b[k * A.rows + i];
+                out[i * K + k] = v;
+            }
+        return;
+    }
     const int64_t block = 512;
     const int64_t n_blocks = (A.rows + block - 1) / block;
     parallel_for(n_blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -48,15 +87,7 @@ void build_col_contiguous(const TypedMatrix<T>& A, const int32_t* lab, int K, do
             const int64_t r0 = b * block;
             const int64_t len = std::min(block, A.rows - r0);
             std::fill(buf.begin(), buf.end(), 0.0);
-            for (int64_t c = 0; c < A.cols; ++c) {
-                const T* p = A.data + r0 * A.rs + c * A.cs;
-                double* dst = buf.data() + static_cast<int64_t>(lab[c]) * block;
-                if (A.rs == 1) {
-                    for (int64_t i = 0; i < len; ++i) dst[i] += load(p[i]);
-                } else {
-                    for (int64_t i = 0; i < len; ++i) dst[i] += load(p[i * A.rs]);
-                }
-            }
+            add_columns(A, lab, r0, len, 0, A.cols, block, buf.data());
             for (int64_t i = 0; i < len; ++i)
                 for (int k = 0; k < K; ++k) out[(r0 + i) * K + k] = buf[k * block + i];
         }

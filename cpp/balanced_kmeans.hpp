@@ -9,7 +9,7 @@
 namespace ulcmod {
 
 // Labels minimising sum_i cost[i, label_i] (cost is n x K, row-major) subject to every cluster
-// holding floor(n/K) or ceil(n/K) points. Exact up to floating-point rounding.
+// holding floor(n/K) or ceil(n/K) points. Exact up to floating-point rounding. n < 2^31.
 //
 // Points are inserted one at a time; each insertion augments along a shortest path
 // "new point -> cluster -> (move a point) -> cluster ... -> free capacity" in a graph of K

@@ -160,8 +160,9 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
     m.def(
         "balanced_assignment",
         [](const py::array_t<double, py::array::c_style>& cost) {
-            if (cost.ndim() != 2 || cost.shape(1) < 1 || cost.shape(0) < cost.shape(1))
-                throw py::value_error("cost must be 2-D (n, K) with n >= K >= 1");
+            if (cost.ndim() != 2 || cost.shape(1) < 1 || cost.shape(0) < cost.shape(1) ||
+                cost.shape(0) >= (int64_t{1} << 31))
+                throw py::value_error("cost must be 2-D (n, K) with 2^31 > n >= K >= 1");
             const int64_t n = cost.shape(0);
             const int K = static_cast<int>(cost.shape(1));
             std::vector<int32_t> labels;
@@ -178,7 +179,8 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
         "kmeans",
         [](const py::array_t<double, py::array::c_style>& X, int K, bool balanced, int n_init,
            int max_iter, double tol, uint64_t seed) {
-            if (X.ndim() != 2 || K < 1 || X.shape(0) < K) throw py::value_error("X must be (n, d) with n >= K >= 1");
+            if (X.ndim() != 2 || K < 1 || X.shape(0) < K || X.shape(0) >= (int64_t{1} << 31))
+                throw py::value_error("X must be (n, d) with 2^31 > n >= K >= 1");
             if (n_init < 1 || max_iter < 1) throw py::value_error("n_init and max_iter must be >= 1");
             KMeansResult r;
             {

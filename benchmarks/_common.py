@@ -1,0 +1,64 @@
+"""Helpers shared by the benchmarks: timing, machine description, result files."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_time(fn, repeat=3):
+    """Smallest wall time of `repeat` calls (and the last return value)."""
+    best, out = np.inf, None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}, NumPy {np.__version__}"
+
+
+def planted_matrix(N, M, K, signal, rng, dtype):
+    """Noise + `signal` on K planted diagonal blocks, generated in row chunks (bounded memory)."""
+    u = rng.permutation(np.arange(N) % K)
+    s = rng.permutation(np.arange(M) % K)
+    A = np.empty((N, M), dtype=dtype)
+    step = max(1, (64 << 20) // (8 * M))
+    for r0 in range(0, N, step):
+        r1 = min(N, r0 + step)
+        block = rng.standard_normal((r1 - r0, M), dtype=np.float32)
+        block += signal * (u[r0:r1, None] == s[None, :])
+        A[r0:r1] = block
+    return A
+
+
+def write_table(name: str, title: str, command: str, header, rows, notes=()):
+    """Print a markdown table and write it to benchmarks/results/<name>.md."""
+    lines = [f"# {title}", "", f"Machine: {machine()}", f"Command: `{command}`", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for r in rows:
+        lines.append("| " + " | ".join(str(x) for x in r) + " |")
+    lines += [""] + [f"- {n}" for n in notes]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(text)

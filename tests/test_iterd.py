@@ -152,3 +152,12 @@ def test_memmap_input_is_read_in_place(tmp_path, rng):
     mm[:] = A
     res = ulcmod.iterd(np.load(tmp_path / "a.npy", mmap_mode="r"), 2, random_state=0)
     assert adjusted_rand_score(u, res.neuron_labels) == 1.0
+
+
+def test_pca_on_a_neuron_subset_still_recovers_planted_modules(rng):
+    A, u, s = planted(600, 240, 5, 1.0, rng, dtype=np.float32)
+    res = ulcmod.iterd(A, 5, pca_neurons=100, random_state=0)
+    assert adjusted_rand_score(u, res.neuron_labels) > 0.99
+    assert adjusted_rand_score(s, res.sample_labels) > 0.99
+    full = ulcmod.iterd(A, 5, pca_neurons=None, random_state=0)
+    assert adjusted_rand_score(full.neuron_labels, res.neuron_labels) > 0.99

@@ -21,6 +21,10 @@ def test_non_finite_activations(init, bad):
     init_arg = np.arange(10) % 3 if init == "labels" else init
     with pytest.raises(ValueError, match=r"NaN or infinity \(first in row 3\)"):
         ulcmod.iterd(A, 3, init=init_arg)
+    # Also when the initial PCA uses a subset of neurons, with or without the bad row.
+    for seed in range(6):
+        with pytest.raises(ValueError, match=r"NaN or infinity \(first in row 3\)"):
+            ulcmod.iterd(A, 3, init=init_arg, pca_neurons=4, random_state=seed)
     with pytest.raises(ValueError, match="NaN or infinity"):
         ulcmod.objective(A, np.arange(20) % 3, np.arange(10) % 3)
     with pytest.raises(ValueError, match="NaN or infinity"):
@@ -53,6 +57,7 @@ def test_bad_activation_arrays(A, exc, match):
         ({"n_modules": 2.5}, TypeError, "n_modules must be an integer"),
         ({"max_iter": -1}, ValueError, "max_iter must be >= 0"),
         ({"n_init": 0}, ValueError, "n_init must be >= 1"),
+        ({"pca_neurons": 0}, ValueError, "pca_neurons must be >= 1"),
         ({"tol": -1.0}, ValueError, "tol must be"),
         ({"order": "backwards"}, ValueError, "order must be one of"),
         ({"init": "spectral"}, ValueError, "init must be one of"),

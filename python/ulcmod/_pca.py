@@ -26,10 +26,12 @@ def sample_pca(
     *,
     n_iter: int = 4,
     oversample: int = 8,
+    row_ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """Scores of the samples of ``A`` (N x M) on their top principal components, shape (M, c).
 
-    Raises ``ValueError`` if ``A`` holds NaN or infinity (found from the block means).
+    Raises ``ValueError`` if ``A`` holds NaN or infinity (found from the block means); the row
+    is reported as ``row_ids[row]`` when ``A`` holds selected rows of a larger matrix.
     """
     N, M = A.shape
     c = min(n_components, N, M)
@@ -48,6 +50,7 @@ def sample_pca(
             mu = block.mean(axis=1, dtype=np.float64)
             if not np.isfinite(mu).all():
                 bad = r0 + int(np.flatnonzero(~np.isfinite(mu))[0])
+                bad = int(row_ids[bad]) if row_ids is not None else bad
                 raise ValueError(
                     f"A contains NaN or infinity (first in row {bad}); replace or drop non-finite "
                     f"activations before clustering"

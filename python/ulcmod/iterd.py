@@ -135,6 +135,7 @@ def iterd(
     random_state=None,
     verbose=False,
     progress="auto",
+    pca_neurons=16384,
 ) -> IterDResult:
     """Partition neurons and samples jointly into ``n_modules`` function modules.
 
@@ -171,6 +172,10 @@ def iterd(
         Print one line per iteration.
     progress : "auto" or bool
         A progress bar over iterations ("auto": on a terminal, for matrices of 2e8+ entries).
+    pca_neurons : int or None, default 16384
+        The (k-means) initialisations compute the samples' PCA on this many neurons drawn at
+        random (seeded), which keeps the PCA to a small fraction of the run on large models.
+        IterD itself always uses every neuron. None runs the PCA on all neurons, as published.
 
     Returns
     -------
@@ -205,10 +210,15 @@ def iterd(
                           RuntimeWarning, stacklevel=2)
             n_init = 1
 
+    if pca_neurons is not None:
+        pca_neurons = check_int(pca_neurons, "pca_neurons", minimum=1)
     scores = None
     t_start = time.perf_counter()
     if given is None and init != "random":
-        scores = sample_pca(A, PCA_COMPONENTS, rng)
+        rows = None
+        if pca_neurons is not None and N > pca_neurons:
+            rows = np.sort(rng.choice(N, pca_neurons, replace=False))
+        scores = sample_pca(A if rows is None else A[rows], PCA_COMPONENTS, rng, row_ids=rows)
     t_pca = time.perf_counter() - t_start
 
     best = None
@@ -286,7 +296,8 @@ class IterD(ParamsMixin):
     """
 
     def __init__(self, n_modules=8, *, init="balanced-kmeans", n_init=1, max_iter=100, tol=1e-9,
-                 order="random", random_state=None, verbose=False, progress="auto"):
+                 order="random", random_state=None, verbose=False, progress="auto",
+                 pca_neurons=16384):
         self.n_modules = n_modules
         self.init = init
         self.n_init = n_init
@@ -296,6 +307,7 @@ class IterD(ParamsMixin):
         self.random_state = random_state
         self.verbose = verbose
         self.progress = progress
+        self.pca_neurons = pca_neurons
 
     def fit(self, A, y=None):
         res = iterd(A, **self.get_params())

@@ -103,6 +103,32 @@ PYBIND11_MODULE(_core, m) {
         py::arg("A"), py::arg("col_labels"), py::arg("K"),
         R"pbdoc(T[r, k] = sum of A[r, c] over columns c labelled k, in float64 (one pass, A read in place).)pbdoc");
 
+    m.def(
+        "update_table",
+        [](const py::array& A, const py::array_t<int64_t, py::array::c_style>& index,
+           const py::array_t<int32_t, py::array::c_style>& from,
+           const py::array_t<int32_t, py::array::c_style>& to,
+           py::array_t<double, py::array::c_style> table) {
+            const Matrix mat = as_matrix(A, "A");
+            const int64_t n = index.size();
+            if (table.ndim() != 2 || table.shape(0) != mat.rows || from.size() != n || to.size() != n)
+                throw py::value_error("table must be (A.shape[0], K) and index/from/to of equal length");
+            const int K = static_cast<int>(table.shape(1));
+            std::vector<Move> moves(n);
+            for (int64_t i = 0; i < n; ++i) {
+                const int64_t c = index.data()[i];
+                const int32_t a = from.data()[i], b = to.data()[i];
+                if (c < 0 || c >= mat.cols || a < 0 || a >= K || b < 0 || b >= K)
+                    throw py::value_error("move out of range");
+                moves[i] = {c, a, b};
+            }
+            double* dst = table.mutable_data();
+            py::gil_scoped_release release;
+            update_table(mat, moves, K, dst);
+        },
+        py::arg("A"), py::arg("index"), py::arg("from_"), py::arg("to"), py::arg("table"),
+        R"pbdoc(In place: table[:, from] -= A[:, index], table[:, to] += A[:, index] for each move.)pbdoc");
+
     py::class_<PyIterDState>(m, "IterDState", R"pbdoc(
 Running IterD state: labels, module sizes and the block-sum tables R (neurons x K) and
 C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample sweep.

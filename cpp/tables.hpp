@@ -24,7 +24,7 @@ void build_table(const Matrix& A, const int32_t* col_labels, int K, double* out)
 // `moves` is sorted by column index in place.
 void update_table(const Matrix& A, std::vector<Move>& moves, int K, double* out);
 
-// Whether applying `n_moves` column moves reads less memory than rebuilding the table.
+// Whether applying `n_moves` column moves is faster than rebuilding the table.
 bool update_is_cheaper(const Matrix& A, int64_t n_moves);
 
 // Index of the first row holding a non-finite value, or -1. A non-finite entry of A always

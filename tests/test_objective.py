@@ -69,3 +69,15 @@ def test_objective_rejects_empty_modules(rng):
     A = rng.normal(size=(6, 5))
     with pytest.raises(ValueError, match="empty"):
         ulcmod.objective(A, [0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0], n_modules=2)
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+def test_update_table_equals_rebuild(rng, kind):
+    A = rng.normal(size=(300, 40)).astype(np.float32)
+    labels = rng.integers(0, 4, size=40).astype(np.int32)
+    T = _core.build_table(layout(A, kind), labels, 4)
+    idx = np.array([3, 7, 8, 30], dtype=np.int64)
+    new = labels.copy()
+    new[idx] = (labels[idx] + 1) % 4
+    _core.update_table(layout(A, kind), idx, labels[idx], new[idx], T)
+    np.testing.assert_allclose(T, _core.build_table(A, new, 4), rtol=1e-12, atol=1e-12)

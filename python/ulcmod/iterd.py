@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from . import _core
 from ._estimator import ParamsMixin
@@ -222,8 +223,6 @@ def iterd(
     t_pca = time.perf_counter() - t_start
 
     best = None
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=n_init * max_iter, desc="IterD", unit="it", leave=False,
                disable=not _show_progress(progress, N, M))
     try:

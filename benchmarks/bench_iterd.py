@@ -161,7 +161,8 @@ def main():
         "python benchmarks/bench_iterd.py" + (" --quick" if args.quick else ""),
         header, table,
         notes=[
-            "pass = A.sum(), single-threaded NumPy; passes = time / pass.",
+            "pass = A.sum(), single-threaded NumPy; passes = time / pass. For float16 NumPy's pass "
+            "is conversion-bound (slower than ulcmod's own table build over the same matrix).",
             "published, ours it1, ours steady: from the same random balanced labels.",
             "init = randomized PCA of the samples on 16,384 random neurons (4 passes over them) + "
             "balanced k-means + the first neuron table (one pass) and neuron labels.",

@@ -3,7 +3,11 @@
 The core finds modules with IterD (``iterd`` / ``IterD``), scores labellings with the ULCMOD
 objective (``objective``), describes samples by module (``module_features``,
 ``assign_samples``) and offers exactly balanced k-means (``balanced_kmeans`` / ``BalancedKMeans``).
+Models, activations and datasets (``load_model``, ``extract_activations``, ``fit_zscore``,
+``load_corpus``, ...) load on first use, so ``import ulcmod`` needs neither torch nor transformers.
 """
+
+import importlib
 
 from ._core import build_info as _build_info
 from .balanced_kmeans import BalancedKMeans, balanced_kmeans
@@ -13,6 +17,30 @@ from .objective import Objective, assign_samples, module_features, objective
 
 __version__ = "0.1.0"
 
+# Public names served by submodules that import optional dependencies when used.
+_LAZY = {
+    "load_model": "models",
+    "default_model_file": "models",
+    "extract_activations": "extract",
+    "load_activations": "extract",
+    "Activations": "extract",
+    "fit_zscore": "zscore",
+    "zscore_files": "zscore",
+    "ZScore": "zscore",
+    "CATEGORIES": "datasets",
+    "Prompt": "datasets",
+    "load_corpus": "datasets",
+    "load_prompts": "datasets",
+    "load_infinity_instruct": "datasets",
+    "split_by_category": "datasets",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'ulcmod' has no attribute {name!r}")
+
 
 def build_info() -> dict:
     """What the compiled core was built with: ``openmp``, ``cuda``, ``max_threads``, ``compiler``."""
@@ -20,6 +48,7 @@ def build_info() -> dict:
 
 
 __all__ = [
+    *_LAZY,
     "BalancedKMeans",
     "ConvergenceWarning",
     "IterD",

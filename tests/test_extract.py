@@ -255,3 +255,33 @@ def test_zscore_files_apply_training_statistics_to_test(tmp_path):
     np.testing.assert_allclose(Zte, (test.A - stats.mean[:, None]) / stats.std[:, None], rtol=1e-5, atol=1e-5)
     assert Ztr.shape == train.A.shape and np.load(tmp_path / "z" / "test.npy").shape == (2, 72)
     assert ulcmod.iterd(Ztr, 2, random_state=0).converged
+
+
+def test_load_model_from_a_local_folder(tmp_path):
+    model, tok = make_model("qwen2"), make_tokenizer(chat=True)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    loaded, loaded_tok = ulcmod.load_model(str(tmp_path / "m"))
+    assert type(loaded).__name__ == "Qwen2ForCausalLM" and not loaded.training
+    assert loaded_tok.chat_template == tok.chat_template
+    # Same tokenizer for both: this compares the models (the hand-built word-level test tokenizer
+    # does not keep its pre-tokenizer through save/load in every transformers version).
+    a = extract_activations(model, tok, TEXTS[:3], tmp_path / "a", dtype="float32", progress=False)
+    b = extract_activations(loaded, tok, TEXTS[:3], tmp_path / "b", dtype="float32", progress=False)
+    np.testing.assert_allclose(a.samples_by_neurons, b.samples_by_neurons, rtol=1e-6)
+    with pytest.raises(ValueError, match="does not exist"):
+        ulcmod.load_model(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        ulcmod.load_model(str(tmp_path / "m"), dtype="int8")
+
+
+def test_unknown_model_name_fails_with_one_clear_error():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import ulcmod\ntry:\n    ulcmod.load_model('no-such-org/no-such-model')\n"
+            "except ValueError as e:\n    print('ValueError', 'cannot load model' in str(e))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.split() == ["ValueError", "True"], out.stderr[-2000:]

@@ -81,3 +81,11 @@ def test_update_table_equals_rebuild(rng, kind):
     new[idx] = (labels[idx] + 1) % 4
     _core.update_table(layout(A, kind), idx, labels[idx], new[idx], T)
     np.testing.assert_allclose(T, _core.build_table(A, new, 4), rtol=1e-12, atol=1e-12)
+
+
+def test_objective_with_allowed_empty_modules_is_the_limit(rng):
+    A = rng.normal(size=(6, 5))
+    u, s = np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 0, 0, 0])
+    got = ulcmod.objective(A, u, s, n_modules=2, allow_empty=True)
+    assert got.L == 0.0 and got.B == 0.0
+    assert got.xi == pytest.approx(A[:3].sum() / 15)

@@ -43,7 +43,8 @@ def _sample_block_sums(A: np.ndarray, neuron_labels: np.ndarray, K: int) -> np.n
     return C
 
 
-def objective(A, neuron_labels, sample_labels, *, n_modules: int | None = None) -> Objective:
+def objective(A, neuron_labels, sample_labels, *, n_modules: int | None = None,
+              allow_empty: bool = False) -> Objective:
     """L, xi and B of a joint labelling, recomputed from scratch.
 
     Parameters
@@ -51,9 +52,13 @@ def objective(A, neuron_labels, sample_labels, *, n_modules: int | None = None) 
     A : array of shape (n_neurons, n_samples), float16/32/64
         Activations, read in place.
     neuron_labels, sample_labels : integer arrays of length n_neurons / n_samples
-        Module of each neuron and each sample, in ``[0, n_modules)``; no module may be empty.
+        Module of each neuron and each sample, in ``[0, n_modules)``.
     n_modules : int, optional
         K; defaults to ``max(neuron_labels) + 1``.
+    allow_empty : bool, default False
+        IterD never empties a module, so by default an empty module is an error. With True
+        (for labellings from other methods) an empty diagonal block makes ``H`` infinite, hence
+        ``B = 0`` and ``L = 0``, the objective's limit; ``xi`` is the mean over the other blocks.
 
     Examples
     --------
@@ -65,12 +70,14 @@ def objective(A, neuron_labels, sample_labels, *, n_modules: int | None = None) 
     A = check_activations(A)
     N, M = A.shape
     K = _n_modules(neuron_labels, n_modules)
-    u = check_labels(neuron_labels, N, K, "neuron_labels")
-    s = check_labels(sample_labels, M, K, "sample_labels")
+    u = check_labels(neuron_labels, N, K, "neuron_labels", require_all=not allow_empty)
+    s = check_labels(sample_labels, M, K, "sample_labels", require_all=not allow_empty)
     C = _sample_block_sums(A, u, K)
     D = float(C[np.arange(M), s].sum())
     nm = np.bincount(u, minlength=K).astype(np.float64) * np.bincount(s, minlength=K)
     xi = D / nm.sum()
+    if (nm == 0).any():
+        return Objective(0.0, xi, 0.0)
     B = K / float((1.0 / nm).sum())
     return Objective(xi * B, xi, B)
 

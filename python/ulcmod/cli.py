@@ -1,0 +1,110 @@
+"""Command line: ``ulcmod discover`` (also ``python -m ulcmod``).
+
+With no arguments it runs the embedded default: SmolLM2-135M-Instruct on the offline corpus,
+sized to finish in about 30 minutes on 2 cores; ``--quick`` makes a minutes-long version. Bad
+arguments end with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        self.exit(2, f"ulcmod: error: {message}\n")
+
+
+def _int_list(text):
+    try:
+        values = []
+        for part in filter(None, text.split(",")):
+            lo, _, hi = part.partition("-")
+            values += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        return values
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers or ranges like 0-11, got {text!r}")
+
+
+def build_parser():
+    from .baselines import METHODS
+    from .pipeline import DiscoverConfig
+
+    d = DiscoverConfig()
+    p = _Parser(prog="ulcmod", description="Find function modules in large language models.")
+    p.add_argument("--version", action="version", version=f"ulcmod {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    q = sub.add_parser("discover", help="activations -> IterD modules, baselines, metrics, figures, report")
+    q.add_argument("--model", help="HF id, local folder or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    q.add_argument("--gguf-file", help="GGUF file name inside --model")
+    q.add_argument("--dataset", default=d.dataset,
+                   help="'corpus' (offline, default), 'infinity-instruct[:PATH]' or a .jsonl/.json/.csv/.parquet file")
+    q.add_argument("--text-column", default=d.text_column)
+    q.add_argument("--label-column", default=d.label_column)
+    q.add_argument("--site", default=d.site, help="mlp.act (default), mlp.out, mlp.gate, mlp.up or a raw module path")
+    q.add_argument("--layers", type=_int_list, help="layers to read, e.g. 0-11 or 0,5,10 (default all)")
+    q.add_argument("--k", type=_int_list, dest="ks", help=f"numbers of modules (default {','.join(map(str, d.ks))})")
+    q.add_argument("--n-train", type=int, help=f"training prompts per category (default {d.n_train})")
+    q.add_argument("--n-test", type=int, help=f"held-out prompts per category (default {d.n_test})")
+    q.add_argument("--max-length", type=int, help=f"tokens per prompt (default {d.max_length})")
+    q.add_argument("--batch-size", type=int, default=d.batch_size)
+    q.add_argument("--methods", default=",".join(d.methods), help=f"comma-separated subset of {list(METHODS)}")
+    q.add_argument("--n-subclusters", type=int, help=f"k-means sub-clusters for agglomerative/spectral (default {d.n_subclusters})")
+    q.add_argument("--top", type=int, default=d.top, help="samples per module in the labelling prompts")
+    q.add_argument("--seed", type=int, default=d.seed)
+    q.add_argument("--label-endpoint", help="OpenAI-compatible URL to send the labelling prompts to")
+    q.add_argument("--label-model", default=d.label_model)
+    q.add_argument("--out", default=d.out, help="output folder (a rerun resumes its activations)")
+    q.add_argument("--quick", action="store_true", help="a minutes-long run: 12+4 prompts per category, K=4,7")
+    q.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def config_from(args):
+    from .pipeline import QUICK, DiscoverConfig
+
+    cfg = DiscoverConfig()
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(cfg, k, v)
+    for name in ("model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "ks",
+                 "n_train", "n_test", "max_length", "batch_size", "n_subclusters", "top", "seed",
+                 "label_endpoint", "label_model", "out"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, tuple(value) if name == "ks" else value)
+    cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    cfg.progress = not args.no_progress
+    return cfg
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv = ["discover", *argv]  # `ulcmod` / `python -m ulcmod` alone run discover
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help, --version or a one-line usage error
+        return int(exit_.code or 0)
+    if args.command != "discover":
+        build_parser().print_help()
+        return 2
+    from .pipeline import discover
+
+    try:
+        cfg = config_from(args)
+        metrics = discover(cfg)
+    except (ValueError, ImportError, OSError) as err:
+        print("ulcmod: error: " + " ".join(str(err).split()), file=sys.stderr)  # always one line
+        return 2
+    v = metrics["verdict"]
+    print(f"wrote {cfg.out}/report.md; IterD's L beats every baseline at every K: "
+          f"{'yes' if v['iterd_L_beats_every_baseline_at_every_K'] else 'no'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

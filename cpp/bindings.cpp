@@ -7,6 +7,7 @@
 #include <string>
 
 #include "balanced_kmeans.hpp"
+#include "fastica.hpp"
 #include "iterd.hpp"
 #include "parallel.hpp"
 #include "tables.hpp"
@@ -71,6 +72,42 @@ TablePolicy parse_policy(const std::string& s) {
     if (s == "rebuild") return TablePolicy::Rebuild;
     if (s == "update") return TablePolicy::Update;
     throw py::value_error("table_policy must be 'auto', 'rebuild' or 'update', got '" + s + "'");
+}
+
+template <class T>
+py::dict whiten_typed(const py::array_t<T, py::array::c_style>& X, int64_t c) {
+    Whitening<T> w;
+    {
+        py::gil_scoped_release release;
+        w = whiten(X.data(), X.shape(0), X.shape(1), c);
+    }
+    py::dict d;
+    d["mean"] = to_numpy(w.mean);
+    d["K"] = to_numpy(w.K, c, static_cast<int64_t>(X.shape(1)));
+    d["X1"] = to_numpy(w.X1, c, static_cast<int64_t>(X.shape(0)));
+    d["smallest_ratio"] = static_cast<double>(w.smallest_ratio);
+    return d;
+}
+
+template <class T>
+py::tuple iterate_typed(const py::array_t<T, py::array::c_style>& X1, const py::array_t<T, py::array::c_style>& W0,
+                        const IcaSettings& s) {
+    const int64_t c = X1.shape(0), n = X1.shape(1);
+    if (W0.ndim() != 2 || W0.shape(0) != c || W0.shape(1) != c)
+        throw py::value_error("w_init must be (n_components, n_components)");
+    IcaRun<T> run;
+    {
+        py::gil_scoped_release release;
+        run = fastica_iterate(X1.data(), c, n, W0.data(), s);
+    }
+    return py::make_tuple(to_numpy(run.W, c, c), run.n_iter, run.converged);
+}
+
+Contrast parse_contrast(const std::string& fun) {
+    if (fun == "logcosh") return Contrast::LogCosh;
+    if (fun == "exp") return Contrast::Exp;
+    if (fun == "cube") return Contrast::Cube;
+    throw py::value_error("fun must be 'logcosh', 'exp' or 'cube', got '" + fun + "'");
 }
 
 // Keeps the activation array alive for as long as the state reads it.
@@ -224,6 +261,32 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
         py::arg("X"), py::arg("K"), py::arg("balanced"), py::arg("n_init"), py::arg("max_iter"),
         py::arg("tol"), py::arg("seed"),
         R"pbdoc(Lloyd k-means (exactly balanced or plain) from greedy k-means++ seeds, best of n_init.)pbdoc");
+
+    m.def(
+        "ica_whiten",
+        [](const py::array& X, int64_t c) -> py::dict {
+            if (X.ndim() != 2) throw py::value_error("X must be 2-D");
+            if (py::isinstance<py::array_t<float, py::array::c_style>>(X) && X.dtype().itemsize() == 4)
+                return whiten_typed<float>(X.cast<py::array_t<float, py::array::c_style>>(), c);
+            return whiten_typed<double>(X.cast<py::array_t<double, py::array::c_style>>(), c);
+        },
+        py::arg("X"), py::arg("n_components"),
+        R"pbdoc(Centre X (n x p) and whiten it by PCA to n_components: dict(mean, K, X1, smallest_ratio).)pbdoc");
+
+    m.def(
+        "ica_iterate",
+        [](const py::array& X1, const py::array& W0, const std::string& fun, double alpha, bool deflation,
+           double tol, int max_iter) -> py::tuple {
+            IcaSettings s{parse_contrast(fun), alpha, deflation, tol, max_iter};
+            if (X1.dtype().itemsize() == 4)
+                return iterate_typed<float>(X1.cast<py::array_t<float, py::array::c_style>>(),
+                                            W0.cast<py::array_t<float, py::array::c_style>>(), s);
+            return iterate_typed<double>(X1.cast<py::array_t<double, py::array::c_style>>(),
+                                         W0.cast<py::array_t<double, py::array::c_style>>(), s);
+        },
+        py::arg("X1"), py::arg("w_init"), py::arg("fun"), py::arg("alpha"), py::arg("deflation"), py::arg("tol"),
+        py::arg("max_iter"),
+        R"pbdoc(FastICA fixed-point iteration on whitened X1 (c x n) from w_init: (W, n_iter, converged).)pbdoc");
 
     m.def("build_info", []() {
         py::dict d;

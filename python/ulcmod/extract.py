@@ -142,14 +142,14 @@ class _Capture:
 
     def __init__(self, points, reduction):
         self.points = points
-        self.reduction = reduction
+        self.reduction = reduction  # None keeps every token: parts are (B, T, W)
         self.mask = None
         self.parts = {}  # layer position in `points` -> (B, W) tensor
         self.handles = []
 
     def _store(self, k, x):
         a = _tensor(x, *self.mask.shape)
-        self.parts[k] = _reduce(a, self.mask, self.reduction).cpu()
+        self.parts[k] = (a.float() if self.reduction is None else _reduce(a, self.mask, self.reduction)).cpu()
         if k == len(self.points) - 1:
             raise _StopForward
 
@@ -181,7 +181,7 @@ class _Capture:
         missing = [self.points[k].name for k in range(len(self.points)) if k not in self.parts]
         if missing:
             raise RuntimeError(f"the forward pass never reached {missing}; is the site right for this model?")
-        return torch.cat([self.parts[k] for k in range(len(self.points))], dim=1).numpy()
+        return torch.cat([self.parts[k] for k in range(len(self.points))], dim=-1).numpy()
 
 
 def extract_activations(
@@ -310,3 +310,25 @@ def extract_activations(
                 bar.close()
         del acts
     return load_activations(out)
+
+
+def token_activations(model, tokenizer, text: str, *, site: str = "mlp.act", layers=None,
+                      chat_template: bool | None = None, max_length: int = 512):
+    """Every token's activations at `site` for one input: (tokens, array of shape (T, n_neurons)).
+
+    The rows are the token-level signals that temporal ICA treats as observations; ``tokens``
+    are the decoded token strings, for attribution displays.
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError("text must be a non-empty string")
+    if chat_template is None:
+        chat_template = getattr(tokenizer, "chat_template", None) is not None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    points = resolve_site(model, site, layers)
+    device = next(model.parameters()).device
+    ids = _encode(tokenizer, [text], chat_template, max_length)[0]
+    input_ids, mask = _batch_tensors([ids], tokenizer.pad_token_id, device)
+    with _Capture(points, None) as capture:
+        values = capture.run(model, input_ids, mask)[0]
+    return [tokenizer.decode([t]) for t in ids], values

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .sites import resolve_site
 
 REDUCTIONS = ("mean_abs", "mean", "max", "max_abs")
+_SUM_ABS = "sum_abs"  # internal: sum of |a| over real tokens (token-weighted statistics)
 
 
 class _StopForward(Exception):
@@ -55,6 +56,8 @@ def _reduce(a, mask, how: str):
 
     a = a.float()
     m = mask.unsqueeze(-1)
+    if how == _SUM_ABS:
+        return torch.where(m, a.abs(), torch.zeros((), dtype=a.dtype)).sum(dim=1)
     if how in ("mean_abs", "mean"):
         v = a.abs() if how == "mean_abs" else a
         total = torch.where(m, v, torch.zeros((), dtype=v.dtype)).sum(dim=1)
@@ -184,6 +187,45 @@ class _Capture:
         return torch.cat([self.parts[k] for k in range(len(self.points))], dim=-1).numpy()
 
 
+def _probe_widths(capture, model, pad_id, device) -> list:
+    """Neurons per hooked module, from a one-token forward pass."""
+    ids, mask = _batch_tensors([[pad_id]], pad_id, device)
+    capture.run(model, ids, mask)
+    return [capture.parts[k].shape[-1] for k in range(len(capture.points))]
+
+
+def site_widths(model, tokenizer, site: str = "mlp.act", layers=None) -> list:
+    """Neurons per layer at `site` (the layer-major order every neuron index here follows)."""
+    points = resolve_site(model, site, layers)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with _Capture(points, "mean") as capture:
+        return _probe_widths(capture, model, pad, next(model.parameters()).device)
+
+
+def token_statistics(model, tokenizer, texts, *, site: str = "mlp.act", layers=None, batch_size: int = 8,
+                     max_length: int = 256, chat_template: bool | None = None) -> tuple:
+    """Per neuron, the sum of |a| over every real token of `texts` (float64), and the token count.
+
+    One pass; ``sums / count`` is the mean absolute activation over tokens.
+    """
+    if chat_template is None:
+        chat_template = getattr(tokenizer, "chat_template", None) is not None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    points = resolve_site(model, site, layers)
+    device = next(model.parameters()).device
+    ids = _encode(tokenizer, list(texts), chat_template, max_length)
+    sums, count = None, 0
+    with _Capture(points, _SUM_ABS) as capture:
+        for b0 in range(0, len(ids), batch_size):
+            batch = ids[b0:b0 + batch_size]
+            input_ids, mask = _batch_tensors(batch, tokenizer.pad_token_id, device)
+            part = capture.run(model, input_ids, mask).astype(np.float64).sum(axis=0)
+            sums = part if sums is None else sums + part
+            count += sum(len(x) for x in batch)
+    return sums, count
+
+
 def extract_activations(
     model,
     tokenizer,
@@ -255,9 +297,7 @@ def extract_activations(
     capture = _Capture(points, reduction)
 
     with capture:
-        probe_ids, probe_mask = _batch_tensors([[tokenizer.pad_token_id]], tokenizer.pad_token_id, device)
-        capture.run(model, probe_ids, probe_mask)
-        widths = [capture.parts[k].shape[1] for k in range(len(points))]
+        widths = _probe_widths(capture, model, tokenizer.pad_token_id, device)
         N, M = sum(widths), len(texts)
         meta = {
             "model": getattr(model.config, "_name_or_path", type(model).__name__),

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <string>
 
 #include "blas.hpp"
 #include "parallel.hpp"
@@ -191,11 +192,26 @@ template <class T>
 Whitening<T> whiten(const T* X, int64_t n, int64_t p, int64_t c) {
     if (c < 1 || c > std::min(n, p)) throw std::invalid_argument("n_components must be in [1, min(n, p)]");
     Whitening<T> out;
-    std::vector<double> mean(p, 0.0);
-    for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < p; ++j) mean[j] += X[i * p + j];
+    // Column means from per-thread partial sums. A NaN or infinity anywhere in X shows up in
+    // its column's sum, so this doubles as the finiteness check (no separate pass).
+    const int64_t threads = max_threads();
+    std::vector<std::vector<double>> partial(threads, std::vector<double>(p, 0.0));
+    parallel_for(threads, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+            double* acc = partial[t].data();
+            for (int64_t i = n * t / threads; i < n * (t + 1) / threads; ++i)
+                for (int64_t j = 0; j < p; ++j) acc[j] += X[i * p + j];
+        }
+    });
     out.mean.resize(p);
-    for (int64_t j = 0; j < p; ++j) out.mean[j] = static_cast<T>(mean[j] / static_cast<double>(n));
+    for (int64_t j = 0; j < p; ++j) {
+        double sum = 0.0;
+        for (const auto& part : partial) sum += part[j];
+        if (!std::isfinite(sum))
+            throw std::invalid_argument("X contains NaN or infinity (column " + std::to_string(j) +
+                                        "); remove or impute those values first");
+        out.mean[j] = static_cast<T>(sum / static_cast<double>(n));
+    }
     std::vector<T> Xc(X, X + n * p);
     parallel_for(n, 256, [&](int64_t r0, int64_t r1) {
         for (int64_t i = r0; i < r1; ++i)

@@ -32,10 +32,7 @@ def _check_data(X) -> np.ndarray:
     if arr.shape[0] < 2 or arr.shape[1] < 1:
         raise ValueError(f"X needs at least 2 samples and 1 feature, got shape {arr.shape}")
     dtype = np.float32 if arr.dtype == np.float32 else np.float64
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
-        raise ValueError("X contains NaN or infinity; remove or impute those values first")
-    return arr
+    return np.ascontiguousarray(arr, dtype=dtype)  # NaN/inf are caught by the core's column sums
 
 
 class FastICA(ParamsMixin):
@@ -109,6 +106,8 @@ class FastICA(ParamsMixin):
             c = p
             if self.n_components not in (None, p):
                 raise ValueError(f"with whiten=False n_components must equal n_features ({p}), got {self.n_components}")
+            if not np.isfinite(X).all():
+                raise ValueError("X contains NaN or infinity; remove or impute those values first")
             X1, K, mean = np.ascontiguousarray(X.T), None, np.zeros(p, dtype=X.dtype)
         else:
             c = min(n, p) if self.n_components is None else check_int(self.n_components, "n_components", minimum=1)

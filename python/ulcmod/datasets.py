@@ -62,6 +62,22 @@ def corpus_attributions() -> str:
     return _data_file("ATTRIBUTIONS.md").read_text(encoding="utf-8")
 
 
+def load_mmlu(subjects=None, n: int | None = None, random_state=None) -> list[dict]:
+    """MMLU test questions shipped with ulcmod (MIT): dicts with ``prompt``, ``options``, ``answer``.
+
+    `n` draws that many questions at random (seeded) from the chosen subjects.
+    """
+    with _data_file("mmlu.jsonl.gz").open("rb") as f:
+        rows = [json.loads(line) for line in gzip.decompress(f.read()).decode("utf-8").split("\n") if line]
+    if subjects is not None:
+        rows = [r for r in rows if r["subject"] in set(subjects)]
+    if n is not None and n < len(rows):
+        rows = [rows[i] for i in sorted(check_random_state(random_state).choice(len(rows), n, replace=False))]
+    return [{"prompt": f"The following is a multiple choice question about {r['subject']}.\n\n"
+                       f"{r['question']}\nAnswer:", "options": r["options"], "answer": r["answer"],
+             "subject": r["subject"]} for r in rows]
+
+
 def load_prompts(path, *, text_column: str = "text", label_column: str = "label",
                  split_column: str | None = None) -> list[Prompt]:
     """Prompts from a local JSON lines (.jsonl), JSON list (.json), CSV (.csv) or parquet file.

@@ -126,3 +126,32 @@ def objective_history(histories, path):
     ax.set_title("IterD objective per iteration", fontsize=9)
     ax.legend()
     return _save(fig, path)
+
+
+def grouped_bars(groups, series: dict, path, ylabel, title):
+    """Bars per group for each named series (e.g. a metric's change per module: edit vs control)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(groups)), 3.6))
+    width = 0.8 / max(len(series), 1)
+    for s, (name, values) in enumerate(series.items()):
+        ax.bar(np.arange(len(groups)) + (s - (len(series) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def per_layer_lines(series: dict, path, ylabel, title):
+    """One line per named series over layers (a dict layer -> value each)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name, values in series.items():
+        layers = sorted(values)
+        ax.plot(layers, [values[k] for k in layers], marker=".", label=name)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)

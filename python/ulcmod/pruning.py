@@ -71,7 +71,7 @@ def search_fraction(accuracy_at, target_drop: float, *, tol: float = 0.02, max_s
 
 
 def prune_to_drop(model, tokenizer, target_texts, scores, target_drop: float, *, site: str = "mlp.act",
-                  neuron_layer=None, per_layer: bool = False, tol: float = 0.02, max_steps: int = 12,
+                  layers=None, neuron_layer=None, per_layer: bool = False, tol: float = 0.02, max_steps: int = 12,
                   recollect_reference=None, **eval_kw) -> dict:
     """Find the fraction of top-scored neurons whose inhibition drops the target set's top-1
     accuracy by `target_drop` (relative).
@@ -79,21 +79,21 @@ def prune_to_drop(model, tokenizer, target_texts, scores, target_drop: float, *,
     With ``recollect_reference`` (the reference texts) the scores are recomputed under the pruning
     of each step, as the iterative procedure of the seed paper; otherwise they stay fixed.
     """
-    widths = site_widths(model, tokenizer, site)
+    widths = site_widths(model, tokenizer, site, layers)
     scores = np.asarray(scores, dtype=np.float64)
     masks = {}  # fraction -> the mask evaluated there
 
     def accuracy_at(fraction):
         mask = select_top(scores, fraction, neuron_layer=neuron_layer, per_layer=per_layer)
         if recollect_reference is not None and fraction > 0:
-            with edit_neurons(model, mask, site=site, widths=widths):
-                t = mean_abs_over_tokens(model, tokenizer, target_texts, site=site)
-                r = mean_abs_over_tokens(model, tokenizer, recollect_reference, site=site)
+            with edit_neurons(model, mask, site=site, layers=layers, widths=widths):
+                t = mean_abs_over_tokens(model, tokenizer, target_texts, site=site, layers=layers)
+                r = mean_abs_over_tokens(model, tokenizer, recollect_reference, site=site, layers=layers)
             rescored = pruning_scores(t, r)
             rescored[mask] = np.inf  # pruned neurons stay pruned
             mask = select_top(rescored, fraction, neuron_layer=neuron_layer, per_layer=per_layer)
         masks[fraction] = mask
-        with edit_neurons(model, mask, site=site, widths=widths):
+        with edit_neurons(model, mask, site=site, layers=layers, widths=widths):
             return top1_accuracy(model, tokenizer, target_texts, **eval_kw)
 
     result = search_fraction(accuracy_at, target_drop, tol=tol, max_steps=max_steps)
@@ -101,13 +101,14 @@ def prune_to_drop(model, tokenizer, target_texts, scores, target_drop: float, *,
     return result
 
 
-def cross_effects(model, tokenizer, text_sets: dict, masks: dict, *, site: str = "mlp.act", **eval_kw) -> dict:
+def cross_effects(model, tokenizer, text_sets: dict, masks: dict, *, site: str = "mlp.act", layers=None,
+                  **eval_kw) -> dict:
     """Relative top-1 accuracy drop on every text set (columns) when each mask (rows) is inhibited."""
-    widths = site_widths(model, tokenizer, site)
+    widths = site_widths(model, tokenizer, site, layers)
     base = {name: top1_accuracy(model, tokenizer, texts, **eval_kw) for name, texts in text_sets.items()}
     out = {}
     for pruned, mask in masks.items():
-        with edit_neurons(model, mask, site=site, widths=widths):
+        with edit_neurons(model, mask, site=site, layers=layers, widths=widths):
             out[pruned] = {name: (base[name] - top1_accuracy(model, tokenizer, texts, **eval_kw)) / base[name]
                            if base[name] > 0 else 0.0 for name, texts in text_sets.items()}
     return {"baseline": base, "drop": out}

@@ -187,6 +187,15 @@ class _Capture:
         return torch.cat([self.parts[k] for k in range(len(self.points))], dim=-1).numpy()
 
 
+def _prepare(model, tokenizer, site, layers, chat_template):
+    """Shared set-up: the hook points, the model's device, and the chat-template decision."""
+    if chat_template is None:
+        chat_template = getattr(tokenizer, "chat_template", None) is not None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return resolve_site(model, site, layers), next(model.parameters()).device, bool(chat_template)
+
+
 def _probe_widths(capture, model, pad_id, device) -> list:
     """Neurons per hooked module, from a one-token forward pass."""
     ids, mask = _batch_tensors([[pad_id]], pad_id, device)
@@ -208,12 +217,7 @@ def token_statistics(model, tokenizer, texts, *, site: str = "mlp.act", layers=N
 
     One pass; ``sums / count`` is the mean absolute activation over tokens.
     """
-    if chat_template is None:
-        chat_template = getattr(tokenizer, "chat_template", None) is not None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    points = resolve_site(model, site, layers)
-    device = next(model.parameters()).device
+    points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
     ids = _encode(tokenizer, list(texts), chat_template, max_length)
     sums, count = None, 0
     with _Capture(points, _SUM_ABS) as capture:
@@ -288,12 +292,7 @@ def extract_activations(
     for name, value in (("batch_size", batch_size), ("max_length", max_length)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if chat_template is None:
-        chat_template = getattr(tokenizer, "chat_template", None) is not None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    points = resolve_site(model, site, layers)
-    device = next(model.parameters()).device
+    points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
     capture = _Capture(points, reduction)
 
     with capture:
@@ -361,12 +360,7 @@ def token_activations(model, tokenizer, text: str, *, site: str = "mlp.act", lay
     """
     if not isinstance(text, str) or not text:
         raise ValueError("text must be a non-empty string")
-    if chat_template is None:
-        chat_template = getattr(tokenizer, "chat_template", None) is not None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    points = resolve_site(model, site, layers)
-    device = next(model.parameters()).device
+    points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
     ids = _encode(tokenizer, [text], chat_template, max_length)[0]
     input_ids, mask = _batch_tensors([ids], tokenizer.pad_token_id, device)
     with _Capture(points, None) as capture:

@@ -88,3 +88,15 @@ def test_token_activations_average_to_the_sample_extraction(tmp_path):
     sample = extract_activations(model, tok, [TEXTS[2]], tmp_path, dtype="float32", progress=False)
     assert values.shape == (len(tokens), 72)
     np.testing.assert_allclose(np.abs(values).mean(axis=0), sample.samples_by_neurons[0], rtol=1e-5, atol=1e-6)
+
+
+def test_group_vs_individual_procedure_finds_templates_in_individuals(rng):
+    M, true = planted(rng, N=1500)
+    M[true] = 1.5  # equal weights put every planted neuron at z ~ 4.2, above the 3.6 threshold
+    # Each "sample" has its own token signals over the same three networks.
+    subjects = [rng.laplace(size=(300, 3)) @ M + 0.3 * rng.normal(size=(300, 1500)) for _ in range(6)]
+    out = nw.group_vs_individual(subjects, 3, n_group=6, n_individual=4, random_state=0)
+    assert best_match_iou(true, out["templates"].masks).min() > 0.85
+    assert (out["analyses"] == 4).all() and (out["networks"] >= 4).all()
+    with pytest.raises(ValueError, match="need max"):
+        nw.group_vs_individual(subjects, 3, n_group=10, n_individual=2)

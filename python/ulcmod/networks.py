@@ -128,6 +128,28 @@ def template_matching(templates, individuals, threshold: float = IOU_MATCH) -> d
     return {"networks": networks, "analyses": analyses}
 
 
+def group_vs_individual(subjects, n_components: int, *, n_group: int = 100, n_individual: int = 100,
+                        iou_threshold: float = IOU_MATCH, threshold: float = Z_THRESHOLD, two_sided: bool = False,
+                        random_state=None) -> dict:
+    """The paper's template-matching procedure (its Tables 1 and 6-8).
+
+    Group ICA over the first `n_group` subjects (e.g. samples, each tokens x neurons) gives
+    the templates; temporal ICA of each of the first `n_individual` subjects alone gives the
+    individual networks; each template counts the individual networks (and analyses) with
+    IoU > iou_threshold.
+    """
+    subjects = list(subjects)
+    if len(subjects) < max(n_group, n_individual):
+        raise ValueError(f"{len(subjects)} subjects given, need max(n_group, n_individual) = "
+                         f"{max(n_group, n_individual)}")
+    group = group_ica(subjects[:n_group], n_components, threshold=threshold, two_sided=two_sided,
+                      random_state=random_state)
+    individual = [temporal_ica(X, n_components, threshold=threshold, two_sided=two_sided,
+                               random_state=random_state).masks for X in subjects[:n_individual]]
+    return {"templates": group, "individual_masks": individual,
+            **template_matching(group.masks, individual, iou_threshold)}
+
+
 def template_similarity(templates_a, templates_b) -> dict:
     """Cross-dataset similarity: the IoU matrix, and each A template's best IoU and match in B."""
     M = pairwise_iou(templates_a, templates_b)

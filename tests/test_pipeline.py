@@ -166,6 +166,7 @@ def test_quick_run_writes_every_file(tiny_model_dir, tmp_path, capsys):
     assert analysis["K"] == 7 and len(analysis["editing"]) == 7
     assert set(analysis["pruning"]["overlap"]) == {"trained", "random"}
     assert set(analysis["moefication"]["mean_auc"]["trained"]) >= {"module 0", "pruning Math"}
+    assert len(analysis["ica_networks"]["best_iou_with_a_module"]) == 7
     for name in ("analysis_edit_top1.png", "analysis_pruning_cross_effects.png", "analysis_overlap_random.png",
                  "analysis_lorenz_auc.png"):
         assert (out / "figures" / name).stat().st_size > 1000, name

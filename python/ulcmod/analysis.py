@@ -10,8 +10,10 @@ writes ``analysis.md``, ``analysis.json`` and ``figures/analysis_*.png`` next to
    mean|a| on the category / mean|a| on the others; the top fraction's cross-effects on every
    category's top-1 accuracy, and overlaps between categories' sets, for the trained model and
    the same architecture randomly initialised.
-3. MoEfication: balanced k-means experts of every layer (trained and random), and the Lorenz AUC
-   of each IterD module and pruning set over them.
+3. ICA networks: temporal ICA of the training activations (samples as observations), each
+   network's best IoU with an IterD module.
+4. MoEfication: balanced k-means experts of every layer (trained and random), and the Lorenz AUC
+   of each IterD module, ICA network and pruning set over them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class AnalyzeConfig:
     n_pruning_texts: int = 20  # training prompts per category for the pruning statistics
     prune_fraction: float = 0.01
     n_experts: int = 16
+    ica_samples: int = 1000  # training samples (observations) for the ICA networks
     max_length: int = 128
     seed: int = 0
     progress: bool = True
@@ -139,6 +142,25 @@ def analyze(cfg: AnalyzeConfig) -> dict:
     sets_trained, sets_random = category_sets(model), category_sets(random_model)
     effects = cross_effects(model, tok, eval_sets, sets_trained, site=site, layers=layers, **kw)
 
+    log("ICA networks")
+    import warnings
+
+    from .exceptions import ConvergenceWarning
+    from .networks import pairwise_iou, temporal_ica
+
+    Z = np.load(run / "activations" / "zscored" / "train.npy", mmap_mode="r")  # samples x neurons
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        nets = temporal_ica(np.asarray(Z[: cfg.ica_samples], dtype=np.float32), K, random_state=cfg.seed,
+                            max_iter=1000)
+    ica_masks = {f"ICA network {k}": nets.masks[k] for k in range(K) if nets.masks[k].any()}
+    module_masks = np.stack([module_mask(labels, k) for k in range(K)])
+    ica_vs_modules = pairwise_iou(nets.masks, module_masks) if ica_masks else np.zeros((K, K))
+    ica_info = {"n_samples": int(min(cfg.ica_samples, Z.shape[0])), "converged": not caught,
+                "network_sizes": nets.masks.sum(axis=1).tolist(),
+                "best_iou_with_a_module": ica_vs_modules.max(axis=1).tolist(),
+                "best_module": ica_vs_modules.argmax(axis=1).tolist()}
+
     log("MoEfication experts and Lorenz AUC")
     moe = None
     if site in ("mlp.act", "mlp.gate", "mlp.up"):  # these neurons are rows of the FFN input weight
@@ -146,6 +168,7 @@ def analyze(cfg: AnalyzeConfig) -> dict:
         for name, m in (("trained", model), ("random", random_model)):
             clusters = moefication_clusters(m, cfg.n_experts, layers=layers, random_state=cfg.seed)
             sets = {f"module {k}": module_mask(labels, k) for k in range(K)}
+            sets.update(ica_masks)
             sets.update({f"pruning {c}": v for c, v in (sets_trained if name == "trained" else sets_random).items()})
             moe[name] = {n: layer_aucs(mask, layer, position, clusters, cfg.n_experts) for n, mask in sets.items()}
 
@@ -173,7 +196,7 @@ def analyze(cfg: AnalyzeConfig) -> dict:
             run / "figures" / "analysis_lorenz_auc.png", "Lorenz AUC (0.5 even, 1 one expert)",
             f"IterD modules over {cfg.n_experts} MoEfication experts per layer (trained model)")
 
-    result = {"K": K, "site": site, "baseline": base, "editing": editing,
+    result = {"K": K, "site": site, "baseline": base, "editing": editing, "ica_networks": ica_info,
               "pruning": {"fraction": cfg.prune_fraction, "cross_effects": effects, "overlap": ov},
               "moefication": None if moe is None else {
                   "n_experts": cfg.n_experts,
@@ -207,6 +230,12 @@ def _write(run: Path, r: dict, figs: dict, categories):
         lines += ["", f"Overlap |N_i & N_j| / |N_i|, {name} model:", "",
                   "| | " + " | ".join(categories) + " |", "|---|" + "---|" * len(categories)]
         lines += [f"| {a} | " + " | ".join(f"{o[a][c]:.2f}" for c in categories) + " |" for a in categories]
+    ica = r["ica_networks"]
+    lines += ["", f"## ICA networks (temporal ICA, {ica['n_samples']} training samples as observations, "
+                  f"z >= 3.6{'' if ica['converged'] else '; FastICA stopped at max_iter'})", "",
+              "| network | neurons | best IoU with an IterD module | module |", "|---|---|---|---|"]
+    lines += [f"| {k} | {n} | {iou:.3f} | U{m} |" for k, (n, iou, m) in
+              enumerate(zip(ica["network_sizes"], ica["best_iou_with_a_module"], ica["best_module"]))]
     if r["moefication"]:
         m = r["moefication"]
         lines += ["", f"## MoEfication: mean Lorenz AUC over layers ({m['n_experts']} experts per layer; "

@@ -36,3 +36,20 @@ def kmeans(
     X: npt.NDArray[np.float64], K: int, balanced: bool, n_init: int, max_iter: int, tol: float, seed: int
 ) -> dict[str, Any]: ...
 def build_info() -> dict[str, Any]: ...
+def update_table(
+    A: npt.NDArray[np.floating],
+    index: npt.NDArray[np.int64],
+    from_: npt.NDArray[np.int32],
+    to: npt.NDArray[np.int32],
+    table: npt.NDArray[np.float64],
+) -> None: ...
+def ica_whiten(X: npt.NDArray[np.floating], n_components: int) -> dict[str, Any]: ...
+def ica_iterate(
+    X1: npt.NDArray[np.floating],
+    w_init: npt.NDArray[np.floating],
+    fun: str,
+    alpha: float,
+    deflation: bool,
+    tol: float,
+    max_iter: int,
+) -> tuple[npt.NDArray[np.floating], int, bool]: ...

@@ -14,9 +14,11 @@ class ParamsMixin:
         return [p.name for p in sig.parameters.values() if p.name != "self"]
 
     def get_params(self, deep: bool = True) -> dict:
+        """The constructor's keyword arguments and their current values."""
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params):
+        """Set constructor parameters by name; returns self."""
         valid = set(self._param_names())
         for name, value in params.items():
             if name not in valid:

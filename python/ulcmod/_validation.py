@@ -112,12 +112,14 @@ def check_random_state(random_state) -> np.random.Generator:
 
 
 def check_choice(value, name: str, choices) -> str:
+    """`value` if it is one of `choices`, else a ValueError listing them."""
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
 
 
 def check_tol(tol, name: str = "tol") -> float:
+    """A finite tolerance >= 0."""
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not np.isfinite(tol) or tol < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {tol!r}")
     return float(tol)

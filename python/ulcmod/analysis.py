@@ -31,6 +31,8 @@ QUICK_ANALYZE = {"n_eval": 2, "n_mmlu": 8, "n_probe_train": 4, "n_probe_test": 2
 
 @dataclass
 class AnalyzeConfig:
+    """Settings of `ulcmod analyze` (sample counts per category, pruning fraction, experts)."""
+
     run: str = "runs/default"
     k: int | None = None  # IterD K to analyse; default: the run's K closest to its number of categories
     n_eval: int = 10  # held-out prompts per category for perplexity / top-1 / cross-effects

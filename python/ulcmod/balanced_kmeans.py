@@ -28,6 +28,7 @@ def _check_points(X, name: str = "X") -> np.ndarray:
 
 
 def fit_kmeans(X, n_clusters, *, balanced, n_init, max_iter, tol, random_state):
+    """Validate and run the core's k-means (balanced or plain); the core's result dict."""
     X = _check_points(X)
     K = check_int(n_clusters, "n_clusters", minimum=1)
     if K > X.shape[0]:
@@ -112,6 +113,7 @@ class BalancedKMeans(ParamsMixin):
         self.random_state = random_state
 
     def fit(self, X, y=None):
+        """Cluster the rows of X; returns self."""
         out = fit_kmeans(X, self.n_clusters, balanced=True, n_init=self.n_init, max_iter=self.max_iter,
                    tol=self.tol, random_state=self.random_state)
         self.cluster_centers_ = out["centers"]
@@ -121,6 +123,7 @@ class BalancedKMeans(ParamsMixin):
         return self
 
     def fit_predict(self, X, y=None):
+        """Fit and return the labels."""
         return self.fit(X).labels_
 
     def predict(self, X):

@@ -30,6 +30,7 @@ def _int_list(text):
 
 
 def build_parser():
+    """The argument parser of `ulcmod` (discover, analyze)."""
     from .baselines import METHODS
     from .pipeline import DiscoverConfig
 
@@ -74,6 +75,7 @@ def build_parser():
 
 
 def analyze_config_from(args):
+    """AnalyzeConfig from parsed arguments."""
     from .analysis import QUICK_ANALYZE, AnalyzeConfig
 
     cfg = AnalyzeConfig(run=args.run)
@@ -90,6 +92,7 @@ def analyze_config_from(args):
 
 
 def config_from(args):
+    """DiscoverConfig from parsed arguments (--quick first, explicit options over it)."""
     from .pipeline import QUICK, DiscoverConfig
 
     cfg = DiscoverConfig()
@@ -108,6 +111,7 @@ def config_from(args):
 
 
 def main(argv=None) -> int:
+    """Entry point of the `ulcmod` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["discover", *argv]  # `ulcmod` / `python -m ulcmod` alone run discover

@@ -24,6 +24,8 @@ CATEGORIES = ("Coding", "Math", "Linguistic", "Knowledge", "Translation", "Ethic
 
 @dataclass(frozen=True)
 class Prompt:
+    """One prompt: its text, category, split, source and licence."""
+
     text: str
     category: str
     split: str = ""  # "train", "test" or "" (not split yet)

@@ -75,6 +75,7 @@ class Activations:
 
     @property
     def samples_by_neurons(self) -> np.ndarray:
+        """The activations as stored: (n_samples, n_neurons), memory-mapped."""
         return np.load(self.path / "activations.npy", mmap_mode="r")
 
     @property
@@ -84,18 +85,22 @@ class Activations:
 
     @property
     def done(self) -> np.ndarray:
+        """Which samples are extracted (all of them once the run completed)."""
         return np.load(self.path / "done.npy")
 
     @property
     def complete(self) -> bool:
+        """Whether every sample is extracted."""
         return bool(self.done.all())
 
     @property
     def neuron_layer(self) -> np.ndarray:
+        """Layer of every neuron."""
         return np.load(self.path / "neurons.npz")["layer"]
 
     @property
     def neuron_position(self) -> np.ndarray:
+        """Position of every neuron within its layer."""
         return np.load(self.path / "neurons.npz")["position"]
 
 

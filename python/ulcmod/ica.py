@@ -152,10 +152,12 @@ class FastICA(ParamsMixin):
         return S
 
     def fit(self, X, y=None):
+        """Fit the unmixing on X (n_samples x n_features); returns self."""
         self._fit(X)
         return self
 
     def fit_transform(self, X, y=None):
+        """Fit and return the sources (n_samples x n_components)."""
         return self._fit(X)
 
     def _fitted(self):

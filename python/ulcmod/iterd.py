@@ -68,6 +68,7 @@ class IterDResult:
 
     @property
     def n_modules(self) -> int:
+        """K."""
         return int(self.neuron_labels.max()) + 1
 
     def module_features(self, A) -> np.ndarray:
@@ -309,6 +310,7 @@ class IterD(ParamsMixin):
         self.pca_neurons = pca_neurons
 
     def fit(self, A, y=None):
+        """Partition the neurons (rows) and samples (columns) of A; returns self."""
         res = iterd(A, **self.get_params())
         self.result_ = res
         self.neuron_labels_ = self.row_labels_ = res.neuron_labels

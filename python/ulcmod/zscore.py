@@ -32,10 +32,12 @@ class ZScore:
     std: np.ndarray
 
     def save(self, path) -> None:
+        """Write the statistics to an .npz file."""
         np.savez(path, mean=self.mean, std=self.std)
 
     @classmethod
     def load(cls, path) -> "ZScore":
+        """Read statistics written by save()."""
         with np.load(path) as f:
             return cls(f["mean"], f["std"])
 

@@ -51,6 +51,23 @@ def check_activations(A, name: str = "A") -> np.ndarray:
     return arr
 
 
+def check_real_matrix(X, name: str = "X", *, rows: str = "samples", min_rows: int = 1,
+                      keep_float32: bool = False) -> np.ndarray:
+    """A 2-D real array as a C-contiguous float64 copy (or float32 kept with keep_float32)."""
+    arr = np.asarray(X)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"Expected a 2-D array {name} (n_{rows} x n_features), got a {arr.ndim}-D array with shape "
+            f"{arr.shape}; use {name}.reshape(-1, 1) for a single feature"
+        )
+    if arr.shape[0] < min_rows or arr.shape[1] < 1:
+        raise ValueError(f"{name} needs at least {min_rows} {rows} and 1 feature, got shape {arr.shape}")
+    dtype = np.float32 if keep_float32 and arr.dtype == np.float32 else np.float64
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
 def check_int(value, name: str, *, minimum: int) -> int:
     """An integer (not bool) >= minimum."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -8,20 +8,12 @@ import numpy as np
 
 from . import _core
 from ._estimator import ParamsMixin
-from ._validation import check_int, check_random_state, check_tol, seed_from
+from ._validation import check_int, check_random_state, check_real_matrix, check_tol, seed_from
 from .exceptions import ConvergenceWarning
 
 
 def _check_points(X, name: str = "X") -> np.ndarray:
-    arr = np.asarray(X)
-    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(
-            f"Expected a 2-D array {name} (n_points x n_features), got a {arr.ndim}-D array with shape "
-            f"{arr.shape}; use {name}.reshape(-1, 1) for a single feature"
-        )
-    arr = np.ascontiguousarray(arr, dtype=np.float64)  # small inputs: a float64 copy is cheap
+    arr = check_real_matrix(X, name, rows="points")  # small inputs: a float64 copy is cheap
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinity; remove or impute those values first")
     return arr

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _core
 from ._estimator import ParamsMixin
-from ._validation import check_choice, check_int, check_random_state, check_tol
+from ._validation import check_choice, check_int, check_random_state, check_real_matrix, check_tol
 from .exceptions import ConvergenceWarning
 
 FUNS = ("logcosh", "exp", "cube")
@@ -23,16 +23,8 @@ WHITEN = ("unit-variance", "arbitrary-variance")
 
 
 def _check_data(X) -> np.ndarray:
-    arr = np.asarray(X)
-    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
-        raise TypeError(f"X must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"Expected a 2-D array X (n_samples x n_features), got a {arr.ndim}-D array with shape "
-                         f"{arr.shape}; reshape it, e.g. X.reshape(-1, 1) for one feature")
-    if arr.shape[0] < 2 or arr.shape[1] < 1:
-        raise ValueError(f"X needs at least 2 samples and 1 feature, got shape {arr.shape}")
-    dtype = np.float32 if arr.dtype == np.float32 else np.float64
-    return np.ascontiguousarray(arr, dtype=dtype)  # NaN/inf are caught by the core's column sums
+    # float32 stays float32; NaN/inf are caught by the core's column sums (no extra pass)
+    return check_real_matrix(X, min_rows=2, keep_float32=True)
 
 
 class FastICA(ParamsMixin):

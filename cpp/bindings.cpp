@@ -17,26 +17,36 @@ using namespace ulcmod;
 
 namespace {
 
-// A strided view on a NumPy float array, read in place. The array must stay alive while used.
+// The element type of an activation array: float16/32/64, or bfloat16 given either as an
+// ml_dtypes.bfloat16 array or as the uint16 bit pattern of one (the Python layer's view of
+// bfloat16 data that NumPy cannot name, e.g. a torch tensor received through DLPack).
+DType activation_dtype(const py::dtype& dt, const char* name) {
+    if (dt.kind() == 'f' && dt.itemsize() == 2) return DType::F16;
+    if (dt.kind() == 'f' && dt.itemsize() == 4) return DType::F32;
+    if (dt.kind() == 'f' && dt.itemsize() == 8) return DType::F64;
+    if ((dt.kind() == 'u' && dt.itemsize() == 2) ||
+        (dt.kind() == 'V' && dt.itemsize() == 2 && py::str(dt.attr("name")).cast<std::string>() == "bfloat16"))
+        return DType::BF16;
+    throw py::type_error(std::string(name) + " must be float16, bfloat16, float32 or float64");
+}
+
+// A strided view on a NumPy array, read in place. The array must stay alive while used.
 Matrix as_matrix(const py::array& a, const char* name) {
     if (a.ndim() != 2)
         throw py::value_error(std::string(name) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");
     const py::dtype dt = a.dtype();
-    const char order = dt.byteorder();
-    if (dt.kind() != 'f' || (dt.itemsize() != 2 && dt.itemsize() != 4 && dt.itemsize() != 8))
-        throw py::type_error(std::string(name) + " must be float16, float32 or float64");
-    if (order == '>')
+    Matrix m;
+    m.dtype = activation_dtype(dt, name);
+    if (dt.byteorder() == '>')
         throw py::value_error(std::string(name) + " must be in native byte order");
     const int64_t item = dt.itemsize();
     if (a.strides(0) % item != 0 || a.strides(1) % item != 0)
         throw py::value_error(std::string(name) + " has strides that are not multiples of its itemsize");
-    Matrix m;
     m.data = a.data();
     m.rows = a.shape(0);
     m.cols = a.shape(1);
     m.row_stride = a.strides(0) / item;
     m.col_stride = a.strides(1) / item;
-    m.dtype = item == 2 ? DType::F16 : item == 4 ? DType::F32 : DType::F64;
     return m;
 }
 

@@ -1,5 +1,5 @@
-// A read-only strided view of a dense 2-D array of float16, float32 or float64, and the
-// dispatch that turns it into a typed view for the kernels. Nothing here owns memory: the
+// A read-only strided view of a dense 2-D array of float16, bfloat16, float32 or float64, and
+// the dispatch that turns it into a typed view for the kernels. Nothing here owns memory: the
 // kernels read the caller's buffer in place (NumPy arrays, memmaps, ...).
 #pragma once
 
@@ -11,7 +11,15 @@
 
 namespace ulcmod {
 
-enum class DType { F16, F32, F64 };
+enum class DType { F16, BF16, F32, F64 };
+
+// The two 16-bit storage formats, as distinct types so the kernels can overload on them.
+struct half_t {
+    uint16_t bits;
+};
+struct bfloat16_t {
+    uint16_t bits;
+};
 
 // IEEE half -> float without F16C: shift the 15 exponent/mantissa bits into place, rebias the
 // exponent, and let one float multiply renormalise subnormals. Branch-light so loops vectorise.
@@ -37,9 +45,22 @@ inline float half_to_float(uint16_t h) {
     return result;
 }
 
-inline double load(uint16_t v) { return half_to_float(v); }
+// bfloat16 is the top half of a float32: widening is a 16-bit shift.
+inline float bfloat16_to_float(uint16_t b) {
+    const uint32_t bits = static_cast<uint32_t>(b) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+inline double load(half_t v) { return half_to_float(v.bits); }
+inline double load(bfloat16_t v) { return bfloat16_to_float(v.bits); }
 inline double load(float v) { return v; }
 inline double load(double v) { return v; }
+
+inline int64_t dtype_size(DType d) {
+    return d == DType::F16 || d == DType::BF16 ? 2 : d == DType::F32 ? 4 : 8;
+}
 
 struct Matrix {
     const void* data = nullptr;
@@ -48,7 +69,7 @@ struct Matrix {
     DType dtype = DType::F32;
 
     Matrix transposed() const { return {data, cols, rows, col_stride, row_stride, dtype}; }
-    int64_t itemsize() const { return dtype == DType::F16 ? 2 : dtype == DType::F32 ? 4 : 8; }
+    int64_t itemsize() const { return dtype_size(dtype); }
     // Elements of one row lie next to each other (C order for the view).
     bool row_contiguous() const {
         return col_stride == 1 || (cols == 1) || (rows > 1 && std::abs(col_stride) < std::abs(row_stride));
@@ -67,8 +88,11 @@ template <class F>
 decltype(auto) dispatch(const Matrix& m, F&& f) {
     switch (m.dtype) {
         case DType::F16:
-            return f(TypedMatrix<uint16_t>{static_cast<const uint16_t*>(m.data), m.rows, m.cols,
-                                           m.row_stride, m.col_stride});
+            return f(TypedMatrix<half_t>{static_cast<const half_t*>(m.data), m.rows, m.cols,
+                                         m.row_stride, m.col_stride});
+        case DType::BF16:
+            return f(TypedMatrix<bfloat16_t>{static_cast<const bfloat16_t*>(m.data), m.rows, m.cols,
+                                             m.row_stride, m.col_stride});
         case DType::F32:
             return f(TypedMatrix<float>{static_cast<const float*>(m.data), m.rows, m.cols,
                                         m.row_stride, m.col_stride});

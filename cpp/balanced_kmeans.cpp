@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "parallel.hpp"
+#include "simd_clones.hpp"
 #include "random.hpp"
 
 namespace ulcmod {
@@ -153,11 +154,6 @@ private:
     std::vector<char> settled_;
 };
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#define ULCMOD_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define ULCMOD_SIMD_CLONES
-#endif
 
 std::vector<double> row_norms(const double* X, int64_t n, int64_t d) {
     std::vector<double> out(n);

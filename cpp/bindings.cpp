@@ -84,6 +84,13 @@ TablePolicy parse_policy(const std::string& s) {
     throw py::value_error("table_policy must be 'auto', 'rebuild' or 'update', got '" + s + "'");
 }
 
+SweepOrder parse_order(const std::string& s) {
+    if (s == "parallel") return SweepOrder::Parallel;
+    if (s == "random") return SweepOrder::Random;
+    if (s == "sequential") return SweepOrder::Sequential;
+    throw py::value_error("order must be 'parallel', 'random' or 'sequential', got '" + s + "'");
+}
+
 template <class T>
 py::dict whiten_typed(const py::array_t<T, py::array::c_style>& X, int64_t c) {
     Whitening<T> w;
@@ -193,8 +200,8 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
                  self->owner = A;
                  {
                      py::gil_scoped_release release;
-                     self->state = std::make_unique<IterDState>(mat, K, std::move(u), std::move(s), tol,
-                                                                seed, policy);
+                     self->state = std::make_unique<IterDState>(make_cpu_backend(mat, K, policy),
+                                                                std::move(u), std::move(s), tol, seed);
                  }
                  return self;
              }),
@@ -202,11 +209,24 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
              py::arg("tol"), py::arg("seed"), py::arg("table_policy") = "auto")
         .def(
             "iterate",
-            [](PyIterDState& self, bool shuffle) {
+            [](PyIterDState& self, const std::string& order) {
+                const SweepOrder o = parse_order(order);
                 py::gil_scoped_release release;
-                return self.state->iterate(shuffle);
+                return self.state->iterate(o);
             },
-            py::arg("shuffle"), R"pbdoc(One neuron sweep then one sample sweep; returns (neurons moved, samples moved).)pbdoc")
+            py::arg("order"),
+            R"pbdoc(One neuron sweep then one sample sweep in the given order ('parallel', 'random' or 'sequential'); returns (neurons moved, samples moved).)pbdoc")
+        .def(
+            "sweep",
+            [](PyIterDState& self, const std::string& side, const std::string& order) {
+                if (side != "neurons" && side != "samples")
+                    throw py::value_error("side must be 'neurons' or 'samples', got '" + side + "'");
+                const SweepOrder o = parse_order(order);
+                py::gil_scoped_release release;
+                return self.state->sweep(side == "neurons" ? Side::Neurons : Side::Samples, o);
+            },
+            py::arg("side"), py::arg("order"),
+            R"pbdoc(One sweep of one side ('neurons' or 'samples'); returns the number of elements moved.)pbdoc")
         .def("objective", [](PyIterDState& self) {
             Objective o;
             {
@@ -218,17 +238,19 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
         .def_property_readonly("neuron_labels", [](PyIterDState& s) { return to_numpy(s.state->neuron_labels()); })
         .def_property_readonly("sample_labels", [](PyIterDState& s) { return to_numpy(s.state->sample_labels()); })
         .def("neuron_table", [](PyIterDState& s) {
-            const auto& t = s.state->neuron_table();
-            return to_numpy(t, static_cast<int64_t>(s.state->neuron_labels().size()),
-                            static_cast<int64_t>(t.size() / s.state->neuron_labels().size()));
+            return to_numpy(s.state->neuron_table(), static_cast<int64_t>(s.state->neuron_labels().size()),
+                            static_cast<int64_t>(s.state->backend().K()));
         })
         .def("sample_table", [](PyIterDState& s) {
-            const auto& t = s.state->sample_table();
-            return to_numpy(t, static_cast<int64_t>(s.state->sample_labels().size()),
-                            static_cast<int64_t>(t.size() / s.state->sample_labels().size()));
+            return to_numpy(s.state->sample_table(), static_cast<int64_t>(s.state->sample_labels().size()),
+                            static_cast<int64_t>(s.state->backend().K()));
         })
-        .def_property_readonly("table_builds", [](PyIterDState& s) { return s.state->table_builds(); })
-        .def_property_readonly("update_reads", [](PyIterDState& s) { return s.state->update_reads(); });
+        .def_property_readonly("backend", [](PyIterDState& s) { return s.state->backend().name(); })
+        .def_property_readonly("table_builds", [](PyIterDState& s) { return s.state->stats().builds; })
+        .def_property_readonly("update_reads", [](PyIterDState& s) { return s.state->stats().update_reads; })
+        .def_property_readonly("full_scans", [](PyIterDState& s) { return s.state->stats().full_scans; })
+        .def_property_readonly("partial_scans", [](PyIterDState& s) { return s.state->stats().partial_scans; })
+        .def_property_readonly("rounds", [](PyIterDState& s) { return s.state->rounds(); });
 
     m.def(
         "balanced_assignment",

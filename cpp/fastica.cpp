@@ -9,15 +9,11 @@
 
 #include "blas.hpp"
 #include "parallel.hpp"
+#include "simd_clones.hpp"
 
 namespace ulcmod {
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#define ULCMOD_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define ULCMOD_SIMD_CLONES
-#endif
 
 // exp(x) in double, branch-free so loops vectorise: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite),
 // e^r by its Taylor series to r^12 (relative error below 2e-16), 2^k assembled in the exponent

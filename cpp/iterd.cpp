@@ -31,63 +31,67 @@ void require_nonempty(const std::vector<int64_t>& counts, const char* what) {
                                         " is empty; every module needs at least one " + what);
 }
 
-// One Gauss-Seidel sweep over the elements of one side (rows of `table`). `cnt` are this side's
-// module sizes (updated as elements move), `other` the fixed sizes of the other side. Moves are
-// appended to `moves` (index, from, to).
-int64_t sweep(const std::vector<double>& table, int K, std::vector<int32_t>& labels,
-              std::vector<int64_t>& cnt, const std::vector<int64_t>& other, double tol,
-              const std::vector<int64_t>* order, std::vector<Move>& moves) {
-    const int64_t rows = static_cast<int64_t>(labels.size());
-    // D from the table, P and H from the counts: no drift carried between sweeps.
-    double D = 0.0;
-    for (int64_t r = 0; r < rows; ++r) D += table[r * K + labels[r]];
-    double P = 0.0, H = 0.0;
-    std::vector<double> inv(K), inv_minus(K), dH_plus(K), oth(K);
-    auto refresh_module = [&](int k) {
-        const double nk = static_cast<double>(cnt[k]), mk = static_cast<double>(other[k]);
-        inv[k] = 1.0 / (nk * mk);
-        inv_minus[k] = cnt[k] > 1 ? 1.0 / ((nk - 1.0) * mk) : 0.0;
-        dH_plus[k] = 1.0 / ((nk + 1.0) * mk) - inv[k];
-    };
-    for (int k = 0; k < K; ++k) {
-        refresh_module(k);
-        oth[k] = static_cast<double>(other[k]);
-        P += static_cast<double>(cnt[k]) * oth[k];
-        H += inv[k];
+// The exact state of one side's sweep: D, P, H and the per-module terms of H, kept up to date
+// move by move. `cnt` are this side's module sizes (changed by apply), `other` the fixed sizes
+// of the other side. Every acceptance decision of every order is made here, in one formula.
+class Scorer {
+public:
+    Scorer(double D, std::vector<int64_t>& cnt, const std::vector<int64_t>& other, double tol)
+        : K_(static_cast<int>(cnt.size())), D_(D), tol_(tol), cnt_(cnt), other_(other), inv_(K_),
+          inv_minus_(K_), dH_plus_(K_), oth_(K_), score_(K_) {
+        for (int k = 0; k < K_; ++k) {
+            refresh_module(k);
+            oth_[k] = static_cast<double>(other[k]);
+            P_ += static_cast<double>(cnt[k]) * oth_[k];
+            H_ += inv_[k];
+        }
     }
-    const double Kd = K;
-    int64_t moved = 0;
-    std::vector<double> score(K);
-    for (int64_t step = 0; step < rows; ++step) {
-        const int64_t r = order ? (*order)[step] : step;
-        const int a = labels[r];
-        if (cnt[a] == 1) continue;  // leaving would empty module a
-        const double* t = table.data() + r * K;
-        const double L = Kd * D / (P * H);
-        const double Da = D - t[a], Pa = P - oth[a], Ha = H - inv[a] + inv_minus[a];
-        for (int b = 0; b < K; ++b) score[b] = Kd * (Da + t[b]) / ((Pa + oth[b]) * (Ha + dH_plus[b]));
+
+    // The module a row with table entries t should move to from module a: the one raising L
+    // most, if that is by more than tol |L|; -1 for none (or when leaving would empty a).
+    int best_move(const double* t, int a) {
+        if (cnt_[a] == 1) return -1;
+        const double Kd = K_;
+        const double L = Kd * D_ / (P_ * H_);
+        const double Da = D_ - t[a], Pa = P_ - oth_[a], Ha = H_ - inv_[a] + inv_minus_[a];
+        for (int b = 0; b < K_; ++b) score_[b] = Kd * (Da + t[b]) / ((Pa + oth_[b]) * (Ha + dH_plus_[b]));
         int best = -1;
-        double best_L = L + tol * std::abs(L);
-        for (int b = 0; b < K; ++b) {
-            if (b != a && score[b] > best_L) {
-                best_L = score[b];
+        double best_L = L + tol_ * std::abs(L);
+        for (int b = 0; b < K_; ++b) {
+            if (b != a && score_[b] > best_L) {
+                best_L = score_[b];
                 best = b;
             }
         }
-        if (best < 0) continue;
-        D = Da + t[best];
-        P = Pa + oth[best];
-        H = Ha + dH_plus[best];
-        --cnt[a];
-        ++cnt[best];
-        refresh_module(a);
-        refresh_module(best);
-        labels[r] = best;
-        moves.push_back({r, static_cast<int32_t>(a), static_cast<int32_t>(best)});
-        ++moved;
+        return best;
     }
-    return moved;
-}
+
+    void apply(const double* t, int a, int b) {
+        D_ += t[b] - t[a];
+        P_ += oth_[b] - oth_[a];
+        H_ += inv_minus_[a] - inv_[a] + dH_plus_[b];
+        --cnt_[a];
+        ++cnt_[b];
+        refresh_module(a);
+        refresh_module(b);
+    }
+
+    SweepScalars scalars() const { return {K_, D_, P_, H_, tol_, cnt_.data(), other_.data()}; }
+
+private:
+    void refresh_module(int k) {
+        const double nk = static_cast<double>(cnt_[k]), mk = static_cast<double>(other_[k]);
+        inv_[k] = 1.0 / (nk * mk);
+        inv_minus_[k] = cnt_[k] > 1 ? 1.0 / ((nk - 1.0) * mk) : 0.0;
+        dH_plus_[k] = 1.0 / ((nk + 1.0) * mk) - inv_[k];
+    }
+
+    int K_;
+    double D_, P_ = 0.0, H_ = 0.0, tol_;
+    std::vector<int64_t>& cnt_;
+    const std::vector<int64_t>& other_;
+    std::vector<double> inv_, inv_minus_, dH_plus_, oth_, score_;
+};
 
 }  // namespace
 
@@ -103,44 +107,44 @@ Objective objective_from(double D, const std::vector<int64_t>& n, const std::vec
     return {xi * B, xi, B, D, P, H};
 }
 
-IterDState::IterDState(const Matrix& A, int K, std::vector<int32_t> neuron_labels,
-                       std::vector<int32_t> sample_labels, double tol, uint64_t seed,
-                       TablePolicy policy)
-    : A_(A), At_(A.transposed()), K_(K), tol_(tol), rng_state_(seed), policy_(policy),
+IterDState::IterDState(std::unique_ptr<Backend> backend, std::vector<int32_t> neuron_labels,
+                       std::vector<int32_t> sample_labels, double tol, uint64_t seed)
+    : backend_(std::move(backend)), K_(backend_->K()), tol_(tol), rng_state_(seed),
       u_(std::move(neuron_labels)), s_(std::move(sample_labels)) {
-    if (K < 1) throw std::invalid_argument("K must be at least 1");
-    if (static_cast<int64_t>(s_.size()) != A.cols)
-        throw std::invalid_argument("sample labels: expected " + std::to_string(A.cols) + ", got " +
+    const int64_t N = backend_->rows(Side::Neurons), M = backend_->rows(Side::Samples);
+    if (K_ < 1) throw std::invalid_argument("K must be at least 1");
+    if (static_cast<int64_t>(s_.size()) != M)
+        throw std::invalid_argument("sample labels: expected " + std::to_string(M) + ", got " +
                                     std::to_string(s_.size()));
-    if (!u_.empty() && static_cast<int64_t>(u_.size()) != A.rows)
-        throw std::invalid_argument("neuron labels: expected " + std::to_string(A.rows) + ", got " +
+    if (!u_.empty() && static_cast<int64_t>(u_.size()) != N)
+        throw std::invalid_argument("neuron labels: expected " + std::to_string(N) + ", got " +
                                     std::to_string(u_.size()));
-    if (K > A.rows || K > A.cols)
-        throw std::invalid_argument("K exceeds the number of neurons or samples");
-    m_ = count_labels(s_, K, "sample");
+    if (K_ > N || K_ > M) throw std::invalid_argument("K exceeds the number of neurons or samples");
+    m_ = count_labels(s_, K_, "sample");
     require_nonempty(m_, "sample");
     if (!u_.empty()) {
-        n_ = count_labels(u_, K, "neuron");
+        n_ = count_labels(u_, K_, "neuron");
         require_nonempty(n_, "neuron");
     }
-    R_.assign(static_cast<size_t>(A.rows) * K, 0.0);
-    C_.assign(static_cast<size_t>(A.cols) * K, 0.0);
-    refresh(true);
-    const int64_t bad = first_nonfinite_row(R_.data(), A.rows, K);
+    backend_->set_labels(Side::Samples, s_.data());
+    backend_->refresh(Side::Neurons);
+    const int64_t bad = first_nonfinite_row(backend_->host_table(Side::Neurons), N, K_);
     if (bad >= 0)
         throw std::invalid_argument("A contains NaN or infinity (first in row " + std::to_string(bad) +
                                     "); replace or drop non-finite activations before clustering");
     if (u_.empty()) derive_neuron_labels();
+    backend_->set_labels(Side::Neurons, u_.data());
 }
 
 void IterDState::derive_neuron_labels() {
-    const int64_t N = A_.rows;
+    const int64_t N = backend_->rows(Side::Neurons);
+    const double* R = backend_->host_table(Side::Neurons);
     u_.assign(N, 0);
     n_.assign(K_, 0);
     std::vector<double> inv_m(K_);
     for (int k = 0; k < K_; ++k) inv_m[k] = 1.0 / static_cast<double>(m_[k]);
     for (int64_t i = 0; i < N; ++i) {
-        const double* t = R_.data() + i * K_;
+        const double* t = R + i * K_;
         int best = 0;
         for (int k = 1; k < K_; ++k)
             if (t[k] * inv_m[k] > t[best] * inv_m[best]) best = k;
@@ -154,7 +158,7 @@ void IterDState::derive_neuron_labels() {
         for (int64_t i = 0; i < N; ++i) {
             const int a = u_[i];
             if (n_[a] < 2) continue;
-            const double loss = R_[i * K_ + a] * inv_m[a] - R_[i * K_ + k] * inv_m[k];
+            const double loss = R[i * K_ + a] * inv_m[a] - R[i * K_ + k] * inv_m[k];
             if (loss < pick_loss) {
                 pick_loss = loss;
                 pick = i;
@@ -166,61 +170,69 @@ void IterDState::derive_neuron_labels() {
     }
 }
 
-void IterDState::refresh(bool neuron_side) {
-    const Matrix& view = neuron_side ? A_ : At_;
-    std::vector<double>& table = neuron_side ? R_ : C_;
-    std::vector<Move>& pending = neuron_side ? R_pending_ : C_pending_;
-    bool& built = neuron_side ? R_built_ : C_built_;
-    const std::vector<int32_t>& col_labels = neuron_side ? s_ : u_;
-    if (built && pending.empty()) return;
-    const bool update = built && (policy_ == TablePolicy::Update ||
-                                  (policy_ == TablePolicy::Auto &&
-                                   update_is_cheaper(view, static_cast<int64_t>(pending.size()))));
-    if (update) {
-        update_table(view, pending, K_, table.data());
-        update_reads_ += static_cast<int64_t>(pending.size()) * view.rows;
-    } else {
-        build_table(view, col_labels.data(), K_, table.data());
-        ++builds_;
-        built = true;
+int64_t IterDState::sweep(Side side, SweepOrder order) {
+    const bool neurons = side == Side::Neurons;
+    std::vector<int32_t>& labels = neurons ? u_ : s_;
+    std::vector<int64_t>& cnt = neurons ? n_ : m_;
+    const std::vector<int64_t>& other = neurons ? m_ : n_;
+    backend_->refresh(side);
+    // D from the table, P and H from the counts: no drift carried between sweeps.
+    Scorer scorer(backend_->diagonal(side), cnt, other, tol_);
+    std::vector<Move> moves;
+    auto try_move = [&](int64_t r, const double* t) {
+        const int a = labels[r];
+        const int b = scorer.best_move(t, a);
+        if (b < 0) return;
+        scorer.apply(t, a, b);
+        labels[r] = b;
+        moves.push_back({r, static_cast<int32_t>(a), static_cast<int32_t>(b)});
+    };
+    if (order != SweepOrder::Parallel) {
+        const int64_t rows = static_cast<int64_t>(labels.size());
+        std::vector<int64_t> perm;
+        if (order == SweepOrder::Random) {
+            perm.resize(rows);
+            std::iota(perm.begin(), perm.end(), int64_t{0});
+            shuffle_in_place(perm, rng_state_);
+        }
+        const double* T = backend_->host_table(side);
+        for (int64_t step = 0; step < rows; ++step) {
+            const int64_t r = perm.empty() ? step : perm[step];
+            try_move(r, T + r * K_);
+        }
+        backend_->move(side, moves);
+        return static_cast<int64_t>(moves.size());
     }
-    pending.clear();
+    int64_t moved = 0;
+    Candidates cand;
+    for (bool full = true;; full = false) {
+        backend_->candidates(side, make_rule(scorer.scalars()), full, cand);
+        ++rounds_;
+        moves.clear();
+        for (size_t c = 0; c < cand.rows.size(); ++c) try_move(cand.rows[c], cand.entries.data() + c * K_);
+        if (moves.empty()) break;  // only rows the padded filter over-reported: none improves
+        backend_->move(side, moves);
+        moved += static_cast<int64_t>(moves.size());
+    }
+    return moved;
 }
 
-std::pair<int64_t, int64_t> IterDState::iterate(bool shuffle) {
-    std::vector<int64_t> order;
-    auto make_order = [&](int64_t n) -> const std::vector<int64_t>* {
-        if (!shuffle) return nullptr;
-        order.resize(n);
-        std::iota(order.begin(), order.end(), int64_t{0});
-        shuffle_in_place(order, rng_state_);
-        return &order;
-    };
-    refresh(true);
-    const int64_t moved_neurons =
-        sweep(R_, K_, u_, n_, m_, tol_, make_order(A_.rows), C_pending_);
-    refresh(false);
-    const int64_t moved_samples =
-        sweep(C_, K_, s_, m_, n_, tol_, make_order(A_.cols), R_pending_);
+std::pair<int64_t, int64_t> IterDState::iterate(SweepOrder order) {
+    const int64_t moved_neurons = sweep(Side::Neurons, order);
+    const int64_t moved_samples = sweep(Side::Samples, order);
     return {moved_neurons, moved_samples};
 }
 
 Objective IterDState::objective() {
     // C depends on neuron labels only, so it is exact whenever no neuron moved since it was built.
-    refresh(false);
-    double D = 0.0;
-    for (int64_t j = 0; j < A_.cols; ++j) D += C_[j * K_ + s_[j]];
-    return objective_from(D, n_, m_);
+    backend_->refresh(Side::Samples);
+    return objective_from(backend_->diagonal(Side::Samples), n_, m_);
 }
 
-const std::vector<double>& IterDState::neuron_table() {
-    refresh(true);
-    return R_;
-}
-
-const std::vector<double>& IterDState::sample_table() {
-    refresh(false);
-    return C_;
+std::vector<double> IterDState::table_copy(Side side) {
+    backend_->refresh(side);
+    const double* T = backend_->host_table(side);
+    return std::vector<double>(T, T + backend_->rows(side) * K_);
 }
 
 }  // namespace ulcmod

@@ -32,7 +32,7 @@ from .exceptions import ConvergenceWarning
 from .objective import assign_samples, module_features
 
 INITS = ("balanced-kmeans", "kmeans", "random")
-ORDERS = ("random", "sequential")
+ORDERS = ("parallel", "random", "sequential")
 PCA_COMPONENTS = 16  # the published initialisation clusters samples in 16 PCA dimensions
 
 
@@ -105,12 +105,12 @@ def _show_progress(progress, N, M) -> bool:
     return bool(progress)
 
 
-def _run(state, max_iter, shuffle, verbose, bar, L0, t_init):
+def _run(state, max_iter, order, verbose, bar, L0, t_init):
     rows = [(L0, 0, 0, t_init)]
     converged = False
     for it in range(1, max_iter + 1):
         t0 = time.perf_counter()
-        moved_n, moved_s = state.iterate(shuffle)
+        moved_n, moved_s = state.iterate(order)
         L = state.objective()["L"]
         rows.append((L, moved_n, moved_s, time.perf_counter() - t0))
         if verbose:
@@ -133,7 +133,7 @@ def iterd(
     n_init=1,
     max_iter=100,
     tol=1e-9,
-    order="random",
+    order="parallel",
     random_state=None,
     verbose=False,
     progress="auto",
@@ -166,8 +166,13 @@ def iterd(
         Stopping at max_iter with moves left gives a :class:`ConvergenceWarning`.
     tol : float, default 1e-9
         A move is taken only if it raises L by more than ``tol * |L|``.
-    order : {"random", "sequential"}, default "random"
-        Visit order within a sweep: a fresh seeded permutation per sweep, or index order.
+    order : {"parallel", "random", "sequential"}, default "parallel"
+        How a sweep visits its elements. "parallel": score every element against the current
+        state on all cores, move the improving ones one at a time in index order (each re-scored
+        exactly against the state as it is then), and repeat until none improves. "random": the
+        published algorithm, one element at a time in a fresh seeded permutation per sweep (the
+        reference trajectory). "sequential": one at a time in index order. Every order moves
+        only on strict improvements and stops only at a local optimum.
     random_state : None, int or numpy Generator
         Seeds the PCA, k-means, random labels and visit orders; same seed, same result.
     verbose : bool
@@ -233,7 +238,7 @@ def iterd(
             state = _core.IterDState(A, K, u0, s0, tol, seed_from(rng))
             L0 = state.objective()["L"]
             t_init = time.perf_counter() - t0 + (t_pca if restart == 0 else 0.0)
-            rows, converged = _run(state, max_iter, order == "random", verbose, bar, L0, t_init)
+            rows, converged = _run(state, max_iter, order, verbose, bar, L0, t_init)
             if verbose and n_init > 1:
                 print(f"IterD restart {restart + 1}/{n_init}: L={rows[-1][0]:.6g}", flush=True)
             if best is None or rows[-1][0] > best[1][-1][0]:
@@ -296,7 +301,7 @@ class IterD(ParamsMixin):
     """
 
     def __init__(self, n_modules=8, *, init="balanced-kmeans", n_init=1, max_iter=100, tol=1e-9,
-                 order="random", random_state=None, verbose=False, progress="auto",
+                 order="parallel", random_state=None, verbose=False, progress="auto",
                  pca_neurons=16384):
         self.n_modules = n_modules
         self.init = init

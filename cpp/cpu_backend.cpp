@@ -1,0 +1,163 @@
+// The CPU backend: tables in host memory, built and updated by the kernels of tables.cpp and
+// scored by OpenMP threads. A is read in place.
+#include <algorithm>
+#include <limits>
+
+#include "backend.hpp"
+#include "parallel.hpp"
+#include "simd_clones.hpp"
+
+namespace ulcmod {
+namespace {
+
+// One scan of rows [begin, end) of a table (see CpuBackend::candidates): a row is rescored
+// unless its remembered margin plus the drift since the round it was scored in is <= 0.
+struct Scan {
+    const double* table;
+    const int32_t* labels;
+    const MoveRule* rule;
+    const double* drift;  // per remembered round; null for a full scan
+    double* margins;
+    uint16_t* round_of;
+    uint16_t round;
+    uint8_t* flags;       // out: 1 for rows that may improve
+};
+
+ULCMOD_SIMD_CLONES void scan_rows(const Scan& s, int64_t begin, int64_t end) {
+    const MoveRule& rule = *s.rule;
+    const int K = rule.K;
+    for (int64_t r = begin; r < end; ++r) {
+        if (s.drift && s.margins[r] + s.drift[s.round_of[r]] <= 0.0) continue;
+        const int a = s.labels[r];
+        const double m = row_margin(s.table + r * K, a, rule.c.data(), K, rule.slack);
+        s.margins[r] = m;
+        s.round_of[r] = s.round;
+        s.flags[r] = m > 0.0 && rule.leave[a];
+    }
+}
+
+class CpuBackend final : public Backend {
+public:
+    CpuBackend(const Matrix& A, int K, TablePolicy policy)
+        : view_{A, A.transposed()}, K_(K), policy_(policy) {
+        for (int s = 0; s < 2; ++s) labels_[s].assign(view_[s].rows, 0);
+    }
+
+    std::string name() const override { return "cpu"; }
+    int64_t rows(Side side) const override { return view_[index_of(side)].rows; }
+    int K() const override { return K_; }
+
+    void set_labels(Side side, const int32_t* labels) override {
+        const int s = index_of(side), t = index_of(other_side(side));
+        std::copy(labels, labels + labels_[s].size(), labels_[s].begin());
+        built_[t] = false;
+        pending_[t].clear();
+        scanned_[s] = false;
+    }
+
+    void move(Side side, const std::vector<Move>& moves) override {
+        const int s = index_of(side), t = index_of(other_side(side));
+        for (const Move& m : moves) {
+            labels_[s][m.index] = m.to;
+            if (scanned_[s]) margins_[s][m.index] = kRescan;
+        }
+        if (built_[t]) pending_[t].insert(pending_[t].end(), moves.begin(), moves.end());
+    }
+
+    void refresh(Side side) override {
+        const int t = index_of(side);
+        if (built_[t] && pending_[t].empty()) return;
+        const Matrix& view = view_[t];
+        std::vector<Move>& pending = pending_[t];
+        table_[t].resize(static_cast<size_t>(view.rows) * K_);
+        const bool update =
+            built_[t] && (policy_ == TablePolicy::Update ||
+                          (policy_ == TablePolicy::Auto &&
+                           update_is_cheaper(view, static_cast<int64_t>(pending.size()))));
+        if (update) {
+            update_table(view, pending, K_, table_[t].data());
+            stats_.update_reads += static_cast<int64_t>(pending.size()) * view.rows;
+        } else {
+            build_table(view, labels_[index_of(other_side(side))].data(), K_, table_[t].data());
+            ++stats_.builds;
+            built_[t] = true;
+        }
+        pending.clear();
+        scanned_[t] = false;  // remembered margins belong to the old table
+    }
+
+    double diagonal(Side side) override {
+        const int s = index_of(side);
+        const double* T = table_[s].data();
+        const int32_t* lab = labels_[s].data();
+        double D = 0.0;
+        for (int64_t r = 0; r < view_[s].rows; ++r) D += T[r * K_ + lab[r]];
+        return D;
+    }
+
+    // Each row remembers its margin and the round whose rule it was scored under; a partial scan
+    // rescores a row only if that margin plus the drift from that round's rule to this one is
+    // positive (rule_drift), so rows rescored recently are held to a small drift.
+    void candidates(Side side, const MoveRule& rule, bool full, Candidates& out) override {
+        const int s = index_of(side);
+        const int64_t n = view_[s].rows;
+        const double* T = table_[s].data();
+        const int32_t* lab = labels_[s].data();
+        std::vector<MoveRule>& rules = rules_[s];
+        const bool partial = !full && scanned_[s] && rules.size() < kMaxRounds;
+        if (partial) {
+            ++stats_.partial_scans;
+        } else {
+            ++stats_.full_scans;
+            rules.clear();
+            margins_[s].resize(n);
+            round_of_[s].assign(n, 0);
+            scanned_[s] = true;
+        }
+        rules.push_back(rule);
+        std::vector<double> drift(rules.size());
+        for (size_t v = 0; v < rules.size(); ++v) drift[v] = rule_drift(rules[v], rule);
+        flags_.assign(n, 0);
+        const Scan scan{T, lab, &rule, partial ? drift.data() : nullptr, margins_[s].data(),
+                        round_of_[s].data(), static_cast<uint16_t>(rules.size() - 1), flags_.data()};
+        parallel_for(n, 4096, [&](int64_t begin, int64_t end) { scan_rows(scan, begin, end); });
+        out.rows.clear();
+        out.entries.clear();
+        for (int64_t r = 0; r < n; ++r) {
+            if (!flags_[r]) continue;
+            out.rows.push_back(r);
+            out.entries.insert(out.entries.end(), T + r * K_, T + (r + 1) * K_);
+        }
+    }
+
+    const double* host_table(Side side) override { return table_[index_of(side)].data(); }
+    TableStats stats() const override { return stats_; }
+
+private:
+    // Margin of a row that moved since it was last scored: always rescored.
+    static constexpr double kRescan = std::numeric_limits<double>::infinity();
+    // Rounds remembered per series of partial scans (round numbers are 16-bit); then a full scan.
+    static constexpr size_t kMaxRounds = 1 << 16;
+
+    Matrix view_[2];  // [Neurons] = A, [Samples] = A^T: rows of view s are the rows of table s
+    int K_;
+    TablePolicy policy_;
+    std::vector<int32_t> labels_[2];
+    std::vector<double> table_[2];
+    bool built_[2] = {false, false};
+    std::vector<Move> pending_[2];  // moved columns of view t not yet applied to table t
+    std::vector<double> margins_[2];      // per row: padded margin when last scored
+    std::vector<uint16_t> round_of_[2];   // per row: the round (index into rules_) it was scored in
+    std::vector<MoveRule> rules_[2];      // the rules of the rounds since the last full scan
+    bool scanned_[2] = {false, false};
+    std::vector<uint8_t> flags_;
+    TableStats stats_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const Matrix& A, int K, TablePolicy policy) {
+    return std::make_unique<CpuBackend>(A, K, policy);
+}
+
+}  // namespace ulcmod

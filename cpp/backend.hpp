@@ -69,6 +69,14 @@ public:
     virtual TableStats stats() const = 0;
 };
 
+// A backend made by another extension module (the CUDA one, built separately from the same
+// sources) reaches IterDState as a PyCapsule named kBackendCapsule holding a `Backend*` made by
+// `new`. The receiver takes ownership and renames the capsule kBackendCapsuleTaken; the capsule's
+// destructor deletes the backend only while it still has its first name. Bump the version when
+// this interface changes, so modules built from different sources refuse each other.
+constexpr const char* kBackendCapsule = "ulcmod.Backend.v1";
+constexpr const char* kBackendCapsuleTaken = "ulcmod.Backend.v1.taken";
+
 enum class TablePolicy { Auto, Rebuild, Update };
 
 // The CPU backend: reads A in place (any dtype and strides); the view must outlive it.

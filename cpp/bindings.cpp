@@ -129,9 +129,25 @@ Contrast parse_contrast(const std::string& fun) {
 
 // Keeps the activation array alive for as long as the state reads it.
 struct PyIterDState {
-    py::array owner;
+    py::object owner;
     std::unique_ptr<IterDState> state;
 };
+
+// The backend for an IterDState: the CPU backend over a NumPy array, or a backend handed over by
+// another extension module (the CUDA one) in a capsule (see kBackendCapsule).
+std::unique_ptr<Backend> backend_for(const py::object& A, int K, const std::string& table_policy) {
+    if (PyCapsule_IsValid(A.ptr(), kBackendCapsule)) {
+        auto* backend = static_cast<Backend*>(PyCapsule_GetPointer(A.ptr(), kBackendCapsule));
+        if (backend->K() != K)
+            throw py::value_error("the backend was made for K=" + std::to_string(backend->K()) +
+                                  ", not K=" + std::to_string(K));
+        if (PyCapsule_SetName(A.ptr(), kBackendCapsuleTaken) != 0) throw py::error_already_set();
+        return std::unique_ptr<Backend>(backend);
+    }
+    if (PyCapsule_CheckExact(A.ptr()))
+        throw py::type_error("A is a capsule that holds no ulcmod backend (or one already in use)");
+    return make_cpu_backend(as_matrix(A.cast<py::array>(), "A"), K, parse_policy(table_policy));
+}
 
 }  // namespace
 
@@ -187,21 +203,20 @@ PYBIND11_MODULE(_core, m) {
 Running IterD state: labels, module sizes and the block-sum tables R (neurons x K) and
 C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample sweep.
 )pbdoc")
-        .def(py::init([](py::array A, int K, py::object neuron_labels,
+        .def(py::init([](py::object A, int K, py::object neuron_labels,
                          const py::array_t<int32_t, py::array::c_style>& sample_labels, double tol,
                          uint64_t seed, const std::string& table_policy) {
-                 const Matrix mat = as_matrix(A, "A");
                  std::vector<int32_t> u;
                  if (!neuron_labels.is_none())
                      u = as_labels(neuron_labels.cast<py::array_t<int32_t, py::array::c_style>>());
                  std::vector<int32_t> s = as_labels(sample_labels);
-                 const TablePolicy policy = parse_policy(table_policy);
                  auto self = std::make_unique<PyIterDState>();
                  self->owner = A;
+                 std::unique_ptr<Backend> backend = backend_for(A, K, table_policy);
                  {
                      py::gil_scoped_release release;
-                     self->state = std::make_unique<IterDState>(make_cpu_backend(mat, K, policy),
-                                                                std::move(u), std::move(s), tol, seed);
+                     self->state = std::make_unique<IterDState>(std::move(backend), std::move(u),
+                                                                std::move(s), tol, seed);
                  }
                  return self;
              }),

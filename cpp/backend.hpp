@@ -79,6 +79,12 @@ constexpr const char* kBackendCapsuleTaken = "ulcmod.Backend.v1.taken";
 
 enum class TablePolicy { Auto, Rebuild, Update };
 
+// A full scan of a host table (rows x K) as the CPU backend does it: the rows whose padded
+// margin under `rule` is positive and whose module can lose a member. For backends that hold
+// parts of a table elsewhere (one per cluster worker) and score them with the CPU kernels.
+void scan_table(const double* table, const int32_t* labels, int64_t rows, const MoveRule& rule,
+                Candidates& out);
+
 // The CPU backend: reads A in place (any dtype and strides); the view must outlive it.
 std::unique_ptr<Backend> make_cpu_backend(const Matrix& A, int K, TablePolicy policy = TablePolicy::Auto);
 

@@ -133,8 +133,91 @@ struct PyIterDState {
     std::unique_ptr<IterDState> state;
 };
 
-// The backend for an IterDState: the CPU backend over a NumPy array, or a backend handed over by
-// another extension module (the CUDA one) in a capsule (see kBackendCapsule).
+const char* side_name(Side side) { return side == Side::Neurons ? "neurons" : "samples"; }
+
+// A backend written in Python (for example one whose table R lives on the workers of a cluster):
+// every call is forwarded to the object's method of the same name, under the GIL. The protocol
+// is documented in python/ulcmod/_backend.py.
+class PythonBackend final : public Backend {
+public:
+    explicit PythonBackend(py::object impl) : impl_(std::move(impl)) {
+        py::gil_scoped_acquire gil;
+        K_ = impl_.attr("K")().cast<int>();
+        name_ = impl_.attr("name")().cast<std::string>();
+        for (Side side : {Side::Neurons, Side::Samples})
+            rows_[index_of(side)] = impl_.attr("rows")(side_name(side)).cast<int64_t>();
+    }
+    ~PythonBackend() override {
+        py::gil_scoped_acquire gil;
+        impl_ = py::object();
+        table_ = py::object();
+    }
+
+    std::string name() const override { return name_; }
+    int64_t rows(Side side) const override { return rows_[index_of(side)]; }
+    int K() const override { return K_; }
+
+    void set_labels(Side side, const int32_t* labels) override {
+        py::gil_scoped_acquire gil;
+        py::array_t<int32_t> arr(rows_[index_of(side)], labels);
+        impl_.attr("set_labels")(side_name(side), arr);
+    }
+    void move(Side side, const std::vector<Move>& moves) override {
+        py::gil_scoped_acquire gil;
+        const auto n = static_cast<py::ssize_t>(moves.size());
+        py::array_t<int64_t> index(n);
+        py::array_t<int32_t> from(n), to(n);
+        for (py::ssize_t i = 0; i < n; ++i) {
+            index.mutable_data()[i] = moves[i].index;
+            from.mutable_data()[i] = moves[i].from;
+            to.mutable_data()[i] = moves[i].to;
+        }
+        impl_.attr("move")(side_name(side), index, from, to);
+    }
+    void refresh(Side side) override {
+        py::gil_scoped_acquire gil;
+        impl_.attr("refresh")(side_name(side));
+    }
+    double diagonal(Side side) override {
+        py::gil_scoped_acquire gil;
+        return impl_.attr("diagonal")(side_name(side)).cast<double>();
+    }
+    void candidates(Side side, const MoveRule& rule, bool full, Candidates& out) override {
+        py::gil_scoped_acquire gil;
+        py::tuple got = impl_.attr("candidates")(side_name(side), rule, full);
+        auto rows = got[0].cast<py::array_t<int64_t, py::array::c_style | py::array::forcecast>>();
+        auto entries = got[1].cast<py::array_t<double, py::array::c_style | py::array::forcecast>>();
+        if (entries.size() != rows.size() * K_)
+            throw std::invalid_argument("backend.candidates must return rows and a (len(rows), K) array");
+        out.rows.assign(rows.data(), rows.data() + rows.size());
+        out.entries.assign(entries.data(), entries.data() + entries.size());
+    }
+    const double* host_table(Side side) override {
+        py::gil_scoped_acquire gil;
+        auto arr = impl_.attr("host_table")(side_name(side))
+                       .cast<py::array_t<double, py::array::c_style | py::array::forcecast>>();
+        if (arr.size() != rows_[index_of(side)] * K_)
+            throw std::invalid_argument("backend.host_table must return a (rows, K) float64 array");
+        table_ = arr;  // kept alive until the next call
+        return arr.data();
+    }
+    TableStats stats() const override {
+        py::gil_scoped_acquire gil;
+        py::dict d = impl_.attr("stats")();
+        auto get = [&](const char* key) { return d.contains(key) ? d[key].cast<int64_t>() : int64_t{0}; };
+        return {get("builds"), get("update_reads"), get("full_scans"), get("partial_scans")};
+    }
+
+private:
+    py::object impl_, table_;
+    int K_ = 0;
+    std::string name_;
+    int64_t rows_[2] = {0, 0};
+};
+
+// The backend for an IterDState: the CPU backend over a NumPy array, a backend handed over by
+// another extension module (the CUDA one) in a capsule (see kBackendCapsule), or a Python object
+// implementing the backend protocol.
 std::unique_ptr<Backend> backend_for(const py::object& A, int K, const std::string& table_policy) {
     if (PyCapsule_IsValid(A.ptr(), kBackendCapsule)) {
         auto* backend = static_cast<Backend*>(PyCapsule_GetPointer(A.ptr(), kBackendCapsule));
@@ -146,6 +229,13 @@ std::unique_ptr<Backend> backend_for(const py::object& A, int K, const std::stri
     }
     if (PyCapsule_CheckExact(A.ptr()))
         throw py::type_error("A is a capsule that holds no ulcmod backend (or one already in use)");
+    if (!py::isinstance<py::array>(A) && py::hasattr(A, "candidates")) {
+        auto backend = std::make_unique<PythonBackend>(A);
+        if (backend->K() != K)
+            throw py::value_error("the backend was made for K=" + std::to_string(backend->K()) +
+                                  ", not K=" + std::to_string(K));
+        return backend;
+    }
     return make_cpu_backend(as_matrix(A.cast<py::array>(), "A"), K, parse_policy(table_policy));
 }
 
@@ -198,6 +288,35 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("A"), py::arg("index"), py::arg("from_"), py::arg("to"), py::arg("table"),
         R"pbdoc(In place: table[:, from] -= A[:, index], table[:, to] += A[:, index] for each move.)pbdoc");
+
+    py::class_<MoveRule>(m, "MoveRule", R"pbdoc(
+The acceptance rule of one round of a parallel sweep: a row with table entries t in module a
+may improve L by moving to b iff t[b] - t[a] > c[a, b] (padded by the slack; see
+cpp/move_rule.hpp). Read-only; made by the sweep and passed to a backend's candidates().
+)pbdoc")
+        .def_property_readonly("K", [](const MoveRule& r) { return r.K; })
+        .def_property_readonly("c", [](const MoveRule& r) { return to_numpy(r.c, r.K, r.K); })
+        .def_property_readonly("leave", [](const MoveRule& r) { return to_numpy(r.leave); })
+        .def_property_readonly("slack", [](const MoveRule& r) { return r.slack; });
+
+    m.def(
+        "scan_table",
+        [](const py::array_t<double, py::array::c_style>& table,
+           const py::array_t<int32_t, py::array::c_style>& labels, const MoveRule& rule) {
+            if (table.ndim() != 2 || table.shape(1) != rule.K || labels.size() != table.shape(0))
+                throw py::value_error("table must be (rows, K) and labels of length rows");
+            for (py::ssize_t r = 0; r < labels.size(); ++r)
+                if (labels.data()[r] < 0 || labels.data()[r] >= rule.K)
+                    throw py::value_error("labels out of range [0, K)");
+            Candidates out;
+            {
+                py::gil_scoped_release release;
+                scan_table(table.data(), labels.data(), table.shape(0), rule, out);
+            }
+            return py::make_tuple(to_numpy(out.rows), to_numpy(out.entries, static_cast<int64_t>(out.rows.size()), rule.K));
+        },
+        py::arg("table"), py::arg("labels"), py::arg("rule"),
+        R"pbdoc(Rows of a (rows, K) table that may improve under rule, ascending, and their entries (the CPU backend's full scan).)pbdoc");
 
     py::class_<PyIterDState>(m, "IterDState", R"pbdoc(
 Running IterD state: labels, module sizes and the block-sum tables R (neurons x K) and

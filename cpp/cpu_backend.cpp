@@ -17,7 +17,7 @@ struct Scan {
     const int32_t* labels;
     const MoveRule* rule;
     const double* drift;  // per remembered round; null for a full scan
-    double* margins;
+    double* margins;      // null: nothing remembered
     uint16_t* round_of;
     uint16_t round;
     uint8_t* flags;       // out: 1 for rows that may improve
@@ -30,9 +30,22 @@ ULCMOD_SIMD_CLONES void scan_rows(const Scan& s, int64_t begin, int64_t end) {
         if (s.drift && s.margins[r] + s.drift[s.round_of[r]] <= 0.0) continue;
         const int a = s.labels[r];
         const double m = row_margin(s.table + r * K, a, rule.c.data(), K, rule.slack);
-        s.margins[r] = m;
-        s.round_of[r] = s.round;
+        if (s.margins) {
+            s.margins[r] = m;
+            s.round_of[r] = s.round;
+        }
         s.flags[r] = m > 0.0 && rule.leave[a];
+    }
+}
+
+// Rows with a set flag, ascending, and their table entries.
+void collect(const std::vector<uint8_t>& flags, const double* T, int K, Candidates& out) {
+    out.rows.clear();
+    out.entries.clear();
+    for (int64_t r = 0; r < static_cast<int64_t>(flags.size()); ++r) {
+        if (!flags[r]) continue;
+        out.rows.push_back(r);
+        out.entries.insert(out.entries.end(), T + r * K, T + (r + 1) * K);
     }
 }
 
@@ -121,13 +134,7 @@ public:
         const Scan scan{T, lab, &rule, partial ? drift.data() : nullptr, margins_[s].data(),
                         round_of_[s].data(), static_cast<uint16_t>(rules.size() - 1), flags_.data()};
         parallel_for(n, 4096, [&](int64_t begin, int64_t end) { scan_rows(scan, begin, end); });
-        out.rows.clear();
-        out.entries.clear();
-        for (int64_t r = 0; r < n; ++r) {
-            if (!flags_[r]) continue;
-            out.rows.push_back(r);
-            out.entries.insert(out.entries.end(), T + r * K_, T + (r + 1) * K_);
-        }
+        collect(flags_, T, K_, out);
     }
 
     const double* host_table(Side side) override { return table_[index_of(side)].data(); }
@@ -155,6 +162,14 @@ private:
 };
 
 }  // namespace
+
+void scan_table(const double* table, const int32_t* labels, int64_t rows, const MoveRule& rule,
+                Candidates& out) {
+    std::vector<uint8_t> flags(rows, 0);
+    const Scan scan{table, labels, &rule, nullptr, nullptr, nullptr, 0, flags.data()};
+    parallel_for(rows, 4096, [&](int64_t begin, int64_t end) { scan_rows(scan, begin, end); });
+    collect(flags, table, rule.K, out);
+}
 
 std::unique_ptr<Backend> make_cpu_backend(const Matrix& A, int K, TablePolicy policy) {
     return std::make_unique<CpuBackend>(A, K, policy);

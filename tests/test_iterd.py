@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import ulcmod
-from ulcmod import _core
+from ulcmod import _backend, _core
 
 from conftest import best_single_move_gain, brute_objective, planted
 
@@ -203,3 +203,71 @@ def test_parallel_sweeps_rescore_only_near_rows_and_end_at_a_local_optimum(rng):
         assert state.objective()["L"] == pytest.approx(brute_objective(A, u, s, K)[0], rel=1e-12)
         partial += state.partial_scans
     assert partial > 0
+
+
+class NumpyBackend(_backend.Backend):
+    """A backend in plain NumPy: tables by one-hot products on the float64 array, rebuilt
+    whenever labels change, scanned with _core.scan_table. Independent of the CPU kernels."""
+
+    def __init__(self, A, K):
+        self.A, self._K = np.asarray(A, dtype=np.float64), K
+        self.labels = {side: None for side in _backend.SIDES}
+        self.tables = {}
+        self.builds = 0
+
+    def name(self):
+        return "numpy"
+
+    def K(self):
+        return self._K
+
+    def rows(self, side):
+        return self.A.shape[0] if side == "neurons" else self.A.shape[1]
+
+    def set_labels(self, side, labels):
+        self.labels[side] = np.array(labels, dtype=np.int32)
+        self.tables.pop(_backend.other_side(side), None)
+
+    def move(self, side, index, from_, to):
+        assert (self.labels[side][index] == from_).all()
+        self.labels[side][index] = to
+        self.tables.pop(_backend.other_side(side), None)
+
+    def refresh(self, side):
+        if side not in self.tables:
+            X = self.A if side == "neurons" else self.A.T
+            onehot = np.eye(self._K)[self.labels[_backend.other_side(side)]]
+            self.tables[side] = np.ascontiguousarray(X @ onehot)
+            self.builds += 1
+
+    def diagonal(self, side):
+        T = self.tables[side]
+        return float(T[np.arange(T.shape[0]), self.labels[side]].sum())
+
+    def candidates(self, side, rule, full):
+        return _core.scan_table(self.tables[side], self.labels[side], rule)
+
+    def host_table(self, side):
+        return self.tables[side]
+
+    def stats(self):
+        return {"builds": self.builds}
+
+
+@pytest.mark.parametrize("order", ["parallel", "random"])
+def test_a_python_backend_gives_the_cpu_backends_trajectory(rng, order):
+    A, _, _ = planted(150, 60, 4, 0.5, rng)
+    u0 = rng.permutation(np.arange(150) % 4).astype(np.int32)
+    s0 = rng.permutation(np.arange(60) % 4).astype(np.int32)
+    cpu = _core.IterDState(A, 4, u0, s0, 1e-9, 3)
+    py = _core.IterDState(NumpyBackend(A, 4), 4, u0, s0, 1e-9, 3)
+    assert py.backend == "numpy" and cpu.backend == "cpu"
+    for _ in range(50):
+        moved = cpu.iterate(order)
+        assert py.iterate(order) == moved
+        np.testing.assert_array_equal(py.neuron_labels, cpu.neuron_labels)
+        np.testing.assert_array_equal(py.sample_labels, cpu.sample_labels)
+        assert py.objective()["L"] == pytest.approx(cpu.objective()["L"], rel=1e-12)
+        if moved == (0, 0):
+            break
+    assert moved == (0, 0) and py.table_builds > 2

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "interrupt.hpp"
 #include "parallel.hpp"
 #include "simd_clones.hpp"
 #include "random.hpp"
@@ -27,8 +28,12 @@ public:
         for (auto& h : heaps_) h.reserve(static_cast<size_t>(q_ + 1) * 2);
     }
 
+    // Labels of all points; incomplete (unplaced points are -1) if interrupted.
     std::vector<int32_t> run() {
-        for (int64_t i = 0; i < n_; ++i) insert(i);
+        for (int64_t i = 0; i < n_; ++i) {
+            if (i % 256 == 0 && interrupt_requested()) break;
+            insert(i);
+        }
         return labels_;
     }
 
@@ -232,7 +237,7 @@ std::vector<double> kmeans_plus_plus(const double* X, const std::vector<double>&
     std::copy(X + first * d, X + first * d + d, centers.begin());
     std::vector<double> closest, cand(static_cast<size_t>(trials) * d), dist;
     distances(X, x_norm, n, d, centers.data(), 1, closest);
-    for (int k = 1; k < K; ++k) {
+    for (int k = 1; k < K && !interrupt_requested(); ++k) {
         double total = 0.0;
         for (double v : closest) total += v;
         for (int t = 0; t < trials; ++t) {
@@ -297,11 +302,12 @@ KMeansResult lloyd(const double* X, int64_t n, int64_t d, int K, bool balanced, 
     std::vector<int64_t> sizes(K);
     auto assign = [&]() {
         distances(X, x_norm, n, d, res.centers.data(), K, dist);
-        return balanced ? balanced_assignment(dist.data(), n, K) : nearest_assignment(dist, n, K);
+        return balanced ? BalancedAssigner(dist.data(), n, K).run() : nearest_assignment(dist, n, K);
     };
     bool same = false;
     for (res.n_iter = 1; res.n_iter <= max_iter; ++res.n_iter) {
         std::vector<int32_t> labels = assign();
+        if (interrupt_requested()) return res;  // labels may be incomplete; kmeans() throws
         same = labels == res.labels;
         res.labels.swap(labels);
         std::fill(next.begin(), next.end(), 0.0);
@@ -338,7 +344,9 @@ KMeansResult lloyd(const double* X, int64_t n, int64_t d, int K, bool balanced, 
 }  // namespace
 
 std::vector<int32_t> balanced_assignment(const double* cost, int64_t n, int K) {
-    return BalancedAssigner(cost, n, K).run();
+    std::vector<int32_t> labels = BalancedAssigner(cost, n, K).run();
+    check_interrupt();
+    return labels;
 }
 
 KMeansResult kmeans(const double* X, int64_t n, int64_t d, int K, bool balanced, int n_init,
@@ -363,6 +371,7 @@ KMeansResult kmeans(const double* X, int64_t n, int64_t d, int K, bool balanced,
 #endif
     for (int run = 0; run < n_init; ++run)
         runs[run] = lloyd(X, n, d, K, balanced, max_iter, tol_abs, seeds[run]);
+    check_interrupt();  // runs cut short by Ctrl-C are incomplete
     KMeansResult best = std::move(runs[0]);
     for (int run = 1; run < n_init; ++run)
         if (runs[run].inertia < best.inertia) best = std::move(runs[run]);

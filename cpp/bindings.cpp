@@ -8,6 +8,7 @@
 
 #include "balanced_kmeans.hpp"
 #include "fastica.hpp"
+#include "interrupt.hpp"
 #include "iterd.hpp"
 #include "parallel.hpp"
 #include "tables.hpp"
@@ -16,6 +17,19 @@ namespace py = pybind11;
 using namespace ulcmod;
 
 namespace {
+
+// Whether the user pressed Ctrl-C: runs Python's signal handlers, which leave KeyboardInterrupt
+// set as the current error (the translator of Interrupted below keeps it).
+bool python_interrupted() {
+    py::gil_scoped_acquire gil;
+    return PyErr_CheckSignals() != 0;
+}
+
+// Held around every long core call: the GIL is released and Ctrl-C is polled (interrupt.hpp).
+struct LongCall {
+    InterruptScope scope{python_interrupted};
+    py::gil_scoped_release release;
+};
 
 // The element type of an activation array: float16/32/64, or bfloat16 given either as an
 // ml_dtypes.bfloat16 array or as the uint16 bit pattern of one (the Python layer's view of
@@ -95,7 +109,7 @@ template <class T>
 py::dict whiten_typed(const py::array_t<T, py::array::c_style>& X, int64_t c) {
     Whitening<T> w;
     {
-        py::gil_scoped_release release;
+        LongCall call;
         w = whiten(X.data(), X.shape(0), X.shape(1), c);
     }
     py::dict d;
@@ -114,7 +128,7 @@ py::tuple iterate_typed(const py::array_t<T, py::array::c_style>& X1, const py::
         throw py::value_error("w_init must be (n_components, n_components)");
     IcaRun<T> run;
     {
-        py::gil_scoped_release release;
+        LongCall call;
         run = fastica_iterate(X1.data(), c, n, W0.data(), s);
     }
     return py::make_tuple(to_numpy(run.W, c, c), run.n_iter, run.converged);
@@ -242,6 +256,14 @@ std::unique_ptr<Backend> backend_for(const py::object& A, int K, const std::stri
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const Interrupted&) {
+            if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
+        }
+    });
+
     m.doc() = R"pbdoc(Compiled core of ulcmod: IterD, block-sum tables and balanced k-means.)pbdoc";
 
     m.def(
@@ -255,7 +277,7 @@ PYBIND11_MODULE(_core, m) {
             py::array_t<double> out({mat.rows, static_cast<int64_t>(K)});
             double* dst = out.mutable_data();
             {
-                py::gil_scoped_release release;
+                LongCall call;
                 build_table(mat, col_labels.data(), K, dst);
             }
             return out;
@@ -283,7 +305,7 @@ PYBIND11_MODULE(_core, m) {
                 moves[i] = {c, a, b};
             }
             double* dst = table.mutable_data();
-            py::gil_scoped_release release;
+            LongCall call;
             update_table(mat, moves, K, dst);
         },
         py::arg("A"), py::arg("index"), py::arg("from_"), py::arg("to"), py::arg("table"),
@@ -310,7 +332,7 @@ cpp/move_rule.hpp). Read-only; made by the sweep and passed to a backend's candi
                     throw py::value_error("labels out of range [0, K)");
             Candidates out;
             {
-                py::gil_scoped_release release;
+                LongCall call;
                 scan_table(table.data(), labels.data(), table.shape(0), rule, out);
             }
             return py::make_tuple(to_numpy(out.rows), to_numpy(out.entries, static_cast<int64_t>(out.rows.size()), rule.K));
@@ -333,7 +355,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
                  self->owner = A;
                  std::unique_ptr<Backend> backend = backend_for(A, K, table_policy);
                  {
-                     py::gil_scoped_release release;
+                     LongCall call;
                      self->state = std::make_unique<IterDState>(std::move(backend), std::move(u),
                                                                 std::move(s), tol, seed);
                  }
@@ -345,7 +367,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
             "iterate",
             [](PyIterDState& self, const std::string& order) {
                 const SweepOrder o = parse_order(order);
-                py::gil_scoped_release release;
+                LongCall call;
                 return self.state->iterate(o);
             },
             py::arg("order"),
@@ -356,7 +378,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
                 if (side != "neurons" && side != "samples")
                     throw py::value_error("side must be 'neurons' or 'samples', got '" + side + "'");
                 const SweepOrder o = parse_order(order);
-                py::gil_scoped_release release;
+                LongCall call;
                 return self.state->sweep(side == "neurons" ? Side::Neurons : Side::Samples, o);
             },
             py::arg("side"), py::arg("order"),
@@ -364,7 +386,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
         .def("objective", [](PyIterDState& self) {
             Objective o;
             {
-                py::gil_scoped_release release;
+                LongCall call;
                 o = self.state->objective();
             }
             return objective_dict(o);
@@ -396,7 +418,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
             const int K = static_cast<int>(cost.shape(1));
             std::vector<int32_t> labels;
             {
-                py::gil_scoped_release release;
+                LongCall call;
                 labels = balanced_assignment(cost.data(), n, K);
             }
             return to_numpy(labels);
@@ -413,7 +435,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
             if (n_init < 1 || max_iter < 1) throw py::value_error("n_init and max_iter must be >= 1");
             KMeansResult r;
             {
-                py::gil_scoped_release release;
+                LongCall call;
                 r = kmeans(X.data(), X.shape(0), X.shape(1), K, balanced, n_init, max_iter, tol, seed);
             }
             py::dict d;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "blas.hpp"
+#include "interrupt.hpp"
 #include "parallel.hpp"
 #include "simd_clones.hpp"
 
@@ -125,6 +126,7 @@ IcaRun<T> parallel_ica(const T* X1, int64_t c, int64_t n, const T* W0, const Ica
     sym_decorrelation(run.W, c);
     std::vector<T> WX(c * n), W1(c * c), gp(c);
     for (run.n_iter = 1; run.n_iter <= s.max_iter; ++run.n_iter) {
+        check_interrupt();
         blas::gemm(false, false, c, n, c, T(1), run.W.data(), c, X1, n, T(0), WX.data(), n);
         contrast(WX.data(), c, n, s, gp.data());
         blas::gemm(false, true, c, c, n, T(1) / static_cast<T>(n), WX.data(), n, X1, n, T(0), W1.data(), c);
@@ -157,6 +159,7 @@ IcaRun<T> deflation_ica(const T* X1, int64_t c, int64_t n, const T* W0, const Ic
         bool done = false;
         int it = 1;
         for (; it <= s.max_iter; ++it) {
+            check_interrupt();
             blas::gemm(false, false, 1, n, c, T(1), w.data(), c, X1, n, T(0), wx.data(), n);
             T gp;
             contrast(wx.data(), 1, n, s, &gp);

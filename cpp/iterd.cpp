@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "interrupt.hpp"
 #include "random.hpp"
 
 namespace ulcmod {
@@ -197,6 +198,7 @@ int64_t IterDState::sweep(Side side, SweepOrder order) {
         }
         const double* T = backend_->host_table(side);
         for (int64_t step = 0; step < rows; ++step) {
+            if (step % 65536 == 0) check_interrupt();
             const int64_t r = perm.empty() ? step : perm[step];
             try_move(r, T + r * K_);
         }
@@ -206,6 +208,7 @@ int64_t IterDState::sweep(Side side, SweepOrder order) {
     int64_t moved = 0;
     Candidates cand;
     for (bool full = true;; full = false) {
+        check_interrupt();
         backend_->candidates(side, make_rule(scorer.scalars()), full, cand);
         ++rounds_;
         moves.clear();

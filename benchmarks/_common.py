@@ -36,8 +36,9 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}, NumPy {np.__version__}"
 
 
-def planted_matrix(N, M, K, signal, rng, dtype):
-    """Noise + `signal` on K planted diagonal blocks, generated in row chunks (bounded memory)."""
+def planted_matrix(N, M, K, signal, rng, dtype, return_labels=False):
+    """Noise + `signal` on K planted diagonal blocks, generated in row chunks (bounded memory);
+    with return_labels also the planted neuron and sample labels."""
     u = rng.permutation(np.arange(N) % K)
     s = rng.permutation(np.arange(M) % K)
     A = np.empty((N, M), dtype=dtype)
@@ -47,7 +48,7 @@ def planted_matrix(N, M, K, signal, rng, dtype):
         block = rng.standard_normal((r1 - r0, M), dtype=np.float32)
         block += signal * (u[r0:r1, None] == s[None, :])
         A[r0:r1] = block
-    return A
+    return (A, u, s) if return_labels else A
 
 
 def write_table(name: str, title: str, command: str, header, rows, notes=()):

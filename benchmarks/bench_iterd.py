@@ -87,7 +87,7 @@ def ours_from(A, K, u0, s0, max_iter=200):
     state = _core.IterDState(A, K, u0, s0, 1e-9, 0)
     times = []
     for _ in range(max_iter):
-        moved = state.iterate(True)
+        moved = state.iterate("parallel")
         state.objective()
         times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()

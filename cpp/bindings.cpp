@@ -7,6 +7,7 @@
 #include <string>
 
 #include "balanced_kmeans.hpp"
+#include "dlpack.hpp"
 #include "fastica.hpp"
 #include "interrupt.hpp"
 #include "iterd.hpp"
@@ -31,15 +32,15 @@ struct LongCall {
     py::gil_scoped_release release;
 };
 
-// The element type of an activation array: float16/32/64, or bfloat16 given either as an
-// ml_dtypes.bfloat16 array or as the uint16 bit pattern of one (the Python layer's view of
-// bfloat16 data that NumPy cannot name, e.g. a torch tensor received through DLPack).
+// The NumPy dtype of bfloat16, from ml_dtypes (NumPy has none of its own).
+py::dtype bfloat16_dtype() { return py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16")); }
+
+// The element type of an activation array: float16/32/64, or ml_dtypes.bfloat16.
 DType activation_dtype(const py::dtype& dt, const char* name) {
     if (dt.kind() == 'f' && dt.itemsize() == 2) return DType::F16;
     if (dt.kind() == 'f' && dt.itemsize() == 4) return DType::F32;
     if (dt.kind() == 'f' && dt.itemsize() == 8) return DType::F64;
-    if ((dt.kind() == 'u' && dt.itemsize() == 2) ||
-        (dt.kind() == 'V' && dt.itemsize() == 2 && py::str(dt.attr("name")).cast<std::string>() == "bfloat16"))
+    if (dt.kind() == 'V' && dt.itemsize() == 2 && py::str(dt.attr("name")).cast<std::string>() == "bfloat16")
         return DType::BF16;
     throw py::type_error(std::string(name) + " must be float16, bfloat16, float32 or float64");
 }
@@ -62,6 +63,42 @@ Matrix as_matrix(const py::array& a, const char* name) {
     m.row_stride = a.strides(0) / item;
     m.col_stride = a.strides(1) / item;
     return m;
+}
+
+// A read-only NumPy view of a CPU tensor received as a DLPack capsule (zero copy); bfloat16 as
+// ml_dtypes.bfloat16. The view keeps the producer's tensor alive and releases it through its
+// deleter.
+py::array dlpack_cpu_view(const py::capsule& cap) {
+    namespace dl = ulcmod::dlpack;
+    if (!PyCapsule_IsValid(cap.ptr(), dl::kCapsuleName))
+        throw py::type_error("expected an unused DLPack capsule (named 'dltensor')");
+    auto* managed = static_cast<dl::ManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), dl::kCapsuleName));
+    if (PyCapsule_SetName(cap.ptr(), dl::kUsedCapsuleName) != 0) throw py::error_already_set();
+    py::capsule owner(managed, [](void* p) {
+        auto* m = static_cast<dl::ManagedTensor*>(p);
+        if (m->deleter) m->deleter(m);
+    });
+    const dl::Tensor& t = managed->dl_tensor;
+    if (t.device.device_type != dl::kCPU && t.device.device_type != dl::kCUDAHost)
+        throw py::value_error("the tensor is not in CPU memory (DLPack device type " +
+                              std::to_string(t.device.device_type) + ")");
+    if (t.dtype.lanes != 1 || !((t.dtype.code == dl::kFloat && (t.dtype.bits == 16 || t.dtype.bits == 32 ||
+                                                                  t.dtype.bits == 64)) ||
+                                (t.dtype.code == dl::kBfloat && t.dtype.bits == 16)))
+        throw py::type_error("the tensor's dtype (DLPack code " + std::to_string(t.dtype.code) + ", " +
+                             std::to_string(t.dtype.bits) + " bits) is not float16, bfloat16, float32 or float64");
+    const py::dtype dtype = t.dtype.code == dl::kBfloat ? bfloat16_dtype()
+                                                        : py::dtype("float" + std::to_string(t.dtype.bits));
+    const int64_t item = t.dtype.bits / 8;
+    std::vector<py::ssize_t> shape(t.shape, t.shape + t.ndim), strides(t.ndim);
+    int64_t run = 1;
+    for (int d = t.ndim - 1; d >= 0; --d) {
+        strides[d] = (t.strides ? t.strides[d] : run) * item;
+        run *= t.shape[d];
+    }
+    py::array view(dtype, shape, strides, static_cast<char*>(t.data) + t.byte_offset, owner);
+    py::detail::array_proxy(view.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    return view;
 }
 
 std::vector<int32_t> as_labels(const py::array_t<int32_t, py::array::c_style>& a) {
@@ -310,6 +347,9 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("A"), py::arg("index"), py::arg("from_"), py::arg("to"), py::arg("table"),
         R"pbdoc(In place: table[:, from] -= A[:, index], table[:, to] += A[:, index] for each move.)pbdoc");
+
+    m.def("dlpack_cpu_view", &dlpack_cpu_view, py::arg("capsule"),
+          R"pbdoc(Read-only NumPy view of a CPU tensor's DLPack capsule (bfloat16 as ml_dtypes.bfloat16).)pbdoc");
 
     py::class_<MoveRule>(m, "MoveRule", R"pbdoc(
 The acceptance rule of one round of a parallel sweep: a row with table entries t in module a

@@ -10,16 +10,51 @@ import numbers
 
 import numpy as np
 
+from . import _core
+
+# DLPack device types of host memory (plain and CUDA-pinned).
+DLPACK_CPU, DLPACK_CUDA_HOST = 1, 3
+
+
+def is_bfloat16(dtype) -> bool:
+    """Whether ``dtype`` is ml_dtypes' bfloat16 (NumPy has no bfloat16 of its own)."""
+    return dtype.kind == "V" and dtype.itemsize == 2 and dtype.name == "bfloat16"
+
+
+def _from_dlpack(A, name: str) -> np.ndarray:
+    """A read-only NumPy view of a CPU tensor (torch, JAX, ...) through DLPack, zero copy."""
+    try:
+        device_type = int(A.__dlpack_device__()[0])
+    except Exception as err:  # noqa: BLE001 - any producer failure means "not a usable tensor"
+        raise TypeError(f"{name} has __dlpack__ but no usable __dlpack_device__ ({err})") from err
+    if device_type not in (DLPACK_CPU, DLPACK_CUDA_HOST):
+        raise ValueError(
+            f"{name} lives on a device (DLPack device type {device_type}) that this call reads only "
+            f"from host memory; move it to the CPU (e.g. {name}.cpu()) or use a CUDA build of ulcmod"
+        )
+    try:
+        capsule = A.__dlpack__()
+    except (BufferError, RuntimeError, TypeError, ValueError) as err:
+        raise TypeError(
+            f"{name} could not be shared through DLPack ({err}); for a torch tensor that requires "
+            f"grad pass {name}.detach()"
+        ) from err
+    return _core.dlpack_cpu_view(capsule)
+
 
 def check_activations(A, name: str = "A") -> np.ndarray:
-    """Return ``A`` as a 2-D float16/32/64 ndarray, without copying whenever possible.
+    """Return ``A`` as a 2-D float16/bfloat16/float32/float64 ndarray, without copying whenever
+    possible.
 
-    A copy is made only for inputs that are not NumPy arrays already (lists, ...), for
-    non-native byte order, and for strides that are not whole elements; the C++ core reads
+    NumPy arrays (``ml_dtypes.bfloat16`` for bfloat16) and CPU tensors that speak DLPack (torch,
+    JAX, ...) are read in place. A copy is made only for inputs that are neither (lists, ...),
+    for non-native byte order, and for strides that are not whole elements; the C++ core reads
     every other array (C- or F-ordered, sliced, memory-mapped) in place.
     """
     if isinstance(A, np.ndarray):
         arr = A
+    elif hasattr(A, "__dlpack__"):
+        arr = _from_dlpack(A, name)
     elif hasattr(A, "__array__") or isinstance(A, (list, tuple)):
         arr = np.asarray(A)
     else:
@@ -32,10 +67,10 @@ def check_activations(A, name: str = "A") -> np.ndarray:
             f"{name} has integer/boolean dtype {arr.dtype}; activations must be floating point: "
             f"pass {name}.astype(np.float32)"
         )
-    if kind != "f" or arr.dtype.itemsize not in (2, 4, 8):
+    if not is_bfloat16(arr.dtype) and (kind != "f" or arr.dtype.itemsize not in (2, 4, 8)):
         raise TypeError(
-            f"{name} has dtype {arr.dtype}; supported dtypes are float16, float32 and float64 "
-            f"(convert with {name}.astype(np.float32))"
+            f"{name} has dtype {arr.dtype}; supported dtypes are float16, bfloat16 (ml_dtypes), "
+            f"float32 and float64 (convert with {name}.astype(np.float32))"
         )
     if arr.ndim != 2:
         raise ValueError(

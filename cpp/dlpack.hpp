@@ -1,0 +1,43 @@
+// The DLPack exchange structures (the legacy, unversioned ABI that `__dlpack__()` returns by
+// default in a capsule named "dltensor"), written from the DLPack specification. Tensors from
+// torch, CuPy, JAX and NumPy arrive this way without a dependency on any of them.
+#pragma once
+
+#include <cstdint>
+
+namespace ulcmod::dlpack {
+
+enum DeviceType : int32_t { kCPU = 1, kCUDA = 2, kCUDAHost = 3, kCUDAManaged = 13 };
+enum TypeCode : uint8_t { kInt = 0, kUInt = 1, kFloat = 2, kBfloat = 4 };
+
+struct Device {
+    int32_t device_type;
+    int32_t device_id;
+};
+
+struct DataType {
+    uint8_t code;
+    uint8_t bits;
+    uint16_t lanes;
+};
+
+struct Tensor {
+    void* data;
+    Device device;
+    int32_t ndim;
+    DataType dtype;
+    int64_t* shape;
+    int64_t* strides;  // in elements; null means C-contiguous
+    uint64_t byte_offset;
+};
+
+struct ManagedTensor {
+    Tensor dl_tensor;
+    void* manager_ctx;
+    void (*deleter)(ManagedTensor* self);
+};
+
+constexpr const char* kCapsuleName = "dltensor";
+constexpr const char* kUsedCapsuleName = "used_dltensor";
+
+}  // namespace ulcmod::dlpack

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import ulcmod
-from ulcmod.extract import _batch_tensors, _encode
+from ulcmod.lm.activations import _batch_tensors, _encode
 
 from _common import write_table
 

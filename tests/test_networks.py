@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ulcmod import networks as nw
+from ulcmod.analyses import networks as nw
 
 
 def planted(rng, N=2000, c=3, size=80):
@@ -81,7 +81,7 @@ def test_token_activations_average_to_the_sample_extraction(tmp_path):
     pytest.importorskip("transformers")
     from test_extract import TEXTS, make_model, make_tokenizer
 
-    from ulcmod.extract import extract_activations, token_activations
+    from ulcmod.lm.activations import extract_activations, token_activations
 
     model, tok = make_model("llama"), make_tokenizer(chat=True)
     tokens, values = token_activations(model, tok, TEXTS[2])

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import ulcmod
-from ulcmod import baselines, cli, evaluation, labelling
+from ulcmod.analyses import baselines, informativeness, labelling
+from ulcmod.app import cli
 
 from conftest import brute_objective, planted
 
@@ -19,7 +20,7 @@ from conftest import brute_objective, planted
 def test_category_similarity_equals_pairwise_loops(rng):
     X = rng.normal(size=(13, 4))
     y = rng.integers(0, 3, size=13)
-    got = evaluation.category_similarity(X, y, 3)
+    got = informativeness.category_similarity(X, y, 3)
     cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
     for a in range(3):
         for b in range(3):
@@ -31,7 +32,7 @@ def test_category_similarity_equals_pairwise_loops(rng):
 def test_module_heatmap_equals_loops(rng):
     A = rng.normal(size=(20, 9))
     u, s = np.arange(20) % 3, np.arange(9) % 3
-    H = evaluation.module_heatmap(A, u, s, 3)
+    H = informativeness.module_heatmap(A, u, s, 3)
     for i in range(3):
         for j in range(3):
             assert H[i, j] == pytest.approx(A[np.ix_(u == j, s == i)].mean())
@@ -44,7 +45,7 @@ def test_informativeness_matches_a_direct_fit(rng):
 
     A, u, s = planted(60, 80, 3, 0.8, rng)
     tr, te = np.arange(80) < 50, np.arange(80) >= 50
-    got = evaluation.informativeness(A[:, tr], s[tr], A[:, te], s[te], u, n_modules=3)
+    got = informativeness.informativeness(A[:, tr], s[tr], A[:, te], s[te], u, n_modules=3)
     feats = lambda cols: np.stack([[A[u == k][:, j].mean() for k in range(3)] for j in np.flatnonzero(cols)])  # noqa: E731
     scaler = StandardScaler().fit(feats(tr))
     pred = LogisticRegression(max_iter=5000, random_state=0).fit(scaler.transform(feats(tr)), s[tr]).predict(

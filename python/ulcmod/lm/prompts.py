@@ -17,7 +17,7 @@ from importlib import resources
 
 import numpy as np
 
-from ._validation import check_random_state
+from ..core._validation import check_random_state
 
 CATEGORIES = ("Coding", "Math", "Linguistic", "Knowledge", "Translation", "Ethical", "Writing")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _core
+from .. import _core
 from ._estimator import ParamsMixin
 from ._pca import sample_pca
 from ._validation import (

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from . import _core
+from .. import _core
 from ._estimator import ParamsMixin
 from ._validation import check_choice, check_int, check_random_state, check_real_matrix, check_tol
 from .exceptions import ConvergenceWarning

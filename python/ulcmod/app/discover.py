@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .baselines import METHODS, NeuronFeatures, compare_methods
-from .datasets import CATEGORIES, load_corpus, load_infinity_instruct, load_prompts, split_by_category
-from .models import DEFAULT_MODEL_NAME
-from .sites import SITES
+from ..analyses.baselines import METHODS, NeuronFeatures, compare_methods
+from ..lm.prompts import CATEGORIES, load_corpus, load_infinity_instruct, load_prompts, split_by_category
+from ..lm.models import DEFAULT_MODEL_NAME
+from ..lm.sites import SITES
 
 DEFAULT_KS = (4, 7, 10, 16)
 
@@ -111,10 +111,11 @@ class _Clock:
 
 def discover(cfg: DiscoverConfig) -> dict:
     """Run the whole job and write its folder; returns the metrics (as in metrics.json)."""
-    from . import evaluation, labelling, plots
-    from .extract import extract_activations
-    from .models import load_model
-    from .zscore import zscore_files
+    from . import plots
+    from ..analyses import informativeness as evaluation, labelling
+    from ..lm.activations import extract_activations
+    from ..lm.models import load_model
+    from ..core.zscore import zscore_files
 
     check_config(cfg)
     out = Path(cfg.out)
@@ -164,7 +165,7 @@ def discover(cfg: DiscoverConfig) -> dict:
         table2.append({"method": method, "K": K, **{f"{m}_{k}": v for m, d in scores.items() for k, v in d.items()}})
 
     clock.stage("figures and labelling prompts")
-    from .objective import module_features
+    from ..core.objective import module_features
 
     figures, similarity, prompts_files = {}, {}, {}
     layer_of = acts_train.neuron_layer

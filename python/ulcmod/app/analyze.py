@@ -61,14 +61,14 @@ def analyze(cfg: AnalyzeConfig) -> dict:
     import torch
 
     from . import plots
-    from .datasets import load_mmlu, split_by_category
-    from .extract import site_widths
-    from .interventions import edit_neurons, matched_random_mask, module_mask
-    from .lm_eval import multiple_choice_accuracy, next_token_stats, probe_accuracy
-    from .models import load_model
-    from .moefication import layer_aucs, moefication_clusters
-    from .pipeline import DiscoverConfig, load_dataset
-    from .pruning import cross_effects, overlap, pruning_scores, select_top
+    from ..lm.prompts import load_mmlu, split_by_category
+    from ..lm.activations import site_widths
+    from ..lm.editing import edit_neurons, matched_random_mask, module_mask
+    from ..lm.metrics import multiple_choice_accuracy, next_token_stats, probe_accuracy
+    from ..lm.models import load_model
+    from ..analyses.moefication import layer_aucs, moefication_clusters
+    from .discover import DiscoverConfig, load_dataset
+    from ..analyses.pruning import cross_effects, overlap, pruning_scores, select_top
 
     run = Path(cfg.run)
     if not (run / "metrics.json").is_file():
@@ -128,7 +128,7 @@ def analyze(cfg: AnalyzeConfig) -> dict:
                         **{f"{m}_module": edited[m] for m in base}, **{f"{m}_control": ctrl[m] for m in base}})
 
     log("selective pruning (trained and random model)")
-    from .extract import token_statistics
+    from ..lm.activations import token_statistics
 
     prune_texts = _per_category(train, categories, cfg.n_pruning_texts)
     torch.manual_seed(cfg.seed)
@@ -147,8 +147,8 @@ def analyze(cfg: AnalyzeConfig) -> dict:
     log("ICA networks")
     import warnings
 
-    from .exceptions import ConvergenceWarning
-    from .networks import pairwise_iou, temporal_ica
+    from ..core.exceptions import ConvergenceWarning
+    from ..analyses.networks import pairwise_iou, temporal_ica
 
     Z = np.load(run / "activations" / "zscored" / "train.npy", mmap_mode="r")  # samples x neurons
     with warnings.catch_warnings(record=True) as caught:

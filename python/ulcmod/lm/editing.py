@@ -15,8 +15,8 @@ import contextlib
 
 import numpy as np
 
-from ._validation import check_random_state
-from .extract import site_widths
+from ..core._validation import check_random_state
+from .activations import site_widths
 from .sites import resolve_site
 
 MODES = ("inhibit", "scale", "add")

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .extract import _batch_tensors
+from .activations import _batch_tensors
 
 
 def _ids(tokenizer, texts, max_length):

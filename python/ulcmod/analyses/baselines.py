@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from ._validation import check_activations, check_random_state, seed_from
-from .iterd import iterd
-from .objective import assign_samples, objective
+from ..core._validation import check_activations, check_random_state, seed_from
+from ..core.iterd import iterd
+from ..core.objective import assign_samples, objective
 
 METHODS = ("iterd", "kmeans", "minibatch-kmeans", "agglomerative", "spectral", "spectral-coclustering")
 PCA_DIMS = 16

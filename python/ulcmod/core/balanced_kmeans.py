@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from . import _core
+from .. import _core
 from ._estimator import ParamsMixin
 from ._validation import check_int, check_random_state, check_real_matrix, check_tol, seed_from
 from .exceptions import ConvergenceWarning

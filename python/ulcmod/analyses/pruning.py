@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .extract import site_widths, token_statistics
-from .interventions import edit_neurons
-from .lm_eval import top1_accuracy
+from ..lm.activations import site_widths, token_statistics
+from ..lm.editing import edit_neurons
+from ..lm.metrics import top1_accuracy
 
 
 def mean_abs_over_tokens(model, tokenizer, texts, *, site: str = "mlp.act", layers=None, **kw) -> np.ndarray:

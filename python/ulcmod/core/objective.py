@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _core
+from .. import _core
 from ._validation import check_activations, check_int, check_labels
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from .. import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,8 +31,8 @@ def _int_list(text):
 
 def build_parser():
     """The argument parser of `ulcmod` (discover, analyze)."""
-    from .baselines import METHODS
-    from .pipeline import DiscoverConfig
+    from ..analyses.baselines import METHODS
+    from .discover import DiscoverConfig
 
     d = DiscoverConfig()
     p = _Parser(prog="ulcmod", description="Find function modules in large language models.")
@@ -76,7 +76,7 @@ def build_parser():
 
 def analyze_config_from(args):
     """AnalyzeConfig from parsed arguments."""
-    from .analysis import QUICK_ANALYZE, AnalyzeConfig
+    from .analyze import QUICK_ANALYZE, AnalyzeConfig
 
     cfg = AnalyzeConfig(run=args.run)
     if args.quick:
@@ -93,7 +93,7 @@ def analyze_config_from(args):
 
 def config_from(args):
     """DiscoverConfig from parsed arguments (--quick first, explicit options over it)."""
-    from .pipeline import QUICK, DiscoverConfig
+    from .discover import QUICK, DiscoverConfig
 
     cfg = DiscoverConfig()
     if args.quick:
@@ -124,13 +124,13 @@ def main(argv=None) -> int:
         return 2
     try:
         if args.command == "analyze":
-            from .analysis import analyze
+            from .analyze import analyze
 
             cfg = analyze_config_from(args)
             analyze(cfg)
             print(f"wrote {cfg.run}/analysis.md")
             return 0
-        from .pipeline import discover
+        from .discover import discover
 
         cfg = config_from(args)
         metrics = discover(cfg)

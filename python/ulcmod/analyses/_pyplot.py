@@ -1,0 +1,23 @@
+"""matplotlib with the Agg backend (no screen needed), imported when a figure is drawn."""
+
+from __future__ import annotations
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend; ImportError naming the extra when it is missing."""
+    try:
+        import matplotlib
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("figures need matplotlib: pip install 'ulcmod[report]'") from err
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path):
+    """Lay out `fig`, write it to `path` as PNG, close it and return `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path

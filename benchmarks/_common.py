@@ -36,20 +36,6 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}, NumPy {np.__version__}"
 
 
-def planted_matrix(N, M, K, signal, rng, dtype):
-    """Noise + `signal` on K planted diagonal blocks, generated in row chunks (bounded memory)."""
-    u = rng.permutation(np.arange(N) % K)
-    s = rng.permutation(np.arange(M) % K)
-    A = np.empty((N, M), dtype=dtype)
-    step = max(1, (64 << 20) // (8 * M))
-    for r0 in range(0, N, step):
-        r1 = min(N, r0 + step)
-        block = rng.standard_normal((r1 - r0, M), dtype=np.float32)
-        block += signal * (u[r0:r1, None] == s[None, :])
-        A[r0:r1] = block
-    return A
-
-
 def write_table(name: str, title: str, command: str, header, rows, notes=()):
     """Print a markdown table and write it to benchmarks/results/<name>.md."""
     lines = [f"# {title}", "", f"Machine: {machine()}", f"Command: `{command}`", ""]

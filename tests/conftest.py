@@ -1,4 +1,4 @@
-"""Shared helpers: independent (brute-force) computations and synthetic data."""
+"""Shared helpers: independent (brute-force) computations."""
 
 import numpy as np
 import pytest
@@ -33,15 +33,6 @@ def best_single_move_gain(A, u, s, K):
                 labels[i] = a
                 best = max(best, (L - L0) / abs(L0))
     return best
-
-
-def planted(N, M, K, signal, rng, dtype=np.float64):
-    """Noise plus `signal` on K diagonal blocks of random sizes; returns A, true u, true s."""
-    u = rng.permutation(np.arange(N) % K)
-    s = rng.permutation(np.arange(M) % K)
-    A = rng.standard_normal((N, M))
-    A += signal * (u[:, None] == s[None, :])
-    return A.astype(dtype), u, s
 
 
 @pytest.fixture

@@ -5,9 +5,10 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import ulcmod
+from ulcmod.core.synthetic import planted
 from ulcmod import _core
 
-from conftest import best_single_move_gain, brute_objective, planted
+from conftest import best_single_move_gain, brute_objective
 
 
 @pytest.mark.parametrize("init", ["balanced-kmeans", "kmeans", "random"])

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import ulcmod
+from ulcmod.core.synthetic import planted
 from ulcmod.analyses import baselines, informativeness, labelling
 from ulcmod.app import cli
 
-from conftest import brute_objective, planted
+from conftest import brute_objective
 
 
 def test_category_similarity_equals_pairwise_loops(rng):

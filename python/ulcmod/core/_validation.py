@@ -68,6 +68,24 @@ def check_real_matrix(X, name: str = "X", *, rows: str = "samples", min_rows: in
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
+def check_finite(values, name: str, *, along: str | None = None, ids=None) -> None:
+    """Raise ``ValueError`` if `values` hold NaN or infinity.
+
+    `values` is the array itself, or a per-row/per-column reduction of it (block means, column
+    sums) in which a non-finite input shows up without a separate pass. `along` names what an
+    index of a 1-D `values` counts ("row", "column", "neuron") so the message can say where the
+    first one is; `ids` maps those indices to the caller's numbering (rows of a larger matrix).
+    """
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    where = ""
+    if along is not None:
+        first = int(np.flatnonzero(bad)[0])
+        where = f" (first in {along} {int(ids[first]) if ids is not None else first})"
+    raise ValueError(f"{name} contains NaN or infinity{where}; replace or drop the non-finite values first")
+
+
 def check_int(value, name: str, *, minimum: int) -> int:
     """An integer (not bool) >= minimum."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -82,6 +82,20 @@ def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: 
             f"needed then), or omit it to use the embedded default"
         ) from err
     model.to(device).eval()
+    pad_token_id(tokenizer)
+    return model, tokenizer
+
+
+def pad_token_id(tokenizer) -> int:
+    """The tokenizer's padding id; a tokenizer without one pads with its end-of-sequence token.
+
+    Padding is on the right and masked out, so which token pads never changes a result.
+    """
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer.pad_token_id
+
+
+def model_device(model):
+    """The torch device of the model's weights, where its inputs go."""
+    return next(model.parameters()).device

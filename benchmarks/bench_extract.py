@@ -14,7 +14,6 @@ import resource
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 import ulcmod

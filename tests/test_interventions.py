@@ -7,12 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_extract import TEXTS, make_model, make_tokenizer  # noqa: E402
-
 from ulcmod.analyses import moefication, pruning  # noqa: E402
 from ulcmod.lm import metrics  # noqa: E402
 from ulcmod.lm.activations import site_widths, token_activations  # noqa: E402
 from ulcmod.lm.editing import edit_neurons, mask_from_indices, matched_random_mask, module_mask  # noqa: E402
+
+from test_extract import TEXTS, make_model, make_tokenizer  # noqa: E402
 
 
 def logits(model, tok, text):
@@ -160,7 +160,8 @@ def test_selection_search_and_overlap(rng):
         assert per[layer == lay].sum() == 3 and s[per[layer == lay]].min() >= s[~per[layer == lay]].max()
     # A constructed case: accuracy falls linearly with the pruned fraction.
     found = pruning.search_fraction(lambda f: 0.8 * (1 - 0.6 * f), 0.3, tol=0.01)
-    assert found["within_tol"] and abs(found["drop"] - 0.3) <= 0.01 and found["fraction"] == pytest.approx(0.5, abs=0.03)
+    assert found["within_tol"] and abs(found["drop"] - 0.3) <= 0.01
+    assert found["fraction"] == pytest.approx(0.5, abs=0.03)
     ov = pruning.overlap({"a": top, "b": per})
     assert ov["a"]["b"] == pytest.approx((top & per).sum() / top.sum()) and ov["a"]["a"] == 1.0
 

@@ -79,9 +79,9 @@ def test_token_attribution_files(tmp_path):
 
 def test_token_activations_average_to_the_sample_extraction(tmp_path):
     pytest.importorskip("transformers")
-    from test_extract import TEXTS, make_model, make_tokenizer
-
     from ulcmod.lm.activations import extract_activations, token_activations
+
+    from test_extract import TEXTS, make_model, make_tokenizer
 
     model, tok = make_model("llama"), make_tokenizer(chat=True)
     tokens, values = token_activations(model, tok, TEXTS[2])

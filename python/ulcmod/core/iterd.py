@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -81,6 +81,25 @@ class IterDResult:
     def assign_samples(self, A) -> np.ndarray:
         """Best module for each sample of A (N x M'): the one whose neurons it activates most."""
         return assign_samples(A, self.neuron_labels, n_modules=self.n_modules)
+
+    def save(self, path) -> None:
+        """Write every field to the ``.npz`` file `path` (the history as ``history_<field>``).
+
+        The labels are stored as ``neuron_labels`` and ``sample_labels``, as for every method in
+        a run folder, so ``np.load(path)["neuron_labels"]`` reads them too.
+        """
+        arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "history"}
+        arrays.update({f"history_{f.name}": getattr(self.history, f.name) for f in fields(IterDHistory)})
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path) -> IterDResult:
+        """Read a result written by :meth:`save`."""
+        with np.load(path) as f:
+            history = IterDHistory(**{g.name: f[f"history_{g.name}"] for g in fields(IterDHistory)})
+            values = {g.name: f[g.name] for g in fields(cls) if g.name != "history"}
+        # 0-d arrays hold the scalar fields (L, n_iter, converged, ...): back to Python scalars
+        return cls(history=history, **{k: v.item() if v.ndim == 0 else v for k, v in values.items()})
 
 
 def _objective(state) -> Objective:

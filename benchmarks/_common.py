@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ulcmod.app.report import markdown_table
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -39,10 +41,7 @@ def machine() -> str:
 def write_table(name: str, title: str, command: str, header, rows, notes=()):
     """Print a markdown table and write it to benchmarks/results/<name>.md."""
     lines = [f"# {title}", "", f"Machine: {machine()}", f"Command: `{command}`", ""]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for r in rows:
-        lines.append("| " + " | ".join(str(x) for x in r) + " |")
+    lines += markdown_table(header, rows)
     lines += [""] + [f"- {n}" for n in notes]
     text = "\n".join(lines) + "\n"
     print(text)

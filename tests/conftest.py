@@ -19,7 +19,7 @@ def best_single_move_gain(A, u, s, K):
     """Largest relative gain in L over every single legal neuron or sample move (brute force)."""
     L0 = brute_objective(A, u, s, K)[0]
     best = -np.inf
-    for labels, other in ((u, s), (s, u)):
+    for labels in (u, s):
         counts = np.bincount(labels, minlength=K)
         for i in range(labels.size):
             a = labels[i]

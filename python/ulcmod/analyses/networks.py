@@ -1,4 +1,5 @@
-"""Functional networks of neurons by ICA (seed "Brain-inspired exploration of functional networks").
+"""Functional networks of neurons by ICA, as in "Brain-inspired exploration of functional networks
+and key neurons in large language models".
 
 * Temporal ICA: tokens (or samples) are the observations and neurons the signals; each
   component's mixing vector over neurons is a network.

@@ -101,7 +101,7 @@ def fit_zscore(A) -> ZScore:
 def zscore_files(train, test=None, *, out_dir, dtype=np.float32):
     """z-score extracted activations into ``out_dir`` with the training statistics.
 
-    `train` and `test` are :class:`~ulcmod.extract.Activations` (or neurons x samples arrays).
+    `train` and `test` are :class:`~ulcmod.lm.activations.Activations` (or neurons x samples arrays).
     Writes ``zscore.npz`` (the statistics), ``train.npy`` and ``test.npy`` (neurons x samples,
     memory-mapped, sample-major like the inputs) and returns (stats, train_z, test_z).
     """

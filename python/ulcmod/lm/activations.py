@@ -1,6 +1,6 @@
 """Per-sample FFN activations from a causal LM, streamed to disk.
 
-For every sample and every neuron of a site (see :mod:`ulcmod.sites`) the token activations are
+For every sample and every neuron of a site (see :mod:`ulcmod.lm.sites`) the token activations are
 reduced over the sample's real tokens (padding never counts), by default to
 ``A[i, j] = mean_t |a[i, j, t]|``. Samples run in length-sorted batches under
 ``torch.inference_mode()``; the forward pass stops after the last layer needed, hooks are

@@ -4,7 +4,9 @@ A site names what is read at every FFN layer:
 
 * ``mlp.act``  -- the input of the down projection: ``act(gate(x)) * up(x)`` for gated FFNs
   (Llama, Qwen2/3, Mistral, Gemma), ``act(W_in x + b)`` for GPT-2. ``d_ff`` neurons per layer.
-* ``mlp.out``  -- the MLP's output (``d_model`` wide; seed 002's "neurons").
+* ``mlp.out``  -- the MLP's output (``d_model`` wide; the "neurons" of the functional-networks
+  paper, "Brain-inspired exploration of functional networks and key neurons in large language
+  models").
 * ``mlp.gate`` -- the gate projection's output, before the activation (gated FFNs only).
 * ``mlp.up``   -- the up projection's output (GPT-2: ``W_in x + b`` before the activation).
 

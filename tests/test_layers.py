@@ -78,3 +78,10 @@ def test_old_paths_do_not_rebind_the_functions_of_the_same_name():
 
     assert callable(ulcmod.iterd) and callable(ulcmod.objective) and callable(ulcmod.balanced_kmeans)
     assert ulcmod.pruning is importlib.import_module("ulcmod.analyses.pruning")
+
+
+def test_a_missing_optional_dependency_names_what_needs_it_and_the_fix():
+    from ulcmod.core._optional import require
+
+    with pytest.raises(ImportError, match=r"^drawing figures needs no_such_module: pip install it$"):
+        require("no_such_module", "drawing figures", "pip install it")

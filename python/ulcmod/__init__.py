@@ -22,24 +22,8 @@ import sys
 
 from . import _blas  # noqa: F401  (OpenBLAS must be loaded before the core)
 from ._core import build_info as _build_info
-from .core import (
-    BalancedKMeans,
-    ConvergenceWarning,
-    FastICA,
-    IterD,
-    IterDHistory,
-    IterDResult,
-    Objective,
-    ZScore,
-    assign_samples,
-    balanced_kmeans,
-    fastica,
-    fit_zscore,
-    iterd,
-    module_features,
-    objective,
-    zscore_files,
-)
+from .core import *  # noqa: F403  (the core's public names)
+from .core import __all__ as _core_names
 
 __version__ = importlib.metadata.version("ulcmod")
 
@@ -131,23 +115,4 @@ def build_info() -> dict:
     return dict(_build_info())
 
 
-__all__ = [
-    *_LAZY,
-    "BalancedKMeans",
-    "ConvergenceWarning",
-    "FastICA",
-    "IterD",
-    "IterDHistory",
-    "IterDResult",
-    "Objective",
-    "ZScore",
-    "assign_samples",
-    "balanced_kmeans",
-    "build_info",
-    "fastica",
-    "fit_zscore",
-    "iterd",
-    "module_features",
-    "objective",
-    "zscore_files",
-]
+__all__ = [*_core_names, *_LAZY, "build_info"]

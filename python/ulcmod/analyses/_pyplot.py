@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from ..core._optional import require
+
 
 def pyplot():
     """``matplotlib.pyplot`` on the Agg backend; ImportError naming the extra when it is missing."""
-    try:
-        import matplotlib
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("figures need matplotlib: pip install 'ulcmod[report]'") from err
+    matplotlib = require("matplotlib", "drawing figures", "pip install 'ulcmod[report]'")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -164,11 +164,9 @@ def extract(run, *, progress: bool = False) -> None:
 def zscore(run, *, progress: bool = False) -> None:
     """Stage 3: z-score both splits per neuron with the training statistics."""
     from ..core.zscore import zscore_files
-    from ..lm.activations import load_activations
 
-    run = Path(run)
-    train, test = (load_activations(run / EXTRACTION.format(split=split)) for split in ("train", "test"))
-    zscore_files(train, test, out_dir=run / ZSCORED)
+    r = load_run(run)
+    zscore_files(r.extraction("train"), r.extraction("test"), out_dir=r.path / ZSCORED)
     record(run, "zscore", [ZSCORED])
 
 

@@ -177,19 +177,21 @@ class Run:
         """The per-neuron training statistics the matrices were z-scored with."""
         return ZScore.load(self.path / ZSCORED / "zscore.npz")
 
-    def _neurons(self, key: str) -> np.ndarray:
-        with np.load(self.path / EXTRACTION.format(split="train") / "neurons.npz") as f:
-            return f[key]
+    def extraction(self, split: str):
+        """The raw activations of `split` (:class:`~ulcmod.lm.activations.Activations`)."""
+        from ..lm.activations import load_activations
+
+        return load_activations(self.path / EXTRACTION.format(split=split))
 
     @property
     def neuron_layer(self) -> np.ndarray:
         """Layer of every neuron (the matrices' rows)."""
-        return self._neurons("layer")
+        return self.extraction("train").neuron_layer
 
     @property
     def neuron_position(self) -> np.ndarray:
         """Position of every neuron within its layer."""
-        return self._neurons("position")
+        return self.extraction("train").neuron_position
 
     @property
     def ks(self) -> list:

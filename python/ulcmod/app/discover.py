@@ -77,12 +77,12 @@ class DiscoverConfig:
     site: str = "mlp.act"
     layers: list | None = None
     ks: tuple = DEFAULT_KS
-    n_train: int = 600  # per category
-    n_test: int = 150  # per category
-    max_length: int = 128
+    n_train: int = 600  # per category: 4,200 training samples, the most the 19-minute run affords
+    n_test: int = 150  # per category: held-out samples for Table 2
+    max_length: int = 128  # tokens per prompt; extraction time grows with it
     batch_size: int = 8
     methods: tuple = METHODS
-    n_subclusters: int = 10000
+    n_subclusters: int = 10000  # agglomerative/spectral cluster this many k-means centroids (they are O(n^2))
     top: int = 10  # samples per module in the labelling prompts
     seed: int = 0
     label_endpoint: str | None = None

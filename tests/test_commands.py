@@ -202,20 +202,20 @@ def test_each_discover_stage_remakes_its_outputs_from_the_folder(quick_run, tmp_
 
 @pytest.fixture(scope="module")
 def analyzed_run(quick_run, tmp_path_factory):
-    """A copy of the quick run after `ulcmod analyze --quick` (the dataset file is long gone)."""
+    """A copy of the quick run after `ulcmod analyze --quick --k 4` (the dataset file is long gone)."""
     assert not (quick_run.parent / "prompts.jsonl").exists()
     out = tmp_path_factory.mktemp("analyzed") / "run"
     shutil.copytree(quick_run, out)
-    assert cli.main(["analyze", "--run", str(out), "--quick", "--no-progress"]) == 0
+    assert cli.main(["analyze", "--run", str(out), "--quick", "--k", "4", "--no-progress"]) == 0
     return out
 
 
 def test_analyze_reads_only_the_run_folder(analyzed_run):
     result = read_json(analyzed_run / "analysis.json")
-    assert result["K"] == 7 and len(result["editing"]) == 7
+    assert result["K"] == 4 and len(result["editing"]) == 4
     assert set(result["pruning"]["overlap"]) == {"trained", "random"}
     assert set(result["moefication"]["mean_auc"]["trained"]) >= {"module 0", "pruning Math"}
-    assert len(result["ica_networks"]["best_iou_with_a_module"]) == 7
+    assert len(result["ica_networks"]["best_iou_with_a_module"]) == 4
     for name in ("analysis_edit_top1.png", "analysis_pruning_cross_effects.png", "analysis_overlap_random.png",
                  "analysis_lorenz_auc.png"):
         assert (analyzed_run / "figures" / name).stat().st_size > 1000, name
@@ -228,7 +228,13 @@ def models(analyzed_run):
     return analyze.load_models(analyzed_run, analyze.AnalyzeConfig().seed)
 
 
-QUICK_ANALYZE = analyze.AnalyzeConfig(**analyze.QUICK_ANALYZE, progress=False)
+QUICK_ANALYZE = analyze.AnalyzeConfig(**analyze.QUICK_ANALYZE, k=4, progress=False)
+
+
+def test_analyze_takes_the_k_closest_to_the_number_of_categories_by_default(quick_run):
+    assert analyze.module_k(quick_run, None) == 7  # 7 categories; the run has K = 4 and 7
+    with pytest.raises(ValueError, match=r"K=5 was not run; the run has K in \[4, 7\]"):
+        analyze.module_k(quick_run, 5)
 
 
 @pytest.mark.parametrize("stage, outputs", [

@@ -15,9 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
 
-import numpy as np
-
-from ._validation import check_random_state
+from ..core._optional import require
+from ..core._validation import check_random_state
 
 CATEGORIES = ("Coding", "Math", "Linguistic", "Knowledge", "Translation", "Ethical", "Writing")
 
@@ -37,6 +36,16 @@ def _data_file(name: str):
     return resources.files("ulcmod").joinpath("data", name)
 
 
+def _jsonl_rows(lines) -> list[dict]:
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _shipped_rows(name: str) -> list[dict]:
+    """The rows of a gzip-compressed JSON-lines file shipped in ``ulcmod/data``."""
+    with _data_file(name).open("rb") as f, gzip.open(f, "rt", encoding="utf-8") as lines:
+        return _jsonl_rows(lines)
+
+
 def load_corpus(split: str | None = None, categories=None) -> list[Prompt]:
     """The offline corpus shipped with ulcmod.
 
@@ -53,9 +62,7 @@ def load_corpus(split: str | None = None, categories=None) -> list[Prompt]:
     unknown = wanted - set(CATEGORIES)
     if unknown:
         raise ValueError(f"unknown categories {sorted(unknown)}; the corpus has {list(CATEGORIES)}")
-    with _data_file("corpus.jsonl.gz").open("rb") as f:
-        rows = [json.loads(line) for line in gzip.decompress(f.read()).decode("utf-8").split("\n") if line]
-    return [Prompt(**r) for r in rows
+    return [Prompt(**r) for r in _shipped_rows("corpus.jsonl.gz")
             if r["category"] in wanted and (split is None or r["split"] == split)]
 
 
@@ -69,8 +76,7 @@ def load_mmlu(subjects=None, n: int | None = None, random_state=None) -> list[di
 
     `n` draws that many questions at random (seeded) from the chosen subjects.
     """
-    with _data_file("mmlu.jsonl.gz").open("rb") as f:
-        rows = [json.loads(line) for line in gzip.decompress(f.read()).decode("utf-8").split("\n") if line]
+    rows = _shipped_rows("mmlu.jsonl.gz")
     if subjects is not None:
         rows = [r for r in rows if r["subject"] in set(subjects)]
     if n is not None and n < len(rows):
@@ -93,7 +99,7 @@ def load_prompts(path, *, text_column: str = "text", label_column: str = "label"
     opener = gzip.open if path.endswith(".gz") else open
     if ext == ".jsonl":
         with opener(path, "rt", encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+            rows = _jsonl_rows(f)
     elif ext == ".json":
         with opener(path, "rt", encoding="utf-8") as f:
             rows = json.load(f)
@@ -101,10 +107,7 @@ def load_prompts(path, *, text_column: str = "text", label_column: str = "label"
         with opener(path, "rt", encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
     elif ext == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as err:
-            raise ImportError("reading parquet needs pyarrow: pip install pyarrow") from err
+        pq = require("pyarrow.parquet", "reading parquet", "pip install pyarrow")
         rows = pq.read_table(path).to_pylist()
     else:
         raise ValueError(f"unsupported file type {ext!r}; use .jsonl, .json, .csv or .parquet")
@@ -163,10 +166,7 @@ def load_infinity_instruct(path: str = "BAAI/Infinity-Instruct", *, name: str | 
     ``ability_en``). Samples whose abilities map to no category or to several are skipped.
     Reading stops after `limit` kept samples.
     """
-    try:
-        import datasets
-    except ImportError as err:
-        raise ImportError("loading Infinity-Instruct needs the datasets package: pip install datasets") from err
+    datasets = require("datasets", "loading Infinity-Instruct", "pip install datasets")
     if os.path.exists(path):
         files = path if os.path.isfile(path) else [os.path.join(path, f) for f in sorted(os.listdir(path))]
         first = files if isinstance(files, str) else files[0]
@@ -211,8 +211,3 @@ def split_by_category(prompts, n_train: int, n_test: int, *, categories=None, ra
         test += [Prompt(pool[i].text, c, "test", pool[i].source, pool[i].license) for i in pick[n_train:]]
     return train, test
 
-
-def labels_of(prompts, categories=CATEGORIES) -> np.ndarray:
-    """Integer category labels (index into `categories`)."""
-    index = {c: k for k, c in enumerate(categories)}
-    return np.array([index[p.category] for p in prompts], dtype=np.int64)

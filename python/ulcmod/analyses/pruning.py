@@ -1,4 +1,5 @@
-"""Selective pruning (seed "Modularity in Transformers"): neurons specific to a target text set.
+"""Selective pruning, as in "Modularity in Transformers: Investigating Neuron Separability &
+Specialization": neurons specific to a target text set.
 
 A neuron's score is ``mean|a| over the target set's tokens / (eps + mean|a| over the reference
 set's tokens)``, with the statistics accumulated in float64 in one pass per set. The top
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .extract import site_widths, token_statistics
-from .interventions import edit_neurons
-from .lm_eval import top1_accuracy
+from ..lm.activations import site_widths, token_statistics
+from ..lm.editing import edit_neurons
+from ..lm.metrics import top1_accuracy
 
 
 def mean_abs_over_tokens(model, tokenizer, texts, *, site: str = "mlp.act", layers=None, **kw) -> np.ndarray:
@@ -77,7 +78,7 @@ def prune_to_drop(model, tokenizer, target_texts, scores, target_drop: float, *,
     accuracy by `target_drop` (relative).
 
     With ``recollect_reference`` (the reference texts) the scores are recomputed under the pruning
-    of each step, as the iterative procedure of the seed paper; otherwise they stay fixed.
+    of each step, as in that paper's iterative procedure; otherwise they stay fixed.
     """
     widths = site_widths(model, tokenizer, site, layers)
     scores = np.asarray(scores, dtype=np.float64)

@@ -17,17 +17,8 @@ import math
 
 import numpy as np
 
-from .extract import _batch_tensors
-
-
-def _ids(tokenizer, texts, max_length):
-    return tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
-
-
-def _batches(ids, batch_size):
-    order = np.argsort([-len(x) for x in ids], kind="stable")
-    for b0 in range(0, len(order), batch_size):
-        yield order[b0:b0 + batch_size]
+from ._batches import encode, longest_first, pad_batch
+from .models import model_device, pad_token_id
 
 
 def _logits(model, input_ids, mask):
@@ -41,8 +32,7 @@ def next_token_stats(model, tokenizer, texts, *, max_length: int = 256, batch_si
     """NLL sum, correct top-1 predictions and counts over every predicted token of `texts`."""
     import torch
 
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    pad_id = pad_token_id(tokenizer)
     texts = list(texts)
     enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length,
                     return_offsets_mapping=True)
@@ -50,11 +40,10 @@ def next_token_stats(model, tokenizer, texts, *, max_length: int = 256, batch_si
     # Words of the text actually evaluated: up to the last kept token's end (truncation aside,
     # the whole text), counted on the original string.
     words = [len(t[: max((e for _, e in off), default=0)].split()) for t, off in zip(texts, enc["offset_mapping"])]
-    device = next(model.parameters()).device
+    device = model_device(model)
     nll, correct, n_tok, n_words = 0.0, 0, 0, 0
-    for batch in _batches(ids, batch_size):
-        rows = [ids[k] for k in batch]
-        input_ids, mask = _batch_tensors(rows, tokenizer.pad_token_id, device)
+    for batch in longest_first(ids, batch_size):
+        input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
         logp = torch.log_softmax(_logits(model, input_ids, mask)[:, :-1], dim=-1)
         target = input_ids[:, 1:]
         valid = mask[:, 1:]
@@ -66,26 +55,34 @@ def next_token_stats(model, tokenizer, texts, *, max_length: int = 256, batch_si
     return {"nll": nll, "correct": correct, "n_tokens": n_tok, "n_words": n_words}
 
 
-def perplexity(model, tokenizer, texts, **kw) -> dict:
-    """Token- and word-level perplexity of `texts`."""
+def next_token_metrics(model, tokenizer, texts, **kw) -> dict:
+    """Token- and word-level perplexity and top-1 accuracy of `texts`, from one pass.
+
+    ``token_ppl = exp(NLL / tokens)``, ``word_ppl = exp(NLL / words)``, ``top1`` the share of
+    predicted positions where the most likely next token is the actual one; also the counts.
+    """
     s = next_token_stats(model, tokenizer, texts, **kw)
-    return {"token_ppl": math.exp(s["nll"] / max(s["n_tokens"], 1)),
-            "word_ppl": math.exp(s["nll"] / max(s["n_words"], 1)), "n_tokens": s["n_tokens"],
-            "n_words": s["n_words"]}
+    n_tokens = max(s["n_tokens"], 1)
+    return {"token_ppl": math.exp(s["nll"] / n_tokens), "word_ppl": math.exp(s["nll"] / max(s["n_words"], 1)),
+            "top1": s["correct"] / n_tokens, "n_tokens": s["n_tokens"], "n_words": s["n_words"]}
+
+
+def perplexity(model, tokenizer, texts, **kw) -> dict:
+    """Token- and word-level perplexity of `texts` (and the token and word counts)."""
+    m = next_token_metrics(model, tokenizer, texts, **kw)
+    return {k: m[k] for k in ("token_ppl", "word_ppl", "n_tokens", "n_words")}
 
 
 def top1_accuracy(model, tokenizer, texts, **kw) -> float:
     """Share of predicted positions where the most likely next token is the actual one."""
-    s = next_token_stats(model, tokenizer, texts, **kw)
-    return s["correct"] / max(s["n_tokens"], 1)
+    return next_token_metrics(model, tokenizer, texts, **kw)["top1"]
 
 
 def option_loglik(model, tokenizer, prompt: str, options, max_length: int = 512) -> np.ndarray:
     """Summed log-likelihood of each option's tokens following `prompt`."""
     import torch
 
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    pad_id = pad_token_id(tokenizer)
     p_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     rows, spans = [], []
     for opt in options:
@@ -93,8 +90,8 @@ def option_loglik(model, tokenizer, prompt: str, options, max_length: int = 512)
         row = (p_ids + o_ids)[-max_length:]
         rows.append(row)
         spans.append(min(len(o_ids), len(row) - 1))
-    device = next(model.parameters()).device
-    input_ids, mask = _batch_tensors(rows, tokenizer.pad_token_id, device)
+    device = model_device(model)
+    input_ids, mask = pad_batch(rows, pad_id, device)
     logp = torch.log_softmax(_logits(model, input_ids, mask), dim=-1)
     out = np.empty(len(rows))
     for r, (row, span) in enumerate(zip(rows, spans)):
@@ -114,13 +111,12 @@ def hidden_features(model, tokenizer, texts, *, max_length: int = 256, batch_siz
     """Mean over real tokens of the last layer's hidden state, one row per text."""
     import torch
 
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    ids = _ids(tokenizer, texts, max_length)
-    device = next(model.parameters()).device
+    pad_id = pad_token_id(tokenizer)
+    ids = encode(tokenizer, texts, False, max_length)
+    device = model_device(model)
     out = None
-    for batch in _batches(ids, batch_size):
-        input_ids, mask = _batch_tensors([ids[k] for k in batch], tokenizer.pad_token_id, device)
+    for batch in longest_first(ids, batch_size):
+        input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
         with torch.inference_mode():
             h = model(input_ids=input_ids, attention_mask=mask.long(), output_hidden_states=True,
                       use_cache=False).hidden_states[-1].float()

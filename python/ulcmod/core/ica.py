@@ -8,13 +8,14 @@ the contrast function on OpenMP threads with a vectorised tanh/exp.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
 
-from . import _core
-from ._estimator import ParamsMixin
-from ._validation import check_choice, check_int, check_random_state, check_real_matrix, check_tol
+from .. import _core
+from ._estimator import ParamsMixin, fit_function_signature
+from ._validation import check_choice, check_finite, check_int, check_random_state, check_real_matrix, check_tol
 from .exceptions import ConvergenceWarning
 
 FUNS = ("logcosh", "exp", "cube")
@@ -98,8 +99,7 @@ class FastICA(ParamsMixin):
             c = p
             if self.n_components not in (None, p):
                 raise ValueError(f"with whiten=False n_components must equal n_features ({p}), got {self.n_components}")
-            if not np.isfinite(X).all():
-                raise ValueError("X contains NaN or infinity; remove or impute those values first")
+            check_finite(X, "X")
             X1, K, mean = np.ascontiguousarray(X.T), None, np.zeros(p, dtype=X.dtype)
         else:
             c = min(n, p) if self.n_components is None else check_int(self.n_components, "n_components", minimum=1)
@@ -107,10 +107,10 @@ class FastICA(ParamsMixin):
                 raise ValueError(f"n_components={c} exceeds min(n_samples, n_features) = {min(n, p)} for X of "
                                  f"shape {X.shape}; use n_components <= {min(n, p)}")
             w = _core.ica_whiten(X, c)
-            if w["smallest_ratio"] < np.finfo(X.dtype).eps * 10:
+            X1, K, mean, smallest_ratio = w["X1"], w["K"], w["mean"], w["smallest_ratio"]
+            if smallest_ratio < np.finfo(X.dtype).eps * 10:
                 raise ValueError(f"X has rank below n_components={c} (its centred data spans fewer directions); "
                                  f"lower n_components")
-            X1, K, mean = w["X1"], w["K"], w["mean"]
         if self.w_init is None:
             w_init = check_random_state(self.random_state).standard_normal((c, c))
         else:
@@ -170,16 +170,14 @@ class FastICA(ParamsMixin):
         return np.asarray(S) @ self.mixing_.T + self.mean_
 
 
-def fastica(X, n_components=None, *, algorithm="parallel", whiten="unit-variance", fun="logcosh", fun_args=None,
-            max_iter=200, tol=1e-4, w_init=None, random_state=None, return_X_mean=False, return_n_iter=False):
+def fastica(X, n_components=None, *, return_X_mean=False, return_n_iter=False, **params):
     """FastICA as a function, returning what ``sklearn.decomposition.fastica`` returns.
 
-    Returns ``K`` (whitening, n_components x n_features, or None without whitening), ``W``
-    (unmixing of the whitened data), ``S`` (sources, n_samples x n_components), then ``X_mean``
-    and ``n_iter`` when asked.
+    ``params`` are those of :class:`FastICA`. Returns ``K`` (whitening, n_components x
+    n_features, or None without whitening), ``W`` (unmixing of the whitened data), ``S``
+    (sources, n_samples x n_components), then ``X_mean`` and ``n_iter`` when asked.
     """
-    est = FastICA(n_components, algorithm=algorithm, whiten=whiten, fun=fun, fun_args=fun_args,
-                  max_iter=max_iter, tol=tol, w_init=w_init, random_state=random_state)
+    est = FastICA(n_components, **params)
     S = est._fit(X)
     out = [getattr(est, "whitening_", None), est._unmixing_white, S]
     if return_X_mean:
@@ -187,3 +185,11 @@ def fastica(X, n_components=None, *, algorithm="parallel", whiten="unit-variance
     if return_n_iter:
         out.append(est.n_iter_)
     return tuple(out)
+
+
+fastica.__signature__ = fit_function_signature(
+    FastICA, "X",
+    *(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False)
+      for name in ("return_X_mean", "return_n_iter")),
+    first_required=False,
+)

@@ -1,6 +1,6 @@
 """Per-sample FFN activations from a causal LM, streamed to disk.
 
-For every sample and every neuron of a site (see :mod:`ulcmod.sites`) the token activations are
+For every sample and every neuron of a site (see :mod:`ulcmod.lm.sites`) the token activations are
 reduced over the sample's real tokens (padding never counts), by default to
 ``A[i, j] = mean_t |a[i, j, t]|``. Samples run in length-sorted batches under
 ``torch.inference_mode()``; the forward pass stops after the last layer needed, hooks are
@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._batches import encode, longest_first, pad_batch
+from .models import model_device, pad_token_id
 from .sites import resolve_site
 
 REDUCTIONS = ("mean_abs", "mean", "max", "max_abs")
@@ -120,31 +122,6 @@ def _fingerprint(texts) -> str:
     return h.hexdigest()
 
 
-def _encode(tokenizer, texts, chat_template: bool, max_length: int):
-    """Token ids per text (truncated, unpadded)."""
-    if chat_template:
-        texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
-                                          add_generation_prompt=True)
-            for t in texts
-        ]
-    enc = tokenizer(texts, add_special_tokens=not chat_template, truncation=True,
-                    max_length=max_length)
-    return enc["input_ids"]
-
-
-def _batch_tensors(ids, pad_id, device):
-    import torch
-
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.bool)
-    for r, x in enumerate(ids):  # right padding: real tokens never attend to pads (causal)
-        input_ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
-        mask[r, : len(x)] = True
-    return input_ids.to(device), mask.to(device)
-
-
 class _Capture:
     """Hooks that reduce each hooked module's activations into one row block per batch."""
 
@@ -196,14 +173,13 @@ def _prepare(model, tokenizer, site, layers, chat_template):
     """Shared set-up: the hook points, the model's device, and the chat-template decision."""
     if chat_template is None:
         chat_template = getattr(tokenizer, "chat_template", None) is not None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return resolve_site(model, site, layers), next(model.parameters()).device, bool(chat_template)
+    pad_token_id(tokenizer)
+    return resolve_site(model, site, layers), model_device(model), bool(chat_template)
 
 
 def _probe_widths(capture, model, pad_id, device) -> list:
     """Neurons per hooked module, from a one-token forward pass."""
-    ids, mask = _batch_tensors([[pad_id]], pad_id, device)
+    ids, mask = pad_batch([[pad_id]], pad_id, device)
     capture.run(model, ids, mask)
     return [capture.parts[k].shape[-1] for k in range(len(capture.points))]
 
@@ -211,9 +187,8 @@ def _probe_widths(capture, model, pad_id, device) -> list:
 def site_widths(model, tokenizer, site: str = "mlp.act", layers=None) -> list:
     """Neurons per layer at `site` (the layer-major order every neuron index here follows)."""
     points = resolve_site(model, site, layers)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with _Capture(points, "mean") as capture:
-        return _probe_widths(capture, model, pad, next(model.parameters()).device)
+        return _probe_widths(capture, model, pad_token_id(tokenizer), model_device(model))
 
 
 def token_statistics(model, tokenizer, texts, *, site: str = "mlp.act", layers=None, batch_size: int = 8,
@@ -223,16 +198,75 @@ def token_statistics(model, tokenizer, texts, *, site: str = "mlp.act", layers=N
     One pass; ``sums / count`` is the mean absolute activation over tokens.
     """
     points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
-    ids = _encode(tokenizer, list(texts), chat_template, max_length)
+    ids = encode(tokenizer, list(texts), chat_template, max_length)
     sums, count = None, 0
     with _Capture(points, _SUM_ABS) as capture:
         for b0 in range(0, len(ids), batch_size):
             batch = ids[b0:b0 + batch_size]
-            input_ids, mask = _batch_tensors(batch, tokenizer.pad_token_id, device)
+            input_ids, mask = pad_batch(batch, tokenizer.pad_token_id, device)
             part = capture.run(model, input_ids, mask).astype(np.float64).sum(axis=0)
             sums = part if sums is None else sums + part
             count += sum(len(x) for x in batch)
     return sums, count
+
+
+def _check_extraction(texts, reduction, dtype, batch_size, max_length) -> list:
+    """The texts as a list, after checking every extraction setting."""
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a non-empty list of strings")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return texts
+
+
+def _open_folder(out: Path, meta: dict, points, widths, resume: bool):
+    """``(activations memmap, done flags)`` in `out`: those of the same extraction when resuming,
+    otherwise new ones, written with the neuron map and meta.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    acts_path, done_path = out / "activations.npy", out / "done.npy"
+    if resume and (out / "meta.json").is_file():
+        old = json.loads((out / "meta.json").read_text())
+        if old != meta:
+            differ = sorted(k for k in meta if old.get(k) != meta[k])
+            raise ValueError(
+                f"{out} holds a different extraction (differs in {differ}); use another folder or "
+                f"resume=False to overwrite it"
+            )
+        return np.lib.format.open_memmap(acts_path, mode="r+"), np.load(done_path)
+    acts = np.lib.format.open_memmap(acts_path, mode="w+", dtype=meta["dtype"],
+                                     shape=(meta["n_samples"], meta["n_neurons"]))
+    done = np.zeros(meta["n_samples"], dtype=bool)
+    np.save(done_path, done)
+    layer_of = np.repeat([p.layer for p in points], widths).astype(np.int32)
+    position = np.concatenate([np.arange(w, dtype=np.int32) for w in widths])
+    np.savez(out / "neurons.npz", layer=layer_of, position=position)
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return acts, done
+
+
+def _extract_samples(capture, model, ids, todo, acts, done, out: Path, pad_id, device, batch_size, progress):
+    """Run samples `todo` (token ids `ids`) and write each batch's rows and done flags at once."""
+    bar = tqdm(total=int(todo.size), desc="activations", unit="sample", disable=not progress)
+    try:
+        for batch in longest_first(ids, batch_size):
+            input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
+            rows = capture.run(model, input_ids, mask)
+            sample_ids = todo[batch]
+            acts[sample_ids] = rows.astype(acts.dtype)
+            acts.flush()
+            done[sample_ids] = True
+            tmp = out / "done.tmp.npy"
+            np.save(tmp, done)
+            os.replace(tmp, out / "done.npy")  # atomic: an interruption never corrupts it
+            bar.update(len(batch))
+    finally:
+        bar.close()
 
 
 def extract_activations(
@@ -287,71 +321,24 @@ def extract_activations(
     -------
     Activations
     """
-    texts = list(texts)
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a non-empty list of strings")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
-    if dtype not in ("float16", "float32"):
-        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
-    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    texts = _check_extraction(texts, reduction, dtype, batch_size, max_length)
     points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
-    capture = _Capture(points, reduction)
-
-    with capture:
+    out = Path(out_dir)
+    with _Capture(points, reduction) as capture:
         widths = _probe_widths(capture, model, tokenizer.pad_token_id, device)
-        N, M = sum(widths), len(texts)
         meta = {
             "model": getattr(model.config, "_name_or_path", type(model).__name__),
             "model_type": getattr(model.config, "model_type", None),
             "site": site, "layers": [p.layer for p in points], "widths": widths,
-            "reduction": reduction, "max_length": max_length, "chat_template": bool(chat_template),
-            "dtype": dtype, "n_samples": M, "n_neurons": N, "texts_sha256": _fingerprint(texts),
+            "reduction": reduction, "max_length": max_length, "chat_template": chat_template,
+            "dtype": dtype, "n_samples": len(texts), "n_neurons": sum(widths), "texts_sha256": _fingerprint(texts),
         }
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        acts_path, done_path = out / "activations.npy", out / "done.npy"
-        if resume and (out / "meta.json").is_file():
-            old = json.loads((out / "meta.json").read_text())
-            if old != meta:
-                differ = sorted(k for k in meta if old.get(k) != meta[k])
-                raise ValueError(
-                    f"{out} holds a different extraction (differs in {differ}); use another folder or "
-                    f"resume=False to overwrite it"
-                )
-            acts = np.lib.format.open_memmap(acts_path, mode="r+")
-            done = np.load(done_path)
-        else:
-            acts = np.lib.format.open_memmap(acts_path, mode="w+", dtype=dtype, shape=(M, N))
-            done = np.zeros(M, dtype=bool)
-            np.save(done_path, done)
-            layer_of = np.repeat([p.layer for p in points], widths).astype(np.int32)
-            position = np.concatenate([np.arange(w, dtype=np.int32) for w in widths])
-            np.savez(out / "neurons.npz", layer=layer_of, position=position)
-            (out / "meta.json").write_text(json.dumps(meta, indent=1))
-
+        acts, done = _open_folder(out, meta, points, widths, resume)
         todo = np.flatnonzero(~done)
         if todo.size:
-            ids = _encode(tokenizer, [texts[j] for j in todo], chat_template, max_length)
-            order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: OOM early
-            bar = tqdm(total=int(todo.size), desc="activations", unit="sample", disable=not progress)
-            try:
-                for b0 in range(0, order.size, batch_size):
-                    batch = order[b0:b0 + batch_size]
-                    input_ids, mask = _batch_tensors([ids[k] for k in batch], tokenizer.pad_token_id, device)
-                    rows = capture.run(model, input_ids, mask)
-                    sample_ids = todo[batch]
-                    acts[sample_ids] = rows.astype(dtype)
-                    acts.flush()
-                    done[sample_ids] = True
-                    tmp = out / "done.tmp.npy"
-                    np.save(tmp, done)
-                    os.replace(tmp, done_path)  # atomic: an interruption never corrupts it
-                    bar.update(len(batch))
-            finally:
-                bar.close()
+            ids = encode(tokenizer, [texts[j] for j in todo], chat_template, max_length)
+            _extract_samples(capture, model, ids, todo, acts, done, out, tokenizer.pad_token_id, device,
+                             batch_size, progress)
         del acts
     return load_activations(out)
 
@@ -366,8 +353,8 @@ def token_activations(model, tokenizer, text: str, *, site: str = "mlp.act", lay
     if not isinstance(text, str) or not text:
         raise ValueError("text must be a non-empty string")
     points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
-    ids = _encode(tokenizer, [text], chat_template, max_length)[0]
-    input_ids, mask = _batch_tensors([ids], tokenizer.pad_token_id, device)
+    ids = encode(tokenizer, [text], chat_template, max_length)[0]
+    input_ids, mask = pad_batch([ids], tokenizer.pad_token_id, device)
     with _Capture(points, None) as capture:
         values = capture.run(model, input_ids, mask)[0]
     return [tokenizer.decode([t]) for t in ids], values

@@ -1,8 +1,9 @@
 """Command line: ``ulcmod discover`` (also ``python -m ulcmod``).
 
-With no arguments it runs the embedded default: SmolLM2-135M-Instruct on the offline corpus,
-sized to finish in about 30 minutes on 2 cores; ``--quick`` makes a minutes-long version. Bad
-arguments end with one line on stderr and exit status 2.
+With no arguments it runs the embedded default: SmolLM2-135M-Instruct on the offline corpus
+(19 minutes on a 2-core machine); ``--quick`` makes a minutes-long version. ``ulcmod analyze``
+runs further analyses on a finished run's folder. Bad arguments end with one line on stderr and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from .. import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,15 +27,17 @@ def _int_list(text):
             values += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
         return values
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers or ranges like 0-11, got {text!r}")
+        message = f"expected comma-separated integers or ranges like 0-11, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def build_parser():
     """The argument parser of `ulcmod` (discover, analyze)."""
-    from .baselines import METHODS
-    from .pipeline import DiscoverConfig
+    from ..analyses.baselines import METHODS
+    from .analyze import AnalyzeConfig
+    from .discover import QUICK, DiscoverConfig
 
-    d = DiscoverConfig()
+    d, a_d = DiscoverConfig(), AnalyzeConfig()
     p = _Parser(prog="ulcmod", description="Find function modules in large language models.")
     p.add_argument("--version", action="version", version=f"ulcmod {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -53,60 +56,63 @@ def build_parser():
     q.add_argument("--max-length", type=int, help=f"tokens per prompt (default {d.max_length})")
     q.add_argument("--batch-size", type=int, default=d.batch_size)
     q.add_argument("--methods", default=",".join(d.methods), help=f"comma-separated subset of {list(METHODS)}")
-    q.add_argument("--n-subclusters", type=int, help=f"k-means sub-clusters for agglomerative/spectral (default {d.n_subclusters})")
+    q.add_argument("--n-subclusters", type=int,
+                   help=f"k-means sub-clusters for agglomerative/spectral (default {d.n_subclusters})")
     q.add_argument("--top", type=int, default=d.top, help="samples per module in the labelling prompts")
     q.add_argument("--seed", type=int, default=d.seed)
     q.add_argument("--label-endpoint", help="OpenAI-compatible URL to send the labelling prompts to")
     q.add_argument("--label-model", default=d.label_model)
     q.add_argument("--out", default=d.out, help="output folder (a rerun resumes its activations)")
-    q.add_argument("--quick", action="store_true", help="a minutes-long run: 12+4 prompts per category, K=4,7")
+    q.add_argument("--quick", action="store_true",
+                   help=f"a minutes-long run: {QUICK['n_train']}+{QUICK['n_test']} prompts per category, "
+                        f"K={','.join(map(str, QUICK['ks']))}")
     q.add_argument("--no-progress", action="store_true")
     a = sub.add_parser("analyze", help="editing, selective pruning and MoEfication on a discover run's modules")
-    a.add_argument("--run", default=d.out, help=f"the discover output folder (default {d.out})")
+    a.add_argument("--run", help=f"the discover output folder (default {a_d.run})")
     a.add_argument("--k", type=int, help="IterD K to analyse (default: the run's K closest to its categories)")
-    a.add_argument("--n-eval", type=int, help="held-out prompts per category for perplexity/top-1 (default 10)")
-    a.add_argument("--n-mmlu", type=int, help="MMLU questions (default 50)")
-    a.add_argument("--prune-fraction", type=float, help="top fraction pruned per category (default 0.01)")
-    a.add_argument("--experts", type=int, dest="n_experts", help="MoEfication experts per layer (default 16)")
+    a.add_argument("--n-eval", type=int, help=f"held-out prompts per category for perplexity/top-1 "
+                                                        f"(default {a_d.n_eval})")
+    a.add_argument("--n-mmlu", type=int, help=f"MMLU questions (default {a_d.n_mmlu})")
+    a.add_argument("--prune-fraction", type=float,
+                   help=f"top fraction pruned per category (default {a_d.prune_fraction})")
+    a.add_argument("--experts", type=int, dest="n_experts",
+                   help=f"MoEfication experts per layer (default {a_d.n_experts})")
     a.add_argument("--seed", type=int)
     a.add_argument("--quick", action="store_true", help="a minutes-long version")
     a.add_argument("--no-progress", action="store_true")
     return p
 
 
-def analyze_config_from(args):
-    """AnalyzeConfig from parsed arguments."""
-    from .analysis import QUICK_ANALYZE, AnalyzeConfig
-
-    cfg = AnalyzeConfig(run=args.run)
-    if args.quick:
-        for k, v in QUICK_ANALYZE.items():
-            setattr(cfg, k, v)
-    for name in ("k", "n_eval", "n_mmlu", "prune_fraction", "n_experts", "seed"):
+def _config(cls, quick: dict, args, names):
+    """`cls` from parsed arguments: its defaults, then --quick's values, then the options given."""
+    cfg = cls(**(quick if args.quick else {}))
+    for name in names:
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    cfg.progress = not args.no_progress
+    return cfg
+
+
+def analyze_config_from(args):
+    """AnalyzeConfig from parsed arguments."""
+    from .analyze import QUICK_ANALYZE, AnalyzeConfig
+
+    cfg = _config(AnalyzeConfig, QUICK_ANALYZE, args, ("run", "k", "n_eval", "n_mmlu", "prune_fraction",
+                                                        "n_experts", "seed"))
     if not 0 < cfg.prune_fraction <= 1:
         raise ValueError(f"--prune-fraction must be in (0, 1], got {cfg.prune_fraction}")
-    cfg.progress = not args.no_progress
     return cfg
 
 
 def config_from(args):
     """DiscoverConfig from parsed arguments (--quick first, explicit options over it)."""
-    from .pipeline import QUICK, DiscoverConfig
+    from .discover import QUICK, DiscoverConfig
 
-    cfg = DiscoverConfig()
-    if args.quick:
-        for k, v in QUICK.items():
-            setattr(cfg, k, v)
-    for name in ("model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "ks",
-                 "n_train", "n_test", "max_length", "batch_size", "n_subclusters", "top", "seed",
-                 "label_endpoint", "label_model", "out"):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(cfg, name, tuple(value) if name == "ks" else value)
+    cfg = _config(DiscoverConfig, QUICK, args, (
+        "model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "ks", "n_train", "n_test",
+        "max_length", "batch_size", "n_subclusters", "top", "seed", "label_endpoint", "label_model", "out"))
+    cfg.ks = tuple(cfg.ks)
     cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    cfg.progress = not args.no_progress
     return cfg
 
 
@@ -124,13 +130,13 @@ def main(argv=None) -> int:
         return 2
     try:
         if args.command == "analyze":
-            from .analysis import analyze
+            from .analyze import analyze
 
             cfg = analyze_config_from(args)
             analyze(cfg)
             print(f"wrote {cfg.run}/analysis.md")
             return 0
-        from .pipeline import discover
+        from .discover import discover
 
         cfg = config_from(args)
         metrics = discover(cfg)

@@ -15,8 +15,9 @@ import contextlib
 
 import numpy as np
 
-from ._validation import check_random_state
-from .extract import site_widths
+from ..core._validation import check_random_state
+from .activations import site_widths
+from .models import model_device
 from .sites import resolve_site
 
 MODES = ("inhibit", "scale", "add")
@@ -93,7 +94,7 @@ def edit_neurons(model, mask, *, site: str = "mlp.act", layers=None, mode: str =
     if mask.shape != (sum(widths),):
         raise ValueError(f"mask must have {sum(widths)} entries (the site's neurons), got shape {mask.shape}")
     bounds = np.cumsum([0, *widths])
-    device = next(model.parameters()).device
+    device = model_device(model)
     handles = []
     try:
         for k, p in enumerate(points):

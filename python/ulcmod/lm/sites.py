@@ -4,7 +4,9 @@ A site names what is read at every FFN layer:
 
 * ``mlp.act``  -- the input of the down projection: ``act(gate(x)) * up(x)`` for gated FFNs
   (Llama, Qwen2/3, Mistral, Gemma), ``act(W_in x + b)`` for GPT-2. ``d_ff`` neurons per layer.
-* ``mlp.out``  -- the MLP's output (``d_model`` wide; seed 002's "neurons").
+* ``mlp.out``  -- the MLP's output (``d_model`` wide; the "neurons" of the functional-networks
+  paper, "Brain-inspired exploration of functional networks and key neurons in large language
+  models").
 * ``mlp.gate`` -- the gate projection's output, before the activation (gated FFNs only).
 * ``mlp.up``   -- the up projection's output (GPT-2: ``W_in x + b`` before the activation).
 
@@ -85,6 +87,21 @@ def n_layers(model) -> int:
     raise ValueError(f"cannot tell the number of layers of {type(model).__name__}")
 
 
+def parse_site(site):
+    """The raw module path's match for a raw site, None for a named one.
+
+    Raises ``ValueError`` naming the sites and the raw-path form for anything else, so a site
+    can be checked before any model is loaded.
+    """
+    raw = _RAW.match(site) if isinstance(site, str) else None
+    if raw is None and site not in SITES:
+        raise ValueError(
+            f"unknown site {site!r}; named sites are {list(SITES)}, or give a raw module path such as "
+            f"'model.layers.{{layer}}.mlp.down_proj:input'"
+        )
+    return raw
+
+
 def resolve_site(model, site: str, layers=None) -> list[HookPoint]:
     """The modules to hook for `site` at each requested layer (all layers by default).
 
@@ -99,7 +116,7 @@ def resolve_site(model, site: str, layers=None) -> list[HookPoint]:
         bad = [x for x in layers if not 0 <= x < total]
         if bad or not layers:
             raise ValueError(f"layers must be a non-empty list of indices in [0, {total}), got {bad or layers}")
-    raw = _RAW.match(site) if isinstance(site, str) else None
+    raw = parse_site(site)
     if raw:
         points = []
         for layer in layers:
@@ -108,11 +125,6 @@ def resolve_site(model, site: str, layers=None) -> list[HookPoint]:
                 raise ValueError(f"site {site!r}: module {path!r} does not exist in {type(model).__name__}")
             points.append(HookPoint(layer, _get(model, path), raw.group("read"), path))
         return points
-    if site not in SITES:
-        raise ValueError(
-            f"unknown site {site!r}; named sites are {list(SITES)}, or give a raw module path such as "
-            f"'model.layers.{{layer}}.mlp.down_proj:input'"
-        )
     model_type = getattr(model.config, "model_type", None)
     adapter = ADAPTERS.get(model_type)
     if adapter is None:

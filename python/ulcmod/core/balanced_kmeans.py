@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
-from . import _core
-from ._estimator import ParamsMixin
-from ._validation import check_int, check_random_state, check_real_matrix, check_tol, seed_from
+from .. import _core
+from ._estimator import ParamsMixin, fit_function_signature
+from ._validation import check_finite, check_int, check_random_state, check_real_matrix, check_tol, seed_from
 from .exceptions import ConvergenceWarning
 
 
 def _check_points(X, name: str = "X") -> np.ndarray:
     arr = check_real_matrix(X, name, rows="points")  # small inputs: a float64 copy is cheap
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinity; remove or impute those values first")
+    check_finite(arr, name)
     return arr
 
 
-def fit_kmeans(X, n_clusters, *, balanced, n_init, max_iter, tol, random_state):
-    """Validate and run the core's k-means (balanced or plain); the core's result dict."""
+class KMeansFit(NamedTuple):
+    """What the core's k-means returns."""
+
+    centers: np.ndarray  # (K, n_features)
+    labels: np.ndarray  # (n_points,) int32
+    inertia: float
+    n_iter: int
+    converged: bool
+
+
+def run_kmeans(X, n_clusters, *, balanced, n_init, max_iter, tol, random_state) -> KMeansFit:
+    """Validate and run the core's k-means (balanced or plain)."""
     X = _check_points(X)
     K = check_int(n_clusters, "n_clusters", minimum=1)
     if K > X.shape[0]:
@@ -30,26 +40,25 @@ def fit_kmeans(X, n_clusters, *, balanced, n_init, max_iter, tol, random_state):
     tol = check_tol(tol)
     rng = check_random_state(random_state)
     out = _core.kmeans(X, K, balanced, n_init, max_iter, tol, seed_from(rng))
-    if not out["converged"]:
+    fit = KMeansFit(out["centers"], out["labels"], out["inertia"], out["n_iter"], out["converged"])
+    if not fit.converged:
         warnings.warn(
             f"k-means stopped at max_iter={max_iter} before converging; raise max_iter or tol",
             ConvergenceWarning,
             stacklevel=3,
         )
-    return out
+    return fit
 
 
-def balanced_kmeans(X, n_clusters, *, n_init=10, max_iter=300, tol=1e-4, random_state=None):
-    """Cluster the rows of X into clusters of sizes floor(n/K) or ceil(n/K) exactly.
+class BalancedKMeans(ParamsMixin):
+    """k-means with clusters of sizes floor(n/K) or ceil(n/K) exactly (scikit-learn conventions).
 
     Lloyd iterations from greedy k-means++ seeds; each assignment step is an exact min-cost
-    assignment under the size constraint (successive shortest paths, see ``cpp/balanced_kmeans.hpp``).
+    assignment under the size constraint (successive shortest paths in the C++ core).
 
     Parameters
     ----------
-    X : array of shape (n_points, n_features)
-        Points (copied to float64).
-    n_clusters : int
+    n_clusters : int, default 8
         K, at most n_points.
     n_init : int, default 10
         Restarts from different seeds; the lowest inertia wins.
@@ -58,34 +67,12 @@ def balanced_kmeans(X, n_clusters, *, n_init=10, max_iter=300, tol=1e-4, random_
         Stop when the centres move less than ``tol`` times the mean feature variance (squared).
     random_state : None, int or numpy Generator
 
-    Returns
-    -------
-    centers : ndarray (K, n_features)
-    labels : ndarray (n_points,) of int32
-    inertia : float
-        Sum of squared distances of points to their cluster's centre.
-
-    Examples
-    --------
-    >>> import numpy as np, ulcmod
-    >>> X = np.random.default_rng(0).normal(size=(10, 2))
-    >>> centers, labels, inertia = ulcmod.balanced_kmeans(X, 3, random_state=0)
-    >>> sorted(np.bincount(labels))
-    [3, 3, 4]
-    """
-    out = fit_kmeans(X, n_clusters, balanced=True, n_init=n_init, max_iter=max_iter, tol=tol,
-               random_state=random_state)
-    return out["centers"], out["labels"], out["inertia"]
-
-
-class BalancedKMeans(ParamsMixin):
-    """Estimator form of :func:`balanced_kmeans` (scikit-learn conventions).
-
     Attributes
     ----------
     cluster_centers_ : ndarray (K, n_features)
     labels_ : ndarray (n_points,)
     inertia_ : float
+        Sum of squared distances of points to their cluster's centre.
     n_iter_ : int
         Lloyd iterations of the winning run.
 
@@ -105,13 +92,10 @@ class BalancedKMeans(ParamsMixin):
         self.random_state = random_state
 
     def fit(self, X, y=None):
-        """Cluster the rows of X; returns self."""
-        out = fit_kmeans(X, self.n_clusters, balanced=True, n_init=self.n_init, max_iter=self.max_iter,
-                   tol=self.tol, random_state=self.random_state)
-        self.cluster_centers_ = out["centers"]
-        self.labels_ = out["labels"]
-        self.inertia_ = out["inertia"]
-        self.n_iter_ = out["n_iter"]
+        """Cluster the rows of X (copied to float64); returns self."""
+        fit = run_kmeans(X, self.n_clusters, balanced=True, n_init=self.n_init, max_iter=self.max_iter,
+                         tol=self.tol, random_state=self.random_state)
+        self.cluster_centers_, self.labels_, self.inertia_, self.n_iter_ = fit[:4]
         return self
 
     def fit_predict(self, X, y=None):
@@ -129,3 +113,39 @@ class BalancedKMeans(ParamsMixin):
             )
         d = ((X[:, None, :] - self.cluster_centers_[None, :, :]) ** 2).sum(axis=2)
         return d.argmin(axis=1).astype(np.int32)
+
+
+def balanced_kmeans(X, n_clusters, **params):
+    """Cluster the rows of X into clusters of sizes floor(n/K) or ceil(n/K) exactly.
+
+    ``BalancedKMeans(n_clusters, **params).fit(X)`` as a function.
+
+    Parameters
+    ----------
+    X : array of shape (n_points, n_features)
+        Points (copied to float64).
+    n_clusters : int
+        K, at most n_points.
+    **params
+        ``n_init``, ``max_iter``, ``tol``, ``random_state``: as for :class:`BalancedKMeans`.
+
+    Returns
+    -------
+    centers : ndarray (K, n_features)
+    labels : ndarray (n_points,) of int32
+    inertia : float
+        Sum of squared distances of points to their cluster's centre.
+
+    Examples
+    --------
+    >>> import numpy as np, ulcmod
+    >>> X = np.random.default_rng(0).normal(size=(10, 2))
+    >>> centers, labels, inertia = ulcmod.balanced_kmeans(X, 3, random_state=0)
+    >>> sorted(np.bincount(labels).tolist())
+    [3, 3, 4]
+    """
+    est = BalancedKMeans(n_clusters, **params).fit(X)
+    return est.cluster_centers_, est.labels_, est.inertia_
+
+
+balanced_kmeans.__signature__ = fit_function_signature(BalancedKMeans, "X")

@@ -12,16 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_activations
+from ._blocks import row_blocks
+from ._validation import check_activations, check_finite
 
 MIN_STD = 1e-8
-_BLOCK_BYTES = 64 << 20
-
-
-def _blocks(n: int, row_bytes: int):
-    step = max(1, _BLOCK_BYTES // max(1, row_bytes))
-    for start in range(0, n, step):
-        yield start, min(n, start + step)
+_BLOCK_BYTES = 64 << 20  # per block of A widened to float64: bounded memory whatever A's size
 
 
 @dataclass(frozen=True)
@@ -36,7 +31,7 @@ class ZScore:
         np.savez(path, mean=self.mean, std=self.std)
 
     @classmethod
-    def load(cls, path) -> "ZScore":
+    def load(cls, path) -> ZScore:
         """Read statistics written by save()."""
         with np.load(path) as f:
             return cls(f["mean"], f["std"])
@@ -56,10 +51,10 @@ class ZScore:
             raise ValueError(f"out has shape {out.shape}, expected {A.shape}")
         mean, std = self.mean[:, None], self.std[:, None]
         if _sample_major(A):
-            for c0, c1 in _blocks(A.shape[1], A.shape[0] * A.itemsize):
+            for c0, c1 in row_blocks(A.shape[1], A.shape[0] * A.itemsize, _BLOCK_BYTES):
                 out[:, c0:c1] = (A[:, c0:c1].astype(np.float64) - mean) / std
         else:
-            for r0, r1 in _blocks(A.shape[0], A.shape[1] * A.itemsize):
+            for r0, r1 in row_blocks(A.shape[0], A.shape[1] * A.itemsize, _BLOCK_BYTES):
                 out[r0:r1] = (A[r0:r1].astype(np.float64) - mean[r0:r1]) / std[r0:r1]
         return out
 
@@ -80,7 +75,7 @@ def fit_zscore(A) -> ZScore:
     N, M = A.shape
     if _sample_major(A):
         count, mean, m2 = 0, np.zeros(N), np.zeros(N)
-        for c0, c1 in _blocks(M, N * A.itemsize):
+        for c0, c1 in row_blocks(M, N * A.itemsize, _BLOCK_BYTES):
             block = A[:, c0:c1].astype(np.float64)
             n_b = c1 - c0
             mean_b = block.mean(axis=1)
@@ -93,13 +88,11 @@ def fit_zscore(A) -> ZScore:
         var = m2 / M
     else:
         mean, var = np.empty(N), np.empty(N)
-        for r0, r1 in _blocks(N, M * A.itemsize):
+        for r0, r1 in row_blocks(N, M * A.itemsize, _BLOCK_BYTES):
             block = A[r0:r1].astype(np.float64)
             mean[r0:r1] = block.mean(axis=1)
             var[r0:r1] = block.var(axis=1)
-    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
-        bad = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(var)))[0])
-        raise ValueError(f"A contains NaN or infinity (first in neuron {bad})")
+    check_finite(mean + var, "A", along="neuron")  # the sum is finite only where both are
     std = np.sqrt(var)
     std[std < MIN_STD] = 1.0
     return ZScore(mean, std)
@@ -108,7 +101,7 @@ def fit_zscore(A) -> ZScore:
 def zscore_files(train, test=None, *, out_dir, dtype=np.float32):
     """z-score extracted activations into ``out_dir`` with the training statistics.
 
-    `train` and `test` are :class:`~ulcmod.extract.Activations` (or neurons x samples arrays).
+    `train` and `test` are :class:`~ulcmod.lm.activations.Activations` (or neurons x samples arrays).
     Writes ``zscore.npz`` (the statistics), ``train.npy`` and ``test.npy`` (neurons x samples,
     memory-mapped, sample-major like the inputs) and returns (stats, train_z, test_z).
     """

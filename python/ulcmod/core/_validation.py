@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from . import _core
+from .. import _core
 
 # DLPack device types of host memory (plain and CUDA-pinned).
 DLPACK_CPU, DLPACK_CUDA_HOST = 1, 3
@@ -101,6 +101,24 @@ def check_real_matrix(X, name: str = "X", *, rows: str = "samples", min_rows: in
         raise ValueError(f"{name} needs at least {min_rows} {rows} and 1 feature, got shape {arr.shape}")
     dtype = np.float32 if keep_float32 and arr.dtype == np.float32 else np.float64
     return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_finite(values, name: str, *, along: str | None = None, ids=None) -> None:
+    """Raise ``ValueError`` if `values` hold NaN or infinity.
+
+    `values` is the array itself, or a per-row/per-column reduction of it (block means, column
+    sums) in which a non-finite input shows up without a separate pass. `along` names what an
+    index of a 1-D `values` counts ("row", "column", "neuron") so the message can say where the
+    first one is; `ids` maps those indices to the caller's numbering (rows of a larger matrix).
+    """
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    where = ""
+    if along is not None:
+        first = int(np.flatnonzero(bad)[0])
+        where = f" (first in {along} {int(ids[first]) if ids is not None else first})"
+    raise ValueError(f"{name} contains NaN or infinity{where}; replace or drop the non-finite values first")
 
 
 def check_int(value, name: str, *, minimum: int) -> int:

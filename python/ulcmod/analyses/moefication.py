@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .balanced_kmeans import balanced_kmeans
-from .sites import resolve_site
+from ..core.balanced_kmeans import balanced_kmeans
+from ..lm.sites import resolve_site
 
 WEIGHTS = ("up_proj", "gate_proj")
 
@@ -34,7 +34,7 @@ def ffn_input_weights(model, layer: int, weight: str = "up_proj") -> np.ndarray:
 def moefication_clusters(model, n_experts: int, *, weight: str = "up_proj", layers=None, n_init: int = 3,
                          random_state=0) -> dict:
     """Expert label of every neuron, per layer: {layer: labels (d_ff,)}."""
-    from .sites import n_layers
+    from ..lm.sites import n_layers
 
     out = {}
     for layer in (range(n_layers(model)) if layers is None else layers):

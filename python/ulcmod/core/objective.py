@@ -6,8 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _core
-from ._validation import check_activations, check_int, check_labels
+from .. import _core
+from ._validation import check_activations, check_finite, check_int, check_labels
 
 
 class Objective(NamedTuple):
@@ -34,12 +34,7 @@ def _n_modules(neuron_labels, n_modules) -> int:
 def _sample_block_sums(A: np.ndarray, neuron_labels: np.ndarray, K: int) -> np.ndarray:
     """C[j, k] = sum of A[i, j] over neurons i in module k: one pass over A, in float64."""
     C = _core.build_table(A.T, neuron_labels, K)
-    bad = ~np.isfinite(C.sum(axis=1))
-    if bad.any():
-        raise ValueError(
-            f"A contains NaN or infinity (first in column {int(np.flatnonzero(bad)[0])}); replace or "
-            f"drop non-finite activations"
-        )
+    check_finite(C.sum(axis=1), "A", along="column")
     return C
 
 
@@ -75,7 +70,7 @@ def objective(A, neuron_labels, sample_labels, *, n_modules: int | None = None,
     C = _sample_block_sums(A, u, K)
     D = float(C[np.arange(M), s].sum())
     nm = np.bincount(u, minlength=K).astype(np.float64) * np.bincount(s, minlength=K)
-    xi = D / nm.sum()
+    xi = D / float(nm.sum())
     if (nm == 0).any():
         return Objective(0.0, xi, 0.0)
     B = K / float((1.0 / nm).sum())

@@ -7,23 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _plt():
-    try:
-        import matplotlib
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("figures need matplotlib: pip install 'ulcmod[report]'") from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _plt().close(fig)
-    return path
+from ..analyses._pyplot import pyplot, save
 
 
 def _annotate(ax, im, M, fmt="{:.2f}"):
@@ -40,7 +24,7 @@ def _annotate(ax, im, M, fmt="{:.2f}"):
 
 def module_heatmap(H, path, title="Mean activation of neuron module j on sample module i"):
     """K x K heatmap: rows are sample modules, columns neuron modules (Fig. 4)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.55 * H.shape[1], 1.0 + 0.5 * H.shape[0]))
     im = ax.imshow(H, cmap="viridis")
     _annotate(ax, im, H)
@@ -50,12 +34,12 @@ def module_heatmap(H, path, title="Mean activation of neuron module j on sample 
     ax.set_yticks(range(H.shape[0]))
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8, label="mean z-scored activation")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def similarity_matrix(SD, categories, path, title="Mean cosine similarity of module features"):
     """Category x category similarity of module-feature vectors (Fig. 5)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.5 + 0.7 * len(categories), 1.2 + 0.6 * len(categories)))
     im = ax.imshow(SD, cmap="magma")
     _annotate(ax, im, SD)
@@ -63,12 +47,12 @@ def similarity_matrix(SD, categories, path, title="Mean cosine similarity of mod
     ax.set_yticks(range(len(categories)), categories)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def layer_distribution(neuron_layer, neuron_labels, n_modules, n_layers, path):
     """Neurons of each module per layer (Figs. 6 and 8), as a module x layer heatmap."""
-    plt = _plt()
+    plt = pyplot()
     counts = np.zeros((n_modules, n_layers), dtype=np.int64)
     np.add.at(counts, (np.asarray(neuron_labels), np.asarray(neuron_layer)), 1)
     fig, ax = plt.subplots(figsize=(2 + 0.25 * n_layers, 1.2 + 0.4 * n_modules))
@@ -78,12 +62,12 @@ def layer_distribution(neuron_layer, neuron_labels, n_modules, n_layers, path):
     ax.set_yticks(range(n_modules))
     ax.set_title("Neurons of each module per layer", fontsize=9)
     fig.colorbar(im, ax=ax, label="neurons")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def neuron_map(X2, neuron_labels, path, max_points=20000, seed=0):
     """2-D map of neurons (first two PCA dimensions of their rows) coloured by module (Fig. 7)."""
-    plt = _plt()
+    plt = pyplot()
     X2 = np.asarray(X2)
     labels = np.asarray(neuron_labels)
     idx = np.arange(len(X2))
@@ -95,12 +79,12 @@ def neuron_map(X2, neuron_labels, path, max_points=20000, seed=0):
     ax.set_ylabel("PC 2")
     ax.set_title(f"Neurons coloured by module ({len(idx):,} shown)", fontsize=9)
     fig.colorbar(sc, ax=ax, label="module")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def split_flow(labels_a, labels_b, path, name_a="K1", name_b="K2"):
     """How modules split when K grows: share of each module at K1 that lands in each at K2."""
-    plt = _plt()
+    plt = pyplot()
     a, b = np.asarray(labels_a), np.asarray(labels_b)
     C = np.zeros((a.max() + 1, b.max() + 1))
     np.add.at(C, (a, b), 1)
@@ -112,12 +96,12 @@ def split_flow(labels_a, labels_b, path, name_a="K1", name_b="K2"):
     ax.set_ylabel(f"module at {name_a}")
     ax.set_title(f"Where the neurons of each module at {name_a} go at {name_b}", fontsize=9)
     fig.colorbar(im, ax=ax, label="share of the row's neurons")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def objective_history(histories, path):
     """IterD's L per iteration, one line per K (row 0 is the initial labelling)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for K, L in histories.items():
         ax.plot(range(len(L)), L, marker="o", label=f"K={K}")
@@ -125,12 +109,12 @@ def objective_history(histories, path):
     ax.set_ylabel("L")
     ax.set_title("IterD objective per iteration", fontsize=9)
     ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def grouped_bars(groups, series: dict, path, ylabel, title):
     """Bars per group for each named series (e.g. a metric's change per module: edit vs control)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(groups)), 3.6))
     width = 0.8 / max(len(series), 1)
     for s, (name, values) in enumerate(series.items()):
@@ -140,12 +124,12 @@ def grouped_bars(groups, series: dict, path, ylabel, title):
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def per_layer_lines(series: dict, path, ylabel, title):
     """One line per named series over layers (a dict layer -> value each)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for name, values in series.items():
         layers = sorted(values)
@@ -154,4 +138,4 @@ def per_layer_lines(series: dict, path, ylabel, title):
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save(fig, path)

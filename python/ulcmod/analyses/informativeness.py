@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .objective import module_features
+from ..core.objective import module_features
 
 
 def informativeness(A_train, y_train, A_test, y_test, neuron_labels, *, n_modules=None,

@@ -1,4 +1,5 @@
-"""A minimal scikit-learn style parameter protocol (sklearn itself is not a dependency)."""
+"""A minimal scikit-learn style parameter protocol (sklearn itself is not a dependency), and the
+signature of the functions that wrap the estimators."""
 
 from __future__ import annotations
 
@@ -41,3 +42,18 @@ def _same(a, b) -> bool:
         return bool(a == b)
     except Exception:  # arrays and other values without a plain truth value
         return a is b
+
+
+def fit_function_signature(cls, data: str, *extra: inspect.Parameter, first_required: bool = True):
+    """The signature of a function that fits ``cls(...)`` on `data` and takes the same parameters.
+
+    Such a function (``iterd(A, n_modules, **params)`` builds ``IterD(n_modules, **params)``)
+    keeps the defaults in one place, the estimator's ``__init__``; this signature shows them on
+    the function too. It lists `data`, the estimator's first parameter (positional, required
+    unless ``first_required=False``), its other parameters and then `extra` keyword-only ones.
+    """
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    first, *rest = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    if first_required:
+        first = first.replace(default=inspect.Parameter.empty)
+    return inspect.Signature([inspect.Parameter(data, kind), first.replace(kind=kind), *rest, *extra])

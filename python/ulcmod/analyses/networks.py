@@ -1,4 +1,5 @@
-"""Functional networks of neurons by ICA (seed "Brain-inspired exploration of functional networks").
+"""Functional networks of neurons by ICA, as in "Brain-inspired exploration of functional networks
+and key neurons in large language models".
 
 * Temporal ICA: tokens (or samples) are the observations and neurons the signals; each
   component's mixing vector over neurons is a network.
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ica import FastICA
+from ..core.ica import FastICA
+from ._pyplot import pyplot, save
 
 Z_THRESHOLD = 3.6
 IOU_MATCH = 0.2
@@ -176,13 +178,11 @@ def token_attribution_html(tokens, values, path, title: str = "") -> str:
 
 def token_attribution_png(tokens, values, path, title: str = "") -> str:
     """Bar chart of a component's signal over the tokens of one input."""
-    from .plots import _plt, _save
-
-    plt = _plt()
+    plt = pyplot()
     values = np.asarray(values, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(tokens)), 3.2))
     ax.bar(range(len(values)), values, color=np.where(values >= 0, "#dc322f", "#268bd2"))
     ax.set_xticks(range(len(tokens)), [t.replace("\n", "\\n") for t in tokens], rotation=90, fontsize=7)
     ax.set_ylabel("component signal")
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)

@@ -15,19 +15,13 @@ import time
 
 import numpy as np
 
-from ._validation import check_activations, check_random_state, seed_from
-from .iterd import iterd
-from .objective import assign_samples, objective
+from ..core._optional import require
+from ..core._validation import check_activations, check_random_state, seed_from
+from ..core.iterd import iterd
+from ..core.objective import assign_samples, objective
 
 METHODS = ("iterd", "kmeans", "minibatch-kmeans", "agglomerative", "spectral", "spectral-coclustering")
 PCA_DIMS = 16
-
-
-def _sklearn():
-    try:
-        import sklearn  # noqa: F401
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("the baselines need scikit-learn: pip install 'ulcmod[report]'") from err
 
 
 class NeuronFeatures:
@@ -96,7 +90,7 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
     sample labels)}. iterd_results: {K: IterDResult}. `features` may hold the neuron PCA already
     computed for A (it is computed on first need otherwise).
     """
-    _sklearn()
+    require("sklearn", "the baselines", "pip install 'ulcmod[report]'")
     A = check_activations(A)
     Ks = [int(k) for k in n_modules]
     unknown = [m for m in methods if m not in METHODS]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..core._optional import require
 from ..core._validation import check_activations, check_random_state, seed_from
@@ -88,7 +89,8 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
     rows: one dict per (method, K) with L, xi, B (also L and B x 1e-6, as the paper prints them),
     the number of empty modules and the seconds taken. labels: {(method, K): (neuron labels,
     sample labels)}. iterd_results: {K: IterDResult}. `features` may hold the neuron PCA already
-    computed for A (it is computed on first need otherwise).
+    computed for A (it is computed on first need otherwise). `progress` shows one bar over the
+    (K, method) runs, labelled with the one running (IterD's own bar stays off).
     """
     require("sklearn", "the baselines", "pip install 'ulcmod[report]'")
     A = check_activations(A)
@@ -99,11 +101,13 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
     rng = check_random_state(random_state)
     seed = seed_from(rng) % (2**31)
     rows, labels, results = [], {}, {}
+    bar = tqdm(total=len(Ks) * len(methods), desc="modules", unit="run", disable=not progress)
     for K in Ks:
         for method in methods:
+            bar.set_postfix_str(f"{method} K={K}")
             t0 = time.perf_counter()
             if method == "iterd":
-                res = results[K] = iterd(A, K, random_state=seed, progress=progress, **(iterd_kwargs or {}))
+                res = results[K] = iterd(A, K, random_state=seed, **{"progress": False, **(iterd_kwargs or {})})
                 u, s = res.neuron_labels, res.sample_labels
             elif method == "spectral-coclustering":
                 from sklearn.cluster import SpectralCoclustering
@@ -127,4 +131,6 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
                 "seconds": seconds,
             })
             labels[(method, K)] = (u, s)
+            bar.update()
+    bar.close()
     return rows, labels, results

@@ -252,7 +252,8 @@ def _open_folder(out: Path, meta: dict, points, widths, resume: bool):
 
 def _extract_samples(capture, model, ids, todo, acts, done, out: Path, pad_id, device, batch_size, progress):
     """Run samples `todo` (token ids `ids`) and write each batch's rows and done flags at once."""
-    bar = tqdm(total=int(todo.size), desc="activations", unit="sample", disable=not progress)
+    bar = tqdm(total=int(todo.size), desc=progress if isinstance(progress, str) else "activations", unit="sample",
+               disable=not progress)
     try:
         for batch in longest_first(ids, batch_size):
             input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
@@ -283,7 +284,7 @@ def extract_activations(
     chat_template: bool | None = None,
     dtype: str = "float16",
     resume: bool = True,
-    progress: bool = True,
+    progress: bool | str = True,
 ) -> Activations:
     """Reduce every sample's activations at `site` to one value per neuron, written to `out_dir`.
 
@@ -314,8 +315,8 @@ def extract_activations(
         Storage dtype of the activations file.
     resume : bool
         False discards an existing extraction in `out_dir`.
-    progress : bool
-        Show a progress bar.
+    progress : bool or str
+        Show a progress bar; a string also labels it (e.g. ``"activations (train)"``).
 
     Returns
     -------

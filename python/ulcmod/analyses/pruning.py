@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..lm.activations import site_widths, token_statistics
 from ..lm.editing import edit_neurons
-from ..lm.metrics import next_token_metrics, top1_accuracy
+from ..lm.metrics import next_token_metrics_by_set, top1_accuracy
 
 
 def mean_abs_over_tokens(model, tokenizer, texts, *, site: str = "mlp.act", layers=None, **kw) -> np.ndarray:
@@ -111,22 +111,22 @@ def cross_effects(model, tokenizer, text_sets: dict, masks: dict, *, site: str =
     is over. `progress` shows a bar over the (mask, text set) evaluations.
     """
     widths = site_widths(model, tokenizer, site, layers)
-    bar = tqdm(total=len(text_sets) * (1 + len(masks)), desc="pruning cross-effects", unit="eval",
-               disable=not progress)
+    bar = tqdm(total=1 + len(masks), desc="pruning cross-effects", unit="mask", disable=not progress)
 
-    def top1(texts):
-        m = next_token_metrics(model, tokenizer, texts, **eval_kw)
+    def top1():  # every text set in one batched pass
+        m = next_token_metrics_by_set(model, tokenizer, text_sets, **eval_kw)
         bar.update()
         return m
 
     try:
-        first = {name: top1(texts) for name, texts in text_sets.items()}
+        first = top1()
         base = {name: m["top1"] for name, m in first.items()}
         out = {}
         for pruned, mask in masks.items():
             with edit_neurons(model, mask, site=site, layers=layers, widths=widths):
-                out[pruned] = {name: (base[name] - top1(texts)["top1"]) / base[name] if base[name] > 0 else 0.0
-                               for name, texts in text_sets.items()}
+                edited = top1()
+            out[pruned] = {name: (base[name] - edited[name]["top1"]) / base[name] if base[name] > 0 else 0.0
+                           for name in text_sets}
     finally:
         bar.close()
     return {"baseline": base, "drop": out, "n_tokens": {name: m["n_tokens"] for name, m in first.items()}}

@@ -147,8 +147,8 @@ def neuron_map(X2, neuron_labels, path, n_modules=None, max_points=20000, seed=0
     idx = rng.permutation(len(X2))[:max_points]  # random drawing order: no module hides the rest
     cols = min(K, 4 if K <= 8 else 6)
     rows = -(-K // cols)
-    fig = plt.figure(figsize=(1.9 * cols + 1.6, 5.0 + 1.7 * rows))
-    grid = fig.add_gridspec(1 + rows, cols, height_ratios=[5.0 / 1.7] + [1] * rows)
+    fig = plt.figure(figsize=(1.9 * cols + 1.6, 4.6 + 1.35 * rows))
+    grid = fig.add_gridspec(1 + rows, cols, height_ratios=[4.4 / 1.35] + [1] * rows)
     ax = fig.add_subplot(grid[0, :])
     colors = np.array([module_color(k) for k in range(K)])
     ax.scatter(X2[idx, 0], X2[idx, 1], c=colors[labels[idx]], s=2, alpha=0.5, linewidths=0)
@@ -203,6 +203,9 @@ def objective_history(histories, path):
     fig, ax = plt.subplots(figsize=(6, 4))
     for K, L in histories.items():
         ax.plot(range(len(L)), np.asarray(L) * 1e-6, marker="o", markersize=3, label=f"K={K}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration (0 = initial labels)")
     ax.set_ylabel("L x1e-6")
     _title(ax, "IterD objective L per iteration, one line per K")

@@ -71,6 +71,8 @@ def _with_playwright(chromium, page_url, ids, screenshot, sections_dir):
                         const r = h.getBoundingClientRect(); return [r.top + window.scrollY, r.left]; }""", sid)
                     page.screenshot(path=str(sections_dir / f"section_{sid}.png"), full_page=True,
                                     clip={"x": 0, "y": box[0], "width": 1400, "height": 1600})
+                for mid in [i for i in ids if i.endswith("-M0")]:  # one module card per K
+                    page.locator(f"#{mid}").screenshot(path=str(sections_dir / f"module_{mid}.png"))
         finally:
             browser.close()
     return rendered, n_images, problems

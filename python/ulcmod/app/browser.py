@@ -120,10 +120,17 @@ def _analysis_view(a: dict, categories) -> dict:
 
 def browser_context(r) -> dict:
     """Everything the template shows, from the run folder `r` (a :class:`~ulcmod.app.run.Run`)."""
-    from .discover import FIGURES_PER_K, HISTORY_FIGURE, METRICS, SPLIT_FIGURE
+    from .discover import FIGURES_PER_K, HISTORY_FIGURE, LOW_SAMPLE_TEST, METRICS, SPLIT_FIGURE, module_summaries
 
     folder = r.path
     metrics = read_json(folder / METRICS)
+    if "modules" not in metrics:  # a run reported by an older ulcmod
+        metrics["modules"] = module_summaries(r, r.settings["top"])
+    metrics.setdefault("low_sample", metrics["n_test_samples"] < LOW_SAMPLE_TEST)
+    for v in metrics["verdict"]["informativeness_logreg_by_K"]:  # older verdicts named one best method
+        v.setdefault("best_methods", [v.get("best_method")])
+        v.setdefault("n_test", metrics["n_test_samples"])
+        v.setdefault("standard_error", None)
     s, categories = r.settings, r.categories
     prompts = [p for p in r.manifest["prompts"] if p["split"] == "train"]
     analysis = read_json(folder / "analysis.json") if (folder / "analysis.json").is_file() else None

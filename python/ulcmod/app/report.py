@@ -28,6 +28,20 @@ def _methods(names) -> str:
     return names[0] if len(names) == 1 else f"a tie of {len(names)}: " + ", ".join(names)
 
 
+def _best_cells(rows, keys) -> set:
+    """``(method, K, key)`` of every value that is the highest of its column at its K (ties included)."""
+    out = set()
+    for key in keys:
+        for K in {r["K"] for r in rows}:
+            top = max(r[key] for r in rows if r["K"] == K)
+            out |= {(r["method"], K, key) for r in rows if r["K"] == K and r[key] == top}
+    return out
+
+
+def _cell(row, key, text, best) -> str:
+    return f"**{text}**" if (row["method"], row["K"], key) in best else text
+
+
 def low_sample_warning(text: str) -> list:
     """A markdown warning block that the numbers below rest on too few samples."""
     return [f"> **Low-sample numbers.** {text} Use them to check the pipeline, not to compare methods.", ""]
@@ -73,20 +87,25 @@ def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files:
     if metrics.get("low_sample"):
         lines += low_sample_warning(f"Table 2 rests on {n_test} held-out prompts: one prompt moves an accuracy "
                                     f"by {1 / n_test:.3f}.")
-    lines += ["## Table 1: objective (L = xi * B; the paper prints L and B x 1e-6)", ""]
+    t1, t2 = metrics["table1"], metrics["table2"]
+    best = _best_cells(t1, ("L", "xi", "B"))
+    lines += ["## Table 1: objective (L = xi * B; the paper prints L and B x 1e-6)", "",
+              "The highest value of a column at each K is in bold (every one of them when tied).", ""]
     lines += markdown_table(
         ("method", "K", "L", "L x1e-6", "xi", "B", "B x1e-6", "empty sample modules", "seconds"),
-        [(r["method"], r["K"], _fmt(r["L"]), f"{r['L_e6']:.6f}", _fmt(r["xi"]), _fmt(r["B"]), f"{r['B_e6']:.6f}",
-          r["empty_sample_modules"], f"{r['seconds']:.1f}") for r in metrics["table1"]])
+        [(r["method"], r["K"], _cell(r, "L", _fmt(r["L"]), best), _cell(r, "L", f"{r['L_e6']:.6f}", best),
+          _cell(r, "xi", _fmt(r["xi"]), best), _cell(r, "B", _fmt(r["B"]), best),
+          _cell(r, "B", f"{r['B_e6']:.6f}", best), r["empty_sample_modules"], f"{r['seconds']:.1f}") for r in t1])
     claim = ("yes" if v["iterd_L_beats_every_baseline_at_every_K"]
              else "no, it loses to " + ", ".join(v["iterd_L_loses_to"]))
     lines += ["", f"**Does IterD's L beat every baseline at every K?** {claim}.", "",
               f"## Table 2: informativeness I(F) on {n_test} held-out samples (module features, linear classifiers)",
               ""]
+    keys = ("logreg_accuracy", "logreg_macro_f1", "linear_svc_accuracy", "linear_svc_macro_f1")
+    best = _best_cells(t2, keys)
     lines += markdown_table(
         ("method", "K", "LogReg accuracy", "LogReg macro-F1", "LinearSVC accuracy", "LinearSVC macro-F1"),
-        [(r["method"], r["K"], *(f"{r[k]:.3f}" for k in ("logreg_accuracy", "logreg_macro_f1", "linear_svc_accuracy",
-                                                         "linear_svc_macro_f1"))) for r in metrics["table2"]])
+        [(r["method"], r["K"], *(_cell(r, k, f"{r[k]:.3f}", best) for k in keys)) for r in t2])
     lines.append("")
     for b in v["informativeness_logreg_by_K"]:
         se = f", standard error {b['standard_error']:.3f}" if b.get("standard_error") is not None else ""

@@ -38,8 +38,8 @@ def find_chromium():
 
 
 def expected_modules(folder: Path) -> list:
-    metrics = json.loads((folder / "metrics.json").read_text())
-    return [f"K{K}-M{k}" for K in sorted(int(k) for k in metrics["modules"]) for k in range(K)]
+    ks = json.loads((folder / "manifest.json").read_text())["settings"]["ks"]
+    return [f"K{K}-M{k}" for K in sorted(int(k) for k in ks) for k in range(K)]
 
 
 def _with_playwright(chromium, page_url, ids, screenshot, sections_dir):

@@ -376,6 +376,11 @@ def test_browser_check_script_finds_no_problem_in_headless_chromium(quick_run, t
         pytest.skip("no Chromium installed (apt-get install chromium)")
     report = check_browser.check(quick_run, tmp_path / "page.png")
     assert report["problems"] == [], report
+    assert report["modules_rendered"] == report["modules_expected"] == 4 + 7
+    broken = tmp_path / "broken"  # the check sees a missing figure
+    shutil.copytree(quick_run, broken)
+    (broken / "figures" / "heatmap_K4.png").unlink()
+    assert any("heatmap_K4.png" in p for p in check_browser.check(broken, tmp_path / "b.png")["problems"])
 
 
 @pytest.mark.parametrize("args, message", [

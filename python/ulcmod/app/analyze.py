@@ -67,8 +67,10 @@ MOE_SITES = ("mlp.act", "mlp.gate", "mlp.up")  # neurons that are rows of the FF
 # check the pipeline; its numbers are marked low-sample. Each measurement of the editing stage
 # (1 + 2K of them) reads the eval prompts, the MMLU questions (4 option rows each) and the probe
 # prompts, so these counts set its time.
+# Its batches of 16 make one forward pass of each set of 14 eval prompts (a pass costs seconds
+# whatever its size when other processes share the 2 cores).
 QUICK_ANALYZE = {"quick": True, "n_eval": 2, "n_mmlu": 4, "n_probe_train": 2, "n_probe_test": 1,
-                 "n_pruning_texts": 2, "n_experts": 4, "max_length": 48}
+                 "n_pruning_texts": 2, "n_experts": 4, "max_length": 48, "batch_size": 16}
 
 
 @dataclass
@@ -86,6 +88,7 @@ class AnalyzeConfig:
     n_experts: int = 16  # MoEfication experts per layer
     ica_samples: int = 1000  # training samples (observations) for the ICA networks
     max_length: int = 128
+    batch_size: int = 8  # texts per forward pass of the LM evaluations
     seed: int = 0
     quick: bool = False  # set by --quick: its numbers are marked low-sample
     progress: bool = True
@@ -156,7 +159,7 @@ def edit_modules(run, cfg: AnalyzeConfig, models: Models) -> None:
     y_train = np.repeat(np.arange(len(categories)), cfg.n_probe_train)
     y_test = np.repeat(np.arange(len(categories)), cfg.n_probe_test)
     mmlu = load_mmlu(n=cfg.n_mmlu, random_state=cfg.seed)
-    kw = {"max_length": cfg.max_length}
+    kw = {"max_length": cfg.max_length, "batch_size": cfg.batch_size}
 
     bar = tqdm(total=1 + 2 * K, desc="editing", unit="run", disable=not cfg.progress)
     counts = {}
@@ -167,7 +170,7 @@ def edit_modules(run, cfg: AnalyzeConfig, models: Models) -> None:
                           widths=r.model["widths"], **_site(r)):
             lm = next_token_metrics(model, tok, eval_texts, **kw)  # one pass: perplexities and top-1
             out = {"token_ppl": lm["token_ppl"], "word_ppl": lm["word_ppl"], "top1": lm["top1"],
-                   "mmlu": multiple_choice_accuracy(model, tok, mmlu),
+                   "mmlu": multiple_choice_accuracy(model, tok, mmlu, batch_size=cfg.batch_size),
                    "probe": probe_accuracy(model, tok, probe_train, y_train, probe_test, y_test, **kw)}
         counts.setdefault("eval_tokens", lm["n_tokens"])
         bar.update()
@@ -198,7 +201,8 @@ def prune_categories(run, cfg: AnalyzeConfig, models: Models) -> None:
     from ..lm.activations import token_statistics
 
     r = load_run(run)
-    categories, tok, kw = r.categories, models.tokenizer, {"max_length": cfg.max_length}
+    categories, tok = r.categories, models.tokenizer
+    kw = {"max_length": cfg.max_length, "batch_size": cfg.batch_size}
     prune_texts = _per_category(r.split("train"), categories, cfg.n_pruning_texts)
 
     bar = tqdm(total=2 * len(categories), desc="pruning scores", unit="category", disable=not cfg.progress)
@@ -222,7 +226,8 @@ def prune_categories(run, cfg: AnalyzeConfig, models: Models) -> None:
     (r.path / PRUNING).parent.mkdir(exist_ok=True)
     np.savez(r.path / PRUNING_MASKS, **{f"{name}/{c}": m for name, masks in sets.items() for c, m in masks.items()})
     write_json(r.path / PRUNING, {"fraction": cfg.prune_fraction, "cross_effects": effects,
-                                  "counts": {"score_prompts": cfg.n_pruning_texts, "eval_prompts": cfg.n_eval},
+                                  "counts": {"score_prompts_per_category": cfg.n_pruning_texts,
+                                             "eval_prompts_per_category": cfg.n_eval},
                                   "overlap": {name: overlap(masks) for name, masks in sets.items()}})
     record(run, "analyze.prune_categories", [PRUNING, PRUNING_MASKS])
 
@@ -285,7 +290,8 @@ def moefication_aucs(run, cfg: AnalyzeConfig, models: Models) -> None:
 
 # Below these counts an accuracy's standard error passes ~0.05 (or a perplexity rests on a few
 # prompts): such numbers are marked low-sample.
-LOW_SAMPLE = {"eval_prompts": 70, "mmlu_questions": 100, "probe_test": 100, "score_prompts": 10}
+LOW_SAMPLE = {"eval_prompts": 70, "mmlu_questions": 100, "probe_test": 100, "score_prompts_per_category": 10,
+              "eval_prompts_per_category": 10}
 
 
 def low_sample(edit: dict, pruning: dict) -> list:

@@ -108,7 +108,7 @@ def _analysis_view(a: dict, categories) -> dict:
         "overlap": {name: [{"name": r, "cells": [f"{o[r][c]:.2f}" for c in categories]} for r in categories]
                     for name, o in overlap.items()},
         "ica": {"n_samples": ica["n_samples"], "threshold": ica["threshold"], "converged": ica["converged"],
-                "rows": [{"network": i, "neurons": n, "iou": f"{iou:.3f}", "module": module_name(m)}
+                "rows": [{"network": i, "neurons": n, "iou": f"{iou:.3f}", "module": module_name(m) if n else None}
                          for i, (n, iou, m) in enumerate(zip(ica["network_sizes"], ica["best_iou_with_a_module"],
                                                              ica["best_module"]))]},
         "moefication": None if not moe else {

@@ -25,8 +25,10 @@ def module_color(k: int) -> str:
     return PALETTE[int(k) % len(PALETTE)]
 
 
-def _title(ax, text, width=60):
-    """A title wrapped to `width` characters, so it never runs past the figure's edges."""
+def _title(ax, text):
+    """A title wrapped to the figure's width (about 10 characters of 9-point text per inch, less
+    the margins), so it never runs past the figure's edges."""
+    width = max(30, int(9.5 * ax.figure.get_figwidth()) - 6)
     ax.set_title("\n".join(textwrap.wrap(text, width)), fontsize=9)
 
 
@@ -51,7 +53,7 @@ def _limits(M, signed: bool):
     if signed:
         r = float(np.abs(finite).max()) or 1.0
         return -r, r
-    lo, hi = float(finite.min()), float(finite.max())
+    lo, hi = min(0.0, float(finite.min())), float(finite.max())  # shares and overlaps start at 0
     return lo, (hi if hi > lo else lo + 1.0)
 
 
@@ -71,7 +73,7 @@ def module_heatmap(H, path, K=None):
     ax.set_xlabel("neurons of module")
     ax.set_ylabel("samples of module")
     _title(ax, f"IterD modules, K={K}: mean z-scored activation of each module's neurons (columns) "
-               f"on each module's training samples (rows)", 55)
+               f"on each module's training samples (rows)")
     fig.colorbar(im, ax=ax, shrink=0.8, label="mean z-scored activation")
     return save(fig, path)
 
@@ -100,7 +102,7 @@ def category_matrix(M, categories, path, *, title, cbar_label, signed=False, off
         ax.set_xlabel(xlabel)
     if ylabel:
         ax.set_ylabel(ylabel)
-    _title(ax, title, 12 + 9 * n)
+    _title(ax, title)
     fig.colorbar(im, ax=ax, shrink=0.8, label=cbar_label + (" (off-diagonal; diagonal grey)" if off_diagonal else ""))
     return save(fig, path)
 
@@ -127,7 +129,7 @@ def layer_distribution(neuron_layer, neuron_labels, n_modules, n_layers, path):
     ax.set_xlabel("layer")
     ax.set_yticks(range(n_modules), [f"{module_name(k)} ({n:,})" for k, n in enumerate(sizes)])
     ax.set_ylabel("module (neurons)")
-    _title(ax, f"Where each module's neurons sit, K={n_modules}: share of the module's neurons per layer", 80)
+    _title(ax, f"Where each module's neurons sit, K={n_modules}: share of the module's neurons per layer")
     fig.colorbar(im, ax=ax, label="share of the module's neurons")
     return save(fig, path)
 
@@ -147,8 +149,8 @@ def neuron_map(X2, neuron_labels, path, n_modules=None, max_points=20000, seed=0
     idx = rng.permutation(len(X2))[:max_points]  # random drawing order: no module hides the rest
     cols = min(K, 4 if K <= 8 else 6)
     rows = -(-K // cols)
-    fig = plt.figure(figsize=(1.9 * cols + 1.6, 4.6 + 1.35 * rows))
-    grid = fig.add_gridspec(1 + rows, cols, height_ratios=[4.4 / 1.35] + [1] * rows)
+    fig = plt.figure(figsize=(1.9 * cols + 1.6, 4.6 + 1.15 * rows))
+    grid = fig.add_gridspec(1 + rows, cols, height_ratios=[4.4 / 1.15] + [1] * rows)
     ax = fig.add_subplot(grid[0, :])
     colors = np.array([module_color(k) for k in range(K)])
     ax.scatter(X2[idx, 0], X2[idx, 1], c=colors[labels[idx]], s=2, alpha=0.5, linewidths=0)
@@ -165,7 +167,7 @@ def neuron_map(X2, neuron_labels, path, n_modules=None, max_points=20000, seed=0
               ncol=1 if K <= 12 else 2, title="module (neurons)", title_fontsize=7)
     ax.set_xlabel("PC 1 of neuron activations")
     ax.set_ylabel("PC 2")
-    _title(ax, f"Neurons by IterD module, K={K} ({len(idx):,} of {len(X2):,} shown)", 90)
+    _title(ax, f"Neurons by IterD module, K={K} ({len(idx):,} of {len(X2):,} shown)")
     for k in range(K):
         sub = fig.add_subplot(grid[1 + k // cols, k % cols])
         mine = idx[labels[idx] == k]
@@ -192,7 +194,7 @@ def split_flow(labels_a, labels_b, path, name_a="K1", name_b="K2"):
     ax.set_yticks(range(C.shape[0]), [module_name(k) for k in range(C.shape[0])])
     ax.set_xlabel(f"module at {name_b}")
     ax.set_ylabel(f"module at {name_a}")
-    _title(ax, f"Where the neurons of each module at {name_a} go at {name_b} (share of the row's neurons)", 60)
+    _title(ax, f"Where the neurons of each module at {name_a} go at {name_b} (share of the row's neurons)")
     fig.colorbar(im, ax=ax, shrink=0.8, label="share of the row's neurons")
     return save(fig, path)
 
@@ -232,7 +234,7 @@ def grouped_bars(groups, series: dict, path, ylabel, title, *, log=False):
         ax.set_yscale("log")
     ax.axhline(base, color="black", linewidth=0.6)
     ax.set_ylabel(ylabel)
-    _title(ax, title, 80)
+    _title(ax, title)
     ax.legend(fontsize=8)
     return save(fig, path)
 
@@ -246,6 +248,6 @@ def per_layer_lines(series: dict, path, ylabel, title):
         ax.plot(layers, [values[x] for x in layers], marker=".", label=name, color=module_color(k))
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
-    _title(ax, title, 80)
+    _title(ax, title)
     ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return save(fig, path)

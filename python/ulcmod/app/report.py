@@ -159,7 +159,8 @@ def analysis_report(folder: Path, r: dict, figures: dict, categories) -> None:
     lines += ["", f"## Selective pruning: top {r['pruning']['fraction']:.1%} of neurons per category", "",
               "Relative top-1 drop (rows: pruned set, columns: evaluated category"
               + (f"; each column over {min(tokens.values())}-{max(tokens.values())} predicted tokens of "
-                 f"{r['pruning'].get('counts', {}).get('eval_prompts', '?')} held-out prompts" if tokens else "")
+                 f"{r['pruning'].get('counts', {}).get('eval_prompts_per_category', '?')} held-out prompts"
+                 if tokens else "")
               + "):", ""]
     lines += markdown_table(("pruned", *categories),
                             [(a, *(f"{eff['drop'][a][c]:+.3f}" for c in categories)) for a in categories])
@@ -170,7 +171,7 @@ def analysis_report(folder: Path, r: dict, figures: dict, categories) -> None:
     lines += ["", f"## ICA networks (temporal ICA, {ica['n_samples']} training samples as observations, "
                   f"z >= {ica['threshold']}{'' if ica['converged'] else '; FastICA stopped at max_iter'})", ""]
     lines += markdown_table(("network", "neurons", "best IoU with an IterD module", "module"),
-                            [(k, n, f"{iou:.3f}", module_name(m)) for k, (n, iou, m) in
+                            [(k, n, f"{iou:.3f}", module_name(m) if n else "- (empty network)") for k, (n, iou, m) in
                              enumerate(zip(ica["network_sizes"], ica["best_iou_with_a_module"], ica["best_module"]))])
     if r["moefication"]:
         m = r["moefication"]

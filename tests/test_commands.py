@@ -220,7 +220,12 @@ def analyzed_run(quick_run, tmp_path_factory):
     assert not (quick_run.parent / "prompts.jsonl").exists()
     out = tmp_path_factory.mktemp("analyzed") / "run"
     shutil.copytree(quick_run, out)
-    assert cli.main(["analyze", "--run", str(out), "--quick", "--k", "4", "--no-progress"]) == 0
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        assert cli.main(["analyze", "--run", str(out), "--quick", "--k", "4", "--no-progress"]) == 0
+    assert errors.getvalue() == ""  # --no-progress: nothing but the closing summary
+    lines = printed.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("analysed the IterD modules at K=4 in ") and "low-sample" in lines[0]
     return out
 
 

@@ -135,6 +135,18 @@ def test_perplexity_top1_and_choice_equal_direct_computation():
     assert metrics.multiple_choice_accuracy(model, tok, [q]) == float(np.argmax(ll) == 0)
 
 
+def test_similar_length_batches_cover_every_row_once_with_little_padding():
+    from ulcmod.lm._batches import similar_lengths
+
+    lengths = np.random.default_rng(0).integers(1, 300, 200)
+    ids = [[0] * n for n in lengths]
+    batches = list(similar_lengths(ids, 16))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(200))
+    for b in batches:
+        assert len(b) <= 16 and lengths[b].min() >= 0.75 * lengths[b].max()
+    assert [len(b) for b in similar_lengths([[0] * 5] * 40, 16)] == [16, 16, 8]
+
+
 def test_batched_evaluations_equal_one_at_a_time():
     """Text sets sharing batches, and MMLU option rows of many questions sharing batches, give
     what each set or question gives alone."""

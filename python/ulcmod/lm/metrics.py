@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ._batches import encode, longest_first, pad_batch
+from ._batches import encode, longest_first, pad_batch, similar_lengths
 from .models import model_device, pad_token_id
 
 
@@ -122,7 +122,7 @@ def _span_loglik(model, tokenizer, rows, spans, batch_size: int) -> np.ndarray:
     pad_id = pad_token_id(tokenizer)
     device = model_device(model)
     out = np.empty(len(rows))
-    for batch in longest_first(rows, batch_size):
+    for batch in similar_lengths(rows, batch_size):
         input_ids, mask = pad_batch([rows[k] for k in batch], pad_id, device)
         logp = torch.log_softmax(_logits(model, input_ids, mask), dim=-1)
         for r, k in enumerate(batch):
@@ -142,7 +142,7 @@ def multiple_choice_accuracy(model, tokenizer, questions, *, max_length: int = 5
     """Zero-shot accuracy over questions given as dicts with ``prompt``, ``options``, ``answer``.
 
     Each option is scored by :func:`option_loglik`; the option rows of all questions share
-    batches of `batch_size` rows.
+    batches of up to `batch_size` rows of similar length.
     """
     questions = list(questions)
     if not questions:

@@ -78,7 +78,8 @@ def build_parser():
                         "steer the labelling model toward the category names)")
     a = sub.add_parser("analyze", help="editing, selective pruning and MoEfication on a discover run's modules")
     a.add_argument("--run", help=f"the discover output folder (default {a_d.run})")
-    a.add_argument("--k", type=int, help="IterD K to analyse (default: the run's K closest to its categories)")
+    a.add_argument("--k", type=int, help="IterD K to analyse (default: the run's K closest to its number of "
+                                            "categories; with --quick its smallest K)")
     a.add_argument("--n-eval", type=int, help=f"held-out prompts per category for perplexity/top-1 "
                                                         f"(default {a_d.n_eval})")
     a.add_argument("--n-mmlu", type=int, help=f"MMLU questions (default {a_d.n_mmlu})")

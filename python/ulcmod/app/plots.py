@@ -156,11 +156,13 @@ def neuron_map(X2, neuron_labels, path, n_modules=None, max_points=20000, seed=0
     ax.scatter(X2[idx, 0], X2[idx, 1], c=colors[labels[idx]], s=2, alpha=0.5, linewidths=0)
     import matplotlib.patheffects as pe
 
-    for k in range(K):
+    for k in range(K):  # each module's median: a dot in its colour, its name in black beside it
         pts = X2[labels == k]
         if len(pts):
-            ax.text(*np.median(pts, axis=0), module_name(k), fontsize=8, weight="bold", color=module_color(k),
-                    ha="center", va="center", path_effects=[pe.withStroke(linewidth=2.5, foreground="white")])
+            x, y = np.median(pts, axis=0)
+            ax.scatter([x], [y], s=45, color=module_color(k), edgecolors="black", linewidths=0.8, zorder=3)
+            ax.annotate(module_name(k), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=8,
+                        weight="bold", zorder=4, path_effects=[pe.withStroke(linewidth=2.5, foreground="white")])
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=module_color(k), markersize=6,
                           label=f"{module_name(k)} ({(labels == k).sum():,})") for k in range(K)]
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
@@ -173,7 +175,7 @@ def neuron_map(X2, neuron_labels, path, n_modules=None, max_points=20000, seed=0
         mine = idx[labels[idx] == k]
         sub.scatter(X2[idx, 0], X2[idx, 1], c="#dddddd", s=0.5, linewidths=0)
         sub.scatter(X2[mine, 0], X2[mine, 1], c=module_color(k), s=1, linewidths=0)
-        sub.set_title(module_name(k), fontsize=8, color=module_color(k), pad=2)
+        sub.set_title(module_name(k), fontsize=8, pad=2)  # black: pale module colours do not read as text
         sub.set_xticks([])
         sub.set_yticks([])
     return save(fig, path)

@@ -19,8 +19,30 @@ def _row_blocks(n_rows: int, n_cols: int, block_bytes: int = 32 << 20):
         yield start, min(n_rows, start + step)
 
 
+def _host_power_pass(A: np.ndarray, Y: np.ndarray, last: bool):
+    """One pass over the rows of A: (gram, centred Y_next or None, first non-finite row or -1)."""
+    N, M = A.shape
+    work = np.float64 if A.dtype == np.float64 else np.float32
+    Yw = Y.astype(work)
+    y_sum = Y.sum(axis=0)
+    Y_next = np.zeros(Y.shape)
+    mu_z = np.zeros(Y.shape[1])
+    gram = np.zeros((Y.shape[1], Y.shape[1]))
+    for r0, r1 in _row_blocks(N, M):
+        block = np.asarray(A[r0:r1], dtype=work)
+        mu = block.mean(axis=1, dtype=np.float64)
+        if not np.isfinite(mu).all():
+            return None, None, r0 + int(np.flatnonzero(~np.isfinite(mu))[0])
+        Z = block @ Yw - np.outer(mu, y_sum)
+        gram += Z.T @ Z
+        if not last:
+            Y_next += block.T @ Z.astype(work)
+            mu_z += mu @ Z
+    return gram, (None if last else Y_next - mu_z[None, :]), -1
+
+
 def sample_pca(
-    A: np.ndarray,
+    A,
     n_components: int,
     rng: np.random.Generator,
     *,
@@ -30,38 +52,27 @@ def sample_pca(
 ) -> np.ndarray:
     """Scores of the samples of ``A`` (N x M) on their top principal components, shape (M, c).
 
+    ``A`` is an array, or an object with ``shape`` and a ``power_pass(Y, last)`` method that does
+    one pass elsewhere (the GPU's, python/ulcmod/_device.py), returning what _host_power_pass does.
     Raises ``ValueError`` if ``A`` holds NaN or infinity (found from the block means); the row
     is reported as ``row_ids[row]`` when ``A`` holds selected rows of a larger matrix.
     """
     N, M = A.shape
     c = min(n_components, N, M)
     width = min(c + oversample, N, M)
-    work = np.float64 if A.dtype == np.float64 else np.float32
+    power_pass = getattr(A, "power_pass", None) or (lambda Y, last: _host_power_pass(A, Y, last))
     Y, _ = np.linalg.qr(rng.standard_normal((M, width)))
     for it in range(n_iter):
         last = it == n_iter - 1
-        Yw = Y.astype(work)
-        y_sum = Y.sum(axis=0)
-        Y_next = np.zeros((M, width))
-        mu_z = np.zeros(width)
-        gram = np.zeros((width, width))
-        for r0, r1 in _row_blocks(N, M):
-            block = np.asarray(A[r0:r1], dtype=work)
-            mu = block.mean(axis=1, dtype=np.float64)
-            if not np.isfinite(mu).all():
-                bad = r0 + int(np.flatnonzero(~np.isfinite(mu))[0])
-                bad = int(row_ids[bad]) if row_ids is not None else bad
-                raise ValueError(
-                    f"A contains NaN or infinity (first in row {bad}); replace or drop non-finite "
-                    f"activations before clustering"
-                )
-            Z = block @ Yw - np.outer(mu, y_sum)
-            gram += Z.T @ Z
-            if not last:
-                Y_next += block.T @ Z.astype(work)
-                mu_z += mu @ Z
+        gram, Y_next, bad = power_pass(Y, last)
+        if bad >= 0:
+            bad = int(row_ids[bad]) if row_ids is not None else bad
+            raise ValueError(
+                f"A contains NaN or infinity (first in row {bad}); replace or drop non-finite "
+                f"activations before clustering"
+            )
         if not last:
-            Y, _ = np.linalg.qr(Y_next - mu_z[None, :])
+            Y, _ = np.linalg.qr(Y_next)
     w, V = np.linalg.eigh(gram)
     top = np.argsort(w)[::-1][:c]
     return (Y @ V[:, top]) * np.sqrt(np.maximum(w[top], 0.0))

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _core
+from . import _core, _device
 from ._estimator import ParamsMixin
 from ._pca import sample_pca
 from ._validation import (
-    check_activations,
     check_choice,
     check_int,
     check_labels,
@@ -138,6 +137,7 @@ def iterd(
     verbose=False,
     progress="auto",
     pca_neurons=16384,
+    device="auto",
 ) -> IterDResult:
     """Partition neurons and samples jointly into ``n_modules`` function modules.
 
@@ -150,7 +150,8 @@ def iterd(
     A : array of shape (n_neurons, n_samples), float16, float32 or float64
         Activations (usually z-scored per neuron). C- or F-ordered arrays, slices and memmaps
         are read in place; a copy is made only for non-arrays (lists), non-native byte order or
-        strides that are not whole elements.
+        strides that are not whole elements. CUDA arrays (torch tensors, CuPy arrays: float16,
+        bfloat16, float32, float64) are read in place on their GPU through DLPack.
     n_modules : int
         K, with 2 <= K <= min(n_neurons, n_samples).
     init : {"balanced-kmeans", "kmeans", "random"}, array or tuple, default "balanced-kmeans"
@@ -183,6 +184,11 @@ def iterd(
         The (k-means) initialisations compute the samples' PCA on this many neurons drawn at
         random (seeded), which keeps the PCA to a small fraction of the run on large models.
         IterD itself always uses every neuron. None runs the PCA on all neurons, as published.
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        Where the work runs: "auto" where A lives, "cpu" (a CUDA array is copied to the host),
+        "cuda" (a host array is copied to the GPU; needs the CUDA build and a GPU). On the GPU the
+        PCA, the block-sum tables and the scoring of every row run there; k-means and the exact
+        acceptance of each move stay on the host.
 
     Returns
     -------
@@ -199,7 +205,7 @@ def iterd(
     >>> res.converged, np.bincount(res.neuron_labels).tolist()
     (True, [100, 100, 100])
     """
-    A = check_activations(A)
+    A = _device.prepare_activations(A, device)
     N, M = A.shape
     K = check_n_modules(n_modules, N, M)
     n_init = check_int(n_init, "n_init", minimum=1)
@@ -225,7 +231,7 @@ def iterd(
         rows = None
         if pca_neurons is not None and N > pca_neurons:
             rows = np.sort(rng.choice(N, pca_neurons, replace=False))
-        scores = sample_pca(A if rows is None else A[rows], PCA_COMPONENTS, rng, row_ids=rows)
+        scores = sample_pca(_device.rows_of(A, rows), PCA_COMPONENTS, rng, row_ids=rows)
     t_pca = time.perf_counter() - t_start
 
     best = None
@@ -235,7 +241,7 @@ def iterd(
         for restart in range(n_init):
             t0 = time.perf_counter()
             u0, s0 = given if given is not None else _initial_labels(A, K, init, rng, scores)
-            state = _core.IterDState(A, K, u0, s0, tol, seed_from(rng))
+            state = _core.IterDState(_device.backend_source(A, K), K, u0, s0, tol, seed_from(rng))
             L0 = state.objective()["L"]
             t_init = time.perf_counter() - t0 + (t_pca if restart == 0 else 0.0)
             rows, converged = _run(state, max_iter, order, verbose, bar, L0, t_init)
@@ -302,7 +308,7 @@ class IterD(ParamsMixin):
 
     def __init__(self, n_modules=8, *, init="balanced-kmeans", n_init=1, max_iter=100, tol=1e-9,
                  order="parallel", random_state=None, verbose=False, progress="auto",
-                 pca_neurons=16384):
+                 pca_neurons=16384, device="auto"):
         self.n_modules = n_modules
         self.init = init
         self.n_init = n_init
@@ -313,6 +319,7 @@ class IterD(ParamsMixin):
         self.verbose = verbose
         self.progress = progress
         self.pca_neurons = pca_neurons
+        self.device = device
 
     def fit(self, A, y=None):
         """Partition the neurons (rows) and samples (columns) of A; returns self."""

@@ -1,0 +1,212 @@
+"""Where an activation matrix lives and where the work on it runs.
+
+Arrays on a CUDA device (torch tensors, CuPy arrays, anything with ``__dlpack__``) are read in
+place through DLPack by the optional compiled module ``ulcmod._cuda``; neither torch nor CuPy is
+imported here. ``device="auto"`` runs where the data lives, ``"cpu"`` copies device arrays to
+the host, ``"cuda"`` copies host arrays to the GPU.
+
+Streams: ``_cuda`` runs on the CUDA legacy default stream and asks producers for their data with
+``__dlpack__(stream=1)``, which makes the producer's pending work on its current stream finish
+before ours starts (the DLPack protocol's synchronisation); every ``_cuda`` call returns only
+after its own work is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import importlib
+import os
+import sys
+
+import numpy as np
+
+from ._validation import check_activations, check_choice
+
+DEVICES = ("auto", "cpu", "cuda")
+_KDL_CUDA, _KDL_CUDA_MANAGED = 2, 13  # DLPack device types read as CUDA memory
+
+_cuda = None
+_cuda_error = None
+
+
+def _preload_cublas() -> None:
+    """Load cuBLAS from the nvidia-cublas wheel by full path (the module's RPATH covers the usual
+    site-packages layout; this covers the others)."""
+    try:
+        import nvidia
+    except ImportError:
+        return
+    for root in nvidia.__path__:
+        for name in ("libcublasLt.so.*", "libcublas.so.*"):
+            for path in sorted(glob.glob(os.path.join(root, "*", "lib", name))):
+                try:
+                    ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                except OSError:
+                    pass
+
+
+def cuda_module():
+    """``ulcmod._cuda``, or None when this installation was built without CUDA (or it cannot load)."""
+    global _cuda, _cuda_error
+    if _cuda is None and _cuda_error is None:
+        _preload_cublas()
+        try:
+            _cuda = importlib.import_module("ulcmod._cuda")
+        except ImportError as exc:
+            _cuda_error = str(exc)
+    return _cuda
+
+
+def cuda_status() -> str:
+    """One line: whether GPU work is possible here, and if not, why."""
+    mod = cuda_module()
+    if mod is None:
+        return f"not built with CUDA ({_cuda_error})"
+    n = mod.device_count()
+    if n == 0:
+        return f"built with CUDA, no GPU present ({mod.runtime_status()})"
+    return f"{n} CUDA device(s): " + ", ".join(mod.device_name(i) for i in range(n))
+
+
+def require_cuda(name: str = "device"):
+    """``ulcmod._cuda`` with at least one device, else a ValueError that says what is missing."""
+    mod = cuda_module()
+    if mod is None:
+        raise ValueError(
+            f'{name}="cuda" needs the CUDA build of ulcmod, which this installation lacks ({_cuda_error}); '
+            f'reinstall with `pip install ".[cuda]" -Ccmake.define.ULCMOD_ENABLE_CUDA=ON` (see README) '
+            f'or use {name}="cpu"'
+        )
+    if mod.device_count() == 0:
+        raise ValueError(f'{name}="cuda" needs a CUDA GPU, but none is available ({mod.runtime_status()}); '
+                         f'use {name}="cpu"')
+    return mod
+
+
+def dlpack_device(A):
+    """(DLPack device type, device id) of an array that speaks DLPack, else None."""
+    if isinstance(A, np.ndarray):
+        return None
+    get = getattr(A, "__dlpack_device__", None)
+    if get is None:
+        return None
+    try:
+        kind, index = get()
+        return int(kind), int(index)
+    except Exception:  # a foreign object whose protocol method fails: treat as host data
+        return None
+
+
+def is_cuda_array(A) -> bool:
+    """Whether A lives in CUDA device memory (or is a ``_cuda.DeviceArray``)."""
+    if _cuda is not None and isinstance(A, _cuda.DeviceArray):
+        return True
+    dev = dlpack_device(A)
+    return dev is not None and dev[0] in (_KDL_CUDA, _KDL_CUDA_MANAGED)
+
+
+def resolve_device(A, device, name: str = "device") -> str:
+    """'cpu' or 'cuda': where the work on A runs for the given ``device`` argument."""
+    check_choice(device, name, DEVICES)
+    if device == "auto":
+        device = "cuda" if is_cuda_array(A) else "cpu"
+    if device == "cuda":
+        require_cuda(name)
+    return device
+
+
+def _import_dlpack(mod, A):
+    try:
+        capsule = A.__dlpack__(stream=1, max_version=(1, 0))
+    except TypeError:  # producers that predate versioned capsules
+        capsule = A.__dlpack__(stream=1)
+    return mod.DeviceArray.from_dlpack(capsule)
+
+
+def to_device(A, name: str = "A"):
+    """A as a ``_cuda.DeviceArray``: device arrays in place, host arrays copied to GPU 0."""
+    mod = require_cuda()
+    if isinstance(A, mod.DeviceArray):
+        return A
+    if is_cuda_array(A):
+        return _import_dlpack(mod, A)
+    return mod.DeviceArray.from_host(np.ascontiguousarray(check_activations(A, name)))
+
+
+def to_host(A) -> np.ndarray:
+    """A host copy of a device array (bfloat16 widened to float32, exactly)."""
+    dev = to_device(A)
+    out = dev.to_host()
+    if dev.dtype == "bfloat16":
+        out = (out.astype(np.uint32) << 16).view(np.float32)
+    return out
+
+
+def prepare_activations(A, device, name: str = "A"):
+    """The activations for a run on ``device``: a checked NumPy array, or a ``_cuda.DeviceArray``."""
+    if resolve_device(A, device) == "cuda":
+        D = to_device(A, name)
+        if D.shape[0] == 0 or D.shape[1] == 0:
+            raise ValueError(f"{name} is empty (shape {D.shape}); it needs neurons and samples")
+        return D
+    if is_cuda_array(A):
+        A = to_host(A)
+    return check_activations(A, name)
+
+
+def on_device(A) -> bool:
+    """Whether A is a ``_cuda.DeviceArray`` (what prepare_activations returns for GPU runs)."""
+    return _cuda is not None and isinstance(A, _cuda.DeviceArray)
+
+
+class DeviceRows:
+    """Some rows of a device array, for :func:`ulcmod._pca.sample_pca` (its ``power_pass``)."""
+
+    def __init__(self, D, rows=None):
+        self._D = D
+        self._rows = None if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+        self.shape = (D.shape[0] if rows is None else len(self._rows), D.shape[1])
+        self.dtype = np.dtype(np.float64 if D.dtype == "float64" else np.float32)
+
+    def power_pass(self, Y, last):
+        return self._D.pca_pass(np.ascontiguousarray(Y, dtype=np.float64), last, self._rows)
+
+
+def rows_of(A, rows):
+    """The rows ``rows`` of A (all when None) as ``sample_pca`` takes them, on A's device."""
+    if on_device(A):
+        return DeviceRows(A, rows)
+    return A if rows is None else A[rows]
+
+
+def backend_source(A, K: int):
+    """What ``_core.IterDState`` takes as A: the array itself, or the CUDA backend's capsule."""
+    return A.backend(K) if on_device(A) else A
+
+
+def empty_like(A, dtype):
+    """A new uninitialised array of A's shape on A's device, from A's own library (torch or CuPy)."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    module = type(A).__module__.split(".")[0]
+    if module == "torch":
+        torch = sys.modules["torch"]
+        return torch.empty(tuple(A.shape), dtype=getattr(torch, name), device=A.device)
+    if module == "cupy":
+        cupy = sys.modules["cupy"]
+        return cupy.empty(tuple(A.shape), dtype=name)
+    raise TypeError(f"cannot allocate an output like a {type(A).__name__}; pass out= (an array on the same device)")
+
+
+def zscore_apply(A, mean: np.ndarray, std: np.ndarray, out, dtype):
+    """``(A - mean) / std`` per neuron on A's GPU, into ``out`` (new, of A's library, when None)."""
+    D = to_device(A)
+    if D.shape[0] != mean.size:
+        raise ValueError(f"A has {D.shape[0]} neurons but the statistics have {mean.size}")
+    if out is None:
+        out = empty_like(A, dtype)
+    elif tuple(out.shape) != tuple(D.shape):
+        raise ValueError(f"out has shape {tuple(out.shape)}, expected {tuple(D.shape)}")
+    D.zscore_into(to_device(out, "out"), np.ascontiguousarray(mean, dtype=np.float64),
+                  np.ascontiguousarray(std, dtype=np.float64))
+    return out

@@ -21,6 +21,8 @@ from _common import RESULTS, machine
 
 import ulcmod
 from ulcmod import _core, _device
+from ulcmod._pca import sample_pca
+from ulcmod.balanced_kmeans import fit_kmeans
 
 K = 16
 SIGNAL = 0.3  # planted block signal over unit noise: clear modules, a few iterations to find them
@@ -60,6 +62,13 @@ def one_hot(torch, labels, dtype):
     return torch.nn.functional.one_hot(labels.long(), K).to(dtype)
 
 
+ROWWISE_VARIANTS = ["4 vectors per step", "2 vectors, next step prefetched", "4 vectors, prefetched",
+                    "2 vectors per step", "1 vector per step"]
+DEFAULT_VARIANT = 3  # cuda/tables.cu kDefaultRowwiseVariant
+variants = []
+variants_for = ("bfloat16", "float32")
+
+
 def table_rows(torch, N, M, copy_bw, dtypes, rng):
     rows = []
     for name in dtypes:
@@ -73,16 +82,44 @@ def table_rows(torch, N, M, copy_bw, dtypes, rng):
         oh_s, oh_u = one_hot(torch, s_t, dtype), one_hot(torch, u_t, dtype).T.contiguous()
         gemm_r = median_ms(torch, lambda: A @ oh_s)
         gemm_c = median_ms(torch, lambda: oh_u @ A)
-        # Accuracy of the float32-accumulated GEMM against the float64 table.
+        # Accuracy of the float32-accumulated GEMM (float32 output where torch offers it) against
+        # the float64 table.
         R = D.table(s, K, "neurons")
-        err = float(np.abs((A @ oh_s).double().cpu().numpy() - R).max() / np.abs(R).max())
+        try:
+            R_gemm = torch.mm(A, oh_s, out_dtype=torch.float32)
+        except (TypeError, RuntimeError):
+            R_gemm = A @ oh_s
+        err = float(np.abs(R_gemm.double().cpu().numpy() - R).max() / np.abs(R).max())
         for side, labels, gemm_ms in (("R (neurons)", s, gemm_r), ("C (samples)", u, gemm_c)):
             ms = float(np.median(D.time_table(labels, K, "neurons" if side.startswith("R") else "samples", 10)))
             rows.append((name, side, ms, nbytes / ms / 1e6 / copy_bw, gemm_ms, nbytes / gemm_ms / 1e6 / copy_bw, err))
+        if name in variants_for:
+            cuda = _device.cuda_module()
+            for v in range(len(ROWWISE_VARIANTS)):
+                cuda._set_rowwise_variant(v)
+                variants.append((name, v, float(np.median(D.time_table(s, K, "neurons", 10)))))
+            cuda._set_rowwise_variant(DEFAULT_VARIANT)
         del A, D, oh_s, oh_u
         gc.collect()
         torch.cuda.empty_cache()
     return rows
+
+
+def init_breakdown(torch, A, N, M):
+    """Seconds of each step of iterd's default initialisation, as iterd runs them."""
+    rng = np.random.default_rng(0)
+    D = _device.to_device(A)
+    t = [time.perf_counter()]
+    rows = np.sort(rng.choice(N, 16384, replace=False)) if N > 16384 else None
+    scores = sample_pca(_device.rows_of(D, rows), 16, rng, row_ids=rows)
+    t.append(time.perf_counter())
+    labels = fit_kmeans(scores, K, balanced=True, n_init=1, max_iter=300, tol=1e-4, random_state=rng)["labels"]
+    t.append(time.perf_counter())
+    state = _core.IterDState(D.backend(K), K, None, labels, 1e-9, 1)
+    t.append(time.perf_counter())
+    state.objective()
+    t.append(time.perf_counter())
+    return dict(zip(("PCA", "balanced k-means", "state (R, neuron labels)", "objective (C)"), np.diff(t)))
 
 
 def time_iterd(A, **kw):
@@ -100,7 +137,8 @@ def iterd_rows(torch, sizes, cpu_max_rows):
         gemm_ms = median_ms(torch, lambda: A @ oh, repeat=5)
         warm, _ = time_iterd(A)  # first call: cuBLAS handle, module loading
         gpu_s, res = time_iterd(A)
-        entry = {"N": N, "M": M, "gpu_s": gpu_s, "gpu_first_s": warm, "res": res, "gemm_ms": gemm_ms, "cpu_s": None}
+        entry = {"N": N, "M": M, "gpu_s": gpu_s, "gpu_first_s": warm, "res": res, "gemm_ms": gemm_ms, "cpu_s": None,
+                 "init": init_breakdown(torch, A, N, M)}
         if N <= cpu_max_rows:
             host = _device.to_host(A)  # bfloat16 widened exactly to float32
             del A
@@ -150,14 +188,21 @@ def main(argv=None):
         "",
         "Bandwidth = bytes of A / time, as a fraction of the copy bandwidth. `ulcmod` is the CUDA",
         "backend's segmented reduction (float64 sums); the one-hot GEMM is `A @ one_hot(labels)` in",
-        "torch (cuBLAS, tensor cores, float32 accumulation), whose largest error relative to the",
-        "largest entry of R is in the last column.",
+        "torch (cuBLAS, tensor cores, float32 accumulation, output in A's dtype). The last column is",
+        "the GEMM's largest error against the float64 table, relative to its largest entry, with a",
+        "float32 output (`torch.mm(..., out_dtype=torch.float32)`).",
         "",
         "| dtype | table | ulcmod ms | ulcmod / copy bw | one-hot GEMM ms | GEMM / copy bw | GEMM rel. error |",
         "|---|---|---|---|---|---|---|",
     ]
     for dt, side, ms, frac, gms, gfrac, err in trows:
         lines.append(f"| {dt} | {side} | {ms:.2f} | {frac:.0%} | {gms:.2f} | {gfrac:.0%} | {err:.1e} |")
+    nbytes = {"bfloat16": 2, "float16": 2, "float32": 4}
+    lines += ["", "Variants of the R kernel (rows contiguous), same table:", "",
+              "| dtype | variant | ms | / copy bw |", "|---|---|---|---|"]
+    for dt, v, ms in variants:
+        frac = table_size[0] * table_size[1] * nbytes[dt] / ms / 1e6 / copy_bw
+        lines.append(f"| {dt} | {v}: {ROWWISE_VARIANTS[v]}{' (default)' if v == DEFAULT_VARIANT else ''} | {ms:.2f} | {frac:.0%} |")
     lines += [
         "",
         "## Full `ulcmod.iterd(A, 16, random_state=0)` on bfloat16 A in GPU memory",
@@ -185,6 +230,7 @@ def main(argv=None):
         lines.append(f"- {e['N']:,} x {e['M']:,}: L = {r.L:.6g}, table builds {r.table_builds}, update reads "
                      f"{r.update_reads / (e['N'] * e['M']):.2f} passes; seconds per step (init first): "
                      + ", ".join(f"{x:.3f}" for x in h.seconds))
+        lines.append("  GPU initialisation, seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in e["init"].items()))
         if e.get("cpu_res") is not None:
             c = e["cpu_res"]
             same = bool(np.array_equal(c.neuron_labels, r.neuron_labels) and np.array_equal(c.sample_labels, r.sample_labels))

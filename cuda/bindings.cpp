@@ -9,6 +9,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <string>
 
 #include "backend.hpp"
@@ -16,6 +17,8 @@
 #include "cuda_backend.hpp"
 #include "device_array.hpp"
 #include "dlpack.hpp"
+#include "ica.hpp"
+#include "binding_helpers.hpp"
 #include "pca.hpp"
 #include "tables.cuh"
 #include "zscore.hpp"
@@ -125,13 +128,6 @@ py::array to_host(const DeviceArray& A) {
     return out;
 }
 
-TablePolicy parse_policy(const std::string& s) {
-    if (s == "auto") return TablePolicy::Auto;
-    if (s == "rebuild") return TablePolicy::Rebuild;
-    if (s == "update") return TablePolicy::Update;
-    throw py::value_error("table_policy must be 'auto', 'rebuild' or 'update', got '" + s + "'");
-}
-
 py::object backend_capsule(const ArrayPtr& A, int K, const std::string& policy) {
     std::unique_ptr<Backend> backend = make_cuda_backend(A, K, parse_policy(policy));
     PyObject* cap = PyCapsule_New(backend.get(), kBackendCapsule, [](PyObject* o) {
@@ -150,54 +146,43 @@ Matrix side_view(const DeviceArray& A, const std::string& side) {
     throw py::value_error("side must be 'neurons' or 'samples', got '" + side + "'");
 }
 
-std::vector<int32_t> checked_labels(const py::array_t<int32_t, py::array::c_style>& labels, int64_t n, int K) {
-    if (labels.ndim() != 1 || labels.shape(0) != n)
-        throw py::value_error("labels must have one entry per column of the table's view");
-    std::vector<int32_t> out(labels.data(), labels.data() + n);
-    for (int32_t k : out)
-        if (k < 0 || k >= K) throw py::value_error("labels out of range [0, K)");
-    return out;
-}
+// One table of `side` (given the other side's labels) built outside IterD: the test and benchmark
+// entry point to the kernels. Construct with the GIL held; build() may run without it.
+struct TableJob {
+    TableJob(const DeviceArray& A, const py::array_t<int32_t, py::array::c_style>& labels, int K_,
+             const std::string& side)
+        : V(side_view(A, side)), K(K_), device(A.device) {
+        if (labels.ndim() != 1 || labels.shape(0) != V.cols)
+            throw py::value_error("labels must have one entry per column of the table's view");
+        lab.assign(labels.data(), labels.data() + V.cols);
+        for (int32_t k : lab)
+            if (k < 0 || k >= K) throw py::value_error("labels out of range [0, K)");
+    }
+    void prepare() {  // on `device`
+        d_lab.upload(lab.data(), lab.size(), 0);
+        table.resize(static_cast<size_t>(V.rows) * K);
+        ULCMOD_CUDA(cudaMemset(table.data(), 0xff, table.size() * sizeof(double)));  // poison: NaN everywhere
+    }
+    void build() { build_table(V, d_lab.data(), lab.data(), K, table.data(), ws, 0); }
 
-// A table built once (the test and benchmark entry point to the kernels, outside IterD): the
-// table of `side` given the other side's labels; returned in host memory.
-py::array_t<double> build_table_py(const DeviceArray& A, const py::array_t<int32_t, py::array::c_style>& labels,
-                                   int K, const std::string& side) {
-    const Matrix V = side_view(A, side);
-    std::vector<int32_t> lab = checked_labels(labels, V.cols, K);
-    py::array_t<double> out({V.rows, static_cast<int64_t>(K)});
-    double* dst = out.mutable_data();
-    py::gil_scoped_release release;
-    DeviceGuard guard(A.device);
+    Matrix V;
+    int K, device;
+    std::vector<int32_t> lab;
     TableWorkspace ws;
     DeviceBuffer<int32_t> d_lab;
-    d_lab.upload(lab.data(), lab.size(), 0);
-    DeviceBuffer<double> table(static_cast<size_t>(V.rows) * K);
-    ULCMOD_CUDA(cudaMemset(table.data(), 0xff, table.size() * sizeof(double)));  // poison: NaN everywhere
-    build_table(V, d_lab.data(), lab.data(), K, table.data(), ws, 0);
-    ULCMOD_CUDA(cudaMemcpy(dst, table.data(), table.size() * sizeof(double), cudaMemcpyDeviceToHost));
-    return out;
-}
+    DeviceBuffer<double> table;
+};
 
-// Milliseconds per build of the table of `side`, each timed with CUDA events (warm-up first).
-std::vector<double> time_table_py(const DeviceArray& A, const py::array_t<int32_t, py::array::c_style>& labels,
-                                  int K, const std::string& side, int repeat) {
-    const Matrix V = side_view(A, side);
-    std::vector<int32_t> lab = checked_labels(labels, V.cols, K);
-    py::gil_scoped_release release;
-    DeviceGuard guard(A.device);
-    TableWorkspace ws;
-    DeviceBuffer<int32_t> d_lab;
-    d_lab.upload(lab.data(), lab.size(), 0);
-    DeviceBuffer<double> table(static_cast<size_t>(V.rows) * K);
-    build_table(V, d_lab.data(), lab.data(), K, table.data(), ws, 0);  // warm-up, sizes the workspace
+// Milliseconds of each of `repeat` runs of f() on the legacy default stream, timed with events.
+template <class F>
+std::vector<double> time_ms(int repeat, F&& f) {
     cudaEvent_t start, stop;
     ULCMOD_CUDA(cudaEventCreate(&start));
     ULCMOD_CUDA(cudaEventCreate(&stop));
     std::vector<double> ms;
     for (int i = 0; i < repeat; ++i) {
         ULCMOD_CUDA(cudaEventRecord(start, 0));
-        build_table(V, d_lab.data(), lab.data(), K, table.data(), ws, 0);
+        f();
         ULCMOD_CUDA(cudaEventRecord(stop, 0));
         ULCMOD_CUDA(cudaEventSynchronize(stop));
         float t = 0.0f;
@@ -209,29 +194,40 @@ std::vector<double> time_table_py(const DeviceArray& A, const py::array_t<int32_
     return ms;
 }
 
+py::array_t<double> build_table_py(const DeviceArray& A, const py::array_t<int32_t, py::array::c_style>& labels,
+                                   int K, const std::string& side) {
+    TableJob job(A, labels, K, side);
+    py::array_t<double> out({job.V.rows, static_cast<int64_t>(K)});
+    double* dst = out.mutable_data();
+    py::gil_scoped_release release;
+    DeviceGuard guard(job.device);
+    job.prepare();
+    job.build();
+    ULCMOD_CUDA(cudaMemcpy(dst, job.table.data(), job.table.size() * sizeof(double), cudaMemcpyDeviceToHost));
+    return out;
+}
+
+std::vector<double> time_table_py(const DeviceArray& A, const py::array_t<int32_t, py::array::c_style>& labels,
+                                  int K, const std::string& side, int repeat) {
+    TableJob job(A, labels, K, side);
+    py::gil_scoped_release release;
+    DeviceGuard guard(job.device);
+    job.prepare();
+    job.build();  // warm-up; sizes the workspace
+    return time_ms(repeat, [&] { job.build(); });
+}
+
 // Device-to-device copy bandwidth (bytes read + written per second) over `bytes` bytes, median of
-// `repeat` timed copies (events), after a warm-up.
+// `repeat` timed copies, after a warm-up.
 double copy_bandwidth(int device, int64_t bytes, int repeat) {
     py::gil_scoped_release release;
     DeviceGuard guard(device);
     DeviceBuffer<uint8_t> a(bytes), b(bytes);
     ULCMOD_CUDA(cudaMemset(a.data(), 0x5a, bytes));
     ULCMOD_CUDA(cudaMemcpy(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice));
-    cudaEvent_t start, stop;
-    ULCMOD_CUDA(cudaEventCreate(&start));
-    ULCMOD_CUDA(cudaEventCreate(&stop));
-    std::vector<float> ms;
-    for (int i = 0; i < repeat; ++i) {
-        ULCMOD_CUDA(cudaEventRecord(start, 0));
+    std::vector<double> ms = time_ms(repeat, [&] {
         ULCMOD_CUDA(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, 0));
-        ULCMOD_CUDA(cudaEventRecord(stop, 0));
-        ULCMOD_CUDA(cudaEventSynchronize(stop));
-        float t = 0.0f;
-        ULCMOD_CUDA(cudaEventElapsedTime(&t, start, stop));
-        ms.push_back(t);
-    }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
+    });
     std::sort(ms.begin(), ms.end());
     return 2.0 * static_cast<double>(bytes) / (ms[ms.size() / 2] * 1e-3);
 }
@@ -255,16 +251,55 @@ std::string runtime_status() {
     return n > 0 ? "ok" : "no CUDA device";
 }
 
-template <class T>
-py::array_t<T> to_numpy(const std::vector<T>& v, int64_t rows, int64_t cols) {
-    py::array_t<T> out({rows, cols});
-    std::copy(v.begin(), v.end(), out.mutable_data());
-    return out;
+// FastICA on the GPU: the computation precision is float32 or float64 (`float32`).
+py::dict ica_whiten_py(const DeviceArray& X, int64_t c, bool float32) {
+    if (c < 1 || c > std::min(X.view.rows, X.view.cols)) throw py::value_error("n_components must be in [1, min(n, p)]");
+    auto run = [&](auto tag) {
+        using T = decltype(tag);
+        DeviceWhitening<T> w;
+        {
+            py::gil_scoped_release release;
+            w = whiten_device<T>(X, c);
+        }
+        py::dict d;
+        d["mean"] = to_numpy(w.w.mean);
+        d["K"] = to_numpy(w.w.K, c, X.view.cols);
+        d["X1"] = w.X1;
+        d["smallest_ratio"] = static_cast<double>(w.w.smallest_ratio);
+        return d;
+    };
+    return float32 ? run(float{}) : run(double{});
 }
 
-template <class T>
-py::array_t<T> to_numpy(const std::vector<T>& v) {
-    return py::array_t<T>(static_cast<py::ssize_t>(v.size()), v.data());
+py::tuple ica_iterate_py(const IcaMatrix& X1, const py::array& W0, const std::string& fun, double alpha,
+                         bool deflation, double tol, int max_iter) {
+    const IcaSettings s{contrast_from_name(fun), alpha, deflation, tol, max_iter};
+    const int64_t c = X1.rows;
+    auto run = [&](auto tag) {
+        using T = decltype(tag);
+        const auto w = W0.cast<py::array_t<T, py::array::c_style | py::array::forcecast>>();
+        if (w.ndim() != 2 || w.shape(0) != c || w.shape(1) != c)
+            throw py::value_error("w_init must be (n_components, n_components)");
+        IcaRun<T> r;
+        {
+            py::gil_scoped_release release;
+            r = iterate_device<T>(X1, w.data(), s);
+        }
+        return py::tuple(py::make_tuple(to_numpy(r.W, c, c), r.n_iter, r.converged));
+    };
+    return X1.f32 ? run(float{}) : run(double{});
+}
+
+py::array ica_to_host(const IcaMatrix& X1) {
+    DeviceGuard guard(X1.device);
+    if (X1.f32) {
+        py::array_t<float> out({X1.rows, X1.cols});
+        ULCMOD_CUDA(cudaMemcpy(out.mutable_data(), X1.f.data(), X1.rows * X1.cols * sizeof(float), cudaMemcpyDeviceToHost));
+        return out;
+    }
+    py::array_t<double> out({X1.rows, X1.cols});
+    ULCMOD_CUDA(cudaMemcpy(out.mutable_data(), X1.d.data(), X1.rows * X1.cols * sizeof(double), cudaMemcpyDeviceToHost));
+    return out;
 }
 
 }  // namespace
@@ -290,6 +325,8 @@ PYBIND11_MODULE(_cuda, m) {
         d["architectures"] = std::string(ULCMOD_CUDA_ARCHITECTURES);
         return d;
     }, R"pbdoc(What this module was built with: CUDA runtime and cuBLAS versions, GPU architectures.)pbdoc");
+    m.def("_set_rowwise_variant", &set_rowwise_variant, py::arg("variant"),
+          R"pbdoc(Benchmarks only: the Rowwise table kernel's variant (cuda/tables.cu).)pbdoc");
     m.def("copy_bandwidth", &copy_bandwidth, py::arg("device"), py::arg("bytes"), py::arg("repeat") = 20,
           R"pbdoc(Measured device-to-device copy bandwidth in bytes (read + written) per second.)pbdoc");
     m.def(
@@ -391,5 +428,22 @@ DLPack capsule without a copy or copied from a host array.
             },
             py::arg("out"), py::arg("mean"), py::arg("std"),
             R"pbdoc(out = (A - mean[:, None]) / std[:, None], in float64, rounded to out's dtype.)pbdoc");
+
+    py::class_<IcaMatrix, std::shared_ptr<IcaMatrix>>(m, "IcaMatrix",
+                                                      R"pbdoc(Whitened FastICA data (c x n) in GPU memory.)pbdoc")
+        .def_property_readonly("shape", [](const IcaMatrix& x) { return py::make_tuple(x.rows, x.cols); })
+        .def("to_host", &ica_to_host, R"pbdoc(A host copy (float32 or float64).)pbdoc");
+    m.def("ica_whiten", &ica_whiten_py, py::arg("X"), py::arg("n_components"), py::arg("float32"),
+          R"pbdoc(Centre X (n x p, on the GPU) and whiten it by PCA: dict(mean, K, X1 (on the GPU), smallest_ratio).)pbdoc");
+    m.def(
+        "ica_transpose",
+        [](const DeviceArray& X, bool float32) {
+            py::gil_scoped_release release;
+            return float32 ? transpose_device<float>(X) : transpose_device<double>(X);
+        },
+        py::arg("X"), py::arg("float32"), R"pbdoc(X^T as FastICA data already white (X1 = X^T, on the GPU).)pbdoc");
+    m.def("ica_iterate", &ica_iterate_py, py::arg("X1"), py::arg("w_init"), py::arg("fun"), py::arg("alpha"),
+          py::arg("deflation"), py::arg("tol"), py::arg("max_iter"),
+          R"pbdoc(FastICA fixed point on whitened X1 (on the GPU) from w_init: (W, n_iter, converged).)pbdoc");
 
 }

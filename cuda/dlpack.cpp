@@ -1,6 +1,7 @@
 #include "dlpack.hpp"
 
 #include <stdexcept>
+#include <type_traits>
 
 namespace ulcmod::cuda::dlpack {
 namespace {
@@ -28,6 +29,28 @@ void release(M* managed) {
     PyGILState_Release(gil);
 }
 
+// Takes the managed tensor out of a capsule named `name` and renames the capsule `used`.
+template <class M>
+Imported take(PyObject* capsule, const char* name, const char* used) {
+    auto* m = static_cast<M*>(PyCapsule_GetPointer(capsule, name));
+    if (m == nullptr) {
+        PyErr_Clear();
+        throw std::invalid_argument("empty DLPack capsule");
+    }
+    if constexpr (std::is_same_v<M, ManagedTensorVersioned>)
+        if (m->version.major != 1)
+            throw std::invalid_argument("DLPack major version " + std::to_string(m->version.major) +
+                                        " is not supported (ulcmod reads version 1)");
+    Imported out;
+    out.tensor = &m->dl_tensor;
+    out.owner = std::shared_ptr<void>(m, [](void* p) { release(static_cast<M*>(p)); });
+    if (PyCapsule_SetName(capsule, used) != 0) {
+        PyErr_Clear();
+        throw std::invalid_argument("could not mark the DLPack capsule as used");
+    }
+    return out;
+}
+
 }  // namespace
 
 Imported consume(PyObject* capsule) {
@@ -38,35 +61,9 @@ Imported consume(PyObject* capsule) {
         PyErr_Clear();
         throw std::invalid_argument("a capsule without a name is not a DLPack capsule");
     }
-    Imported out;
     const std::string n = name;
-    if (n == kLegacy) {
-        auto* m = static_cast<ManagedTensor*>(PyCapsule_GetPointer(capsule, kLegacy));
-        if (m == nullptr) throw std::invalid_argument("empty DLPack capsule");
-        out.tensor = &m->dl_tensor;
-        out.owner = std::shared_ptr<void>(m, [](void* p) { release(static_cast<ManagedTensor*>(p)); });
-        if (PyCapsule_SetName(capsule, kLegacyUsed) != 0) {
-            PyErr_Clear();
-            out.owner.reset();
-            throw std::invalid_argument("could not mark the DLPack capsule as used");
-        }
-        return out;
-    }
-    if (n == kVersioned) {
-        auto* m = static_cast<ManagedTensorVersioned*>(PyCapsule_GetPointer(capsule, kVersioned));
-        if (m == nullptr) throw std::invalid_argument("empty DLPack capsule");
-        if (m->version.major != 1)
-            throw std::invalid_argument("DLPack major version " + std::to_string(m->version.major) +
-                                        " is not supported (ulcmod reads version 1)");
-        out.tensor = &m->dl_tensor;
-        out.owner = std::shared_ptr<void>(m, [](void* p) { release(static_cast<ManagedTensorVersioned*>(p)); });
-        if (PyCapsule_SetName(capsule, kVersionedUsed) != 0) {
-            PyErr_Clear();
-            out.owner.reset();
-            throw std::invalid_argument("could not mark the DLPack capsule as used");
-        }
-        return out;
-    }
+    if (n == kLegacy) return take<ManagedTensor>(capsule, kLegacy, kLegacyUsed);
+    if (n == kVersioned) return take<ManagedTensorVersioned>(capsule, kVersioned, kVersionedUsed);
     if (n == kLegacyUsed || n == kVersionedUsed)
         throw std::invalid_argument("this DLPack capsule was already consumed; call __dlpack__() again");
     throw std::invalid_argument("capsule '" + n + "' is not a DLPack capsule");

@@ -10,6 +10,10 @@
 namespace ulcmod::cuda {
 namespace {
 
+// Rowwise kernel variants (measured by benchmarks/bench_gpu.py): 0 = 4 vectors per lane per
+// step, 1 = 2 vectors with the next step's prefetched, 2 = 4 vectors prefetched, 3 = 2 vectors,
+// 4 = 1 vector. Fewer registers mean more warps in flight: 3 measured fastest on an H100.
+constexpr int kDefaultRowwiseVariant = 3;
 // Labels one Rowwise pass handles: each warp keeps kRowwiseLabels x 32 float64 accumulators in
 // shared memory (8 KiB), so more labels take more passes over A.
 constexpr int kRowwiseLabels = 32;
@@ -54,9 +58,43 @@ __device__ __forceinline__ void load_labels(const int32_t* __restrict__ p, int (
     }
 }
 
+// A lane's batch of U vectors of one row and their labels.
+template <class T, int U>
+struct Batch {
+    static constexpr int V = Vec<T>::n;
+    T x[U][V];
+    int l[U][V];
+
+    __device__ __forceinline__ void load(const T* row, const int32_t* __restrict__ lab, int64_t v0, int64_t nvec) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int64_t v = v0 + 32 * u;
+            if (v < nvec) {
+                load_vector(row + v * V, x[u]);
+                load_labels<V>(lab + v * V, l[u]);
+            }
+        }
+    }
+
+    __device__ __forceinline__ void add(double* acc, int lane, int k0, unsigned kc, int64_t v0, int64_t nvec) const {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            if (v0 + 32 * u < nvec) {
+#pragma unroll
+                for (int e = 0; e < V; ++e) {
+                    const unsigned k = static_cast<unsigned>(l[u][e] - k0);
+                    if (k < kc) acc[k * 32 + lane] += to_double(x[u][e]);
+                }
+            }
+        }
+    }
+};
+
 // One warp per row (grid-stride). acc[k * 32 + lane] is lane `lane`'s sum of label k0 + k: a
 // 64-bit access per lane at a stride of 8 bytes across the warp, conflict-free for every k.
-template <class T, bool VEC>
+// Each lane reads U 16-byte vectors per step; with PREFETCH it loads the next step's vectors
+// before adding up the current ones, so loads stay in flight while the shared-memory sums run.
+template <class T, bool VEC, int U, bool PREFETCH>
 __global__ void __launch_bounds__(256) build_rowwise_kernel(const T* __restrict__ A, int64_t rows, int64_t cols,
                                                             int64_t rs, const int32_t* __restrict__ lab, int k0,
                                                             int kc, int K, double* __restrict__ out) {
@@ -72,28 +110,21 @@ __global__ void __launch_bounds__(256) build_rowwise_kernel(const T* __restrict_
         int64_t done = 0;
         if constexpr (VEC) {
             constexpr int V = Vec<T>::n;
-            constexpr int U = 4;  // vectors in flight per lane
             const int64_t nvec = cols / V;
-            for (int64_t v0 = lane; v0 < nvec; v0 += 32 * U) {
-                T x[U][V];
-                int l[U][V];
-#pragma unroll
-                for (int u = 0; u < U; ++u) {
-                    const int64_t v = v0 + 32 * u;
-                    if (v < nvec) {
-                        load_vector(row + v * V, x[u]);
-                        load_labels<V>(lab + v * V, l[u]);
-                    }
+            if constexpr (PREFETCH) {
+                Batch<T, U> cur;
+                cur.load(row, lab, lane, nvec);
+                for (int64_t v0 = lane; v0 < nvec; v0 += 32 * U) {
+                    Batch<T, U> next;
+                    if (v0 + 32 * U < nvec) next.load(row, lab, v0 + 32 * U, nvec);
+                    cur.add(acc, lane, k0, kcu, v0, nvec);
+                    cur = next;
                 }
-#pragma unroll
-                for (int u = 0; u < U; ++u) {
-                    if (v0 + 32 * u < nvec) {
-#pragma unroll
-                        for (int e = 0; e < V; ++e) {
-                            const unsigned k = static_cast<unsigned>(l[u][e] - k0);
-                            if (k < kcu) acc[k * 32 + lane] += to_double(x[u][e]);
-                        }
-                    }
+            } else {
+                for (int64_t v0 = lane; v0 < nvec; v0 += 32 * U) {
+                    Batch<T, U> b;
+                    b.load(row, lab, v0, nvec);
+                    b.add(acc, lane, k0, kcu, v0, nvec);
                 }
             }
             done = nvec * V;
@@ -116,6 +147,8 @@ __global__ void __launch_bounds__(256) build_rowwise_kernel(const T* __restrict_
     }
 }
 
+int g_rowwise_variant = kDefaultRowwiseVariant;
+
 template <class T>
 void launch_build_rowwise(const TypedView<T>& V, const int32_t* d_lab, int K, double* d_out, cudaStream_t stream) {
     const bool vec = aligned16(V.data) && (V.rs * static_cast<int64_t>(sizeof(T))) % 16 == 0;
@@ -124,7 +157,12 @@ void launch_build_rowwise(const TypedView<T>& V, const int32_t* d_lab, int K, do
         const int wpb = kc <= 16 ? 8 : 4;
         const int threads = 32 * wpb;
         const size_t smem = static_cast<size_t>(wpb) * kc * 32 * sizeof(double);
-        auto kernel = vec ? build_rowwise_kernel<T, true> : build_rowwise_kernel<T, false>;
+        auto kernel = !vec                      ? build_rowwise_kernel<T, false, 1, false>
+                      : g_rowwise_variant == 0 ? build_rowwise_kernel<T, true, 4, false>
+                      : g_rowwise_variant == 1 ? build_rowwise_kernel<T, true, 2, true>
+                      : g_rowwise_variant == 2 ? build_rowwise_kernel<T, true, 4, true>
+                      : g_rowwise_variant == 3 ? build_rowwise_kernel<T, true, 2, false>
+                                               : build_rowwise_kernel<T, true, 1, false>;
         int per_sm = 0;
         ULCMOD_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
         const int64_t grid = std::max<int64_t>(1, std::min<int64_t>(ceil_div(V.rows, wpb),
@@ -214,6 +252,83 @@ __global__ void fold_update_kernel(const double* __restrict__ partial, int64_t r
     }
 }
 
+// Device counting sort (stable): per-block label counts, a label-major exclusive scan of them,
+// then each block writes its elements in order (rank within a warp by __match_any_sync, warps in
+// order through shared counts).
+constexpr int kSortBlock = 2048;
+constexpr int kSortThreads = 256;
+constexpr int kSortMaxLabels = 1024;
+
+__global__ void __launch_bounds__(kSortThreads) label_histogram_kernel(const int32_t* __restrict__ lab, int64_t n,
+                                                                       int K, int blocks, int32_t* __restrict__ hist) {
+    extern __shared__ int counts[];
+    for (int k = threadIdx.x; k < K; k += blockDim.x) counts[k] = 0;
+    __syncthreads();
+    const int64_t b0 = static_cast<int64_t>(blockIdx.x) * kSortBlock, b1 = min(n, b0 + kSortBlock);
+    for (int64_t i = b0 + threadIdx.x; i < b1; i += blockDim.x) atomicAdd(&counts[lab[i]], 1);
+    __syncthreads();
+    for (int k = threadIdx.x; k < K; k += blockDim.x) hist[static_cast<int64_t>(k) * blocks + blockIdx.x] = counts[k];
+}
+
+// In place exclusive prefix sum of a[0, n) by one block of 1024 threads.
+__global__ void __launch_bounds__(1024) exclusive_scan_kernel(int32_t* __restrict__ a, int64_t n) {
+    __shared__ int32_t sums[1024];
+    const int t = threadIdx.x;
+    const int64_t per = (n + blockDim.x - 1) / blockDim.x;
+    const int64_t i0 = min(n, t * per), i1 = min(n, i0 + per);
+    int32_t s = 0;
+    for (int64_t i = i0; i < i1; ++i) s += a[i];
+    sums[t] = s;
+    __syncthreads();
+    for (int o = 1; o < static_cast<int>(blockDim.x); o <<= 1) {
+        const int32_t v = t >= o ? sums[t - o] : 0;
+        __syncthreads();
+        sums[t] += v;
+        __syncthreads();
+    }
+    int32_t run = t > 0 ? sums[t - 1] : 0;
+    for (int64_t i = i0; i < i1; ++i) {
+        const int32_t v = a[i];
+        a[i] = run;
+        run += v;
+    }
+}
+
+__global__ void __launch_bounds__(kSortThreads) stable_scatter_kernel(const int32_t* __restrict__ lab, int64_t n,
+                                                                      int K, int blocks,
+                                                                      const int32_t* __restrict__ offsets,
+                                                                      int32_t* __restrict__ out) {
+    extern __shared__ int sm[];
+    int* running = sm;     // K: elements of each label placed by earlier rounds
+    int* counts = sm + K;  // warps x K: this round's elements of each label per warp
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) running[k] = 0;
+    const int64_t b0 = static_cast<int64_t>(blockIdx.x) * kSortBlock, b1 = min(n, b0 + kSortBlock);
+    for (int64_t base = b0; base < b1; base += blockDim.x) {
+        for (int j = threadIdx.x; j < warps * K; j += blockDim.x) counts[j] = 0;
+        __syncthreads();
+        const int64_t i = base + threadIdx.x;
+        const bool valid = i < b1;
+        const int k = valid ? lab[i] : -1;
+        const unsigned same = __match_any_sync(0xffffffffu, k);
+        const int rank = __popc(same & ((1u << lane) - 1u));
+        if (valid && rank == 0) counts[warp * K + k] = __popc(same);
+        __syncthreads();
+        if (valid) {
+            int pos = offsets[static_cast<int64_t>(k) * blocks + blockIdx.x] + running[k] + rank;
+            for (int w = 0; w < warp; ++w) pos += counts[w * K + k];
+            out[pos] = static_cast<int32_t>(i);
+        }
+        __syncthreads();
+        for (int kk = threadIdx.x; kk < K; kk += blockDim.x) {
+            int t = 0;
+            for (int w = 0; w < warps; ++w) t += counts[w * K + kk];
+            running[kk] += t;
+        }
+        __syncthreads();
+    }
+}
+
 // Columns grouped (groups in order), cut into chunks of at most `len` columns each.
 struct Chunks {
     std::vector<int64_t> begin;      // n_chunks + 1 offsets into the column list
@@ -239,15 +354,14 @@ int64_t chunk_length(int64_t n, int64_t groups, int64_t strips, int64_t rows) {
     return len;
 }
 
-// Sums the columns of each chunk into ws.partial (chunks x rows). Columns and chunk starts are
-// uploaded from the host lists.
+// Sums the columns of each chunk into ws.partial (chunks x rows). `columns` is the device list
+// of (sorted) column indices; the chunk starts are uploaded from the host.
 template <class T>
-void launch_colwise_partial(const TypedView<T>& V, const std::vector<int32_t>& columns, const Chunks& ch,
-                            TableWorkspace& ws, cudaStream_t stream) {
+void launch_colwise_partial(const TypedView<T>& V, const int32_t* columns, const Chunks& ch, TableWorkspace& ws,
+                            cudaStream_t stream) {
     const int64_t n_chunks = static_cast<int64_t>(ch.begin.size()) - 1;
     ws.partial.resize(static_cast<size_t>(std::max<int64_t>(n_chunks, 1) * V.rows));
     if (n_chunks == 0) return;
-    ws.ints.upload(columns.data(), columns.size(), stream);
     ws.offsets.upload(ch.begin.data(), ch.begin.size(), stream);
     const bool vec = aligned16(V.data) && (V.cs * static_cast<int64_t>(sizeof(T))) % 16 == 0;
     const int per_thread = vec ? Vec<T>::n : 1;
@@ -256,10 +370,10 @@ void launch_colwise_partial(const TypedView<T>& V, const std::vector<int32_t>& c
     if (n_chunks > INT32_MAX) throw std::invalid_argument("too many chunks");
     const dim3 grid(static_cast<unsigned>(n_chunks), static_cast<unsigned>(strips));
     if (vec)
-        colwise_partial_kernel<T, true><<<grid, kColwiseThreads, 0, stream>>>(V.data, V.rows, V.cs, ws.ints.data(),
+        colwise_partial_kernel<T, true><<<grid, kColwiseThreads, 0, stream>>>(V.data, V.rows, V.cs, columns,
                                                                              ws.offsets.data(), ws.partial.data());
     else
-        colwise_partial_kernel<T, false><<<grid, kColwiseThreads, 0, stream>>>(V.data, V.rows, V.cs, ws.ints.data(),
+        colwise_partial_kernel<T, false><<<grid, kColwiseThreads, 0, stream>>>(V.data, V.rows, V.cs, columns,
                                                                               ws.offsets.data(), ws.partial.data());
     ULCMOD_CUDA_LAUNCHED();
 }
@@ -271,22 +385,51 @@ int64_t strips_of(const Matrix& V) {
 
 unsigned fold_grid(int64_t rows) { return static_cast<unsigned>(std::min<int64_t>(ceil_div(rows, 256), 8192)); }
 
-void build_colwise(const Matrix& V, const int32_t* h_lab, int K, double* d_out, TableWorkspace& ws,
-                   cudaStream_t stream) {
-    // Counting sort of the columns by label.
+// Stable counting sort of the columns by label into ws.ints; returns each label's first position
+// (K + 1 entries). On the device for up to kSortMaxLabels labels, else on the host.
+std::vector<int64_t> sort_by_label(const int32_t* d_lab, const int32_t* h_lab, int64_t n, int K, TableWorkspace& ws,
+                                   cudaStream_t stream) {
     std::vector<int64_t> begin(K + 1, 0);
-    for (int64_t c = 0; c < V.cols; ++c) ++begin[h_lab[c] + 1];
-    std::partial_sum(begin.begin(), begin.end(), begin.begin());
-    std::vector<int32_t> columns(V.cols);
-    std::vector<int64_t> next(begin.begin(), begin.end() - 1);
-    for (int64_t c = 0; c < V.cols; ++c) columns[next[h_lab[c]]++] = static_cast<int32_t>(c);
-    const Chunks ch = make_chunks(begin, chunk_length(V.cols, K, strips_of(V), V.rows));
-    dispatch_view(V, [&](const auto& tv) { launch_colwise_partial(tv, columns, ch, ws, stream); });
-    DeviceBuffer<int32_t> group_end(K);
-    group_end.upload(ch.group_end.data(), ch.group_end.size(), stream);
-    fold_build_kernel<<<fold_grid(V.rows), 256, 0, stream>>>(ws.partial.data(), V.rows, group_end.data(), K, d_out);
+    if (K > kSortMaxLabels) {
+        for (int64_t c = 0; c < n; ++c) ++begin[h_lab[c] + 1];
+        std::partial_sum(begin.begin(), begin.end(), begin.begin());
+        std::vector<int32_t>& columns = ws.host_ints;
+        columns.resize(n);
+        std::vector<int64_t> next(begin.begin(), begin.end() - 1);
+        for (int64_t c = 0; c < n; ++c) columns[next[h_lab[c]]++] = static_cast<int32_t>(c);
+        ws.ints.upload(columns.data(), n, stream);
+        return begin;
+    }
+    const int64_t blocks = ceil_div(n, kSortBlock);
+    ws.sort.resize(static_cast<size_t>(K * blocks));
+    ws.ints.resize(static_cast<size_t>(n));
+    label_histogram_kernel<<<static_cast<unsigned>(blocks), kSortThreads, K * sizeof(int), stream>>>(
+        d_lab, n, K, static_cast<int>(blocks), ws.sort.data());
     ULCMOD_CUDA_LAUNCHED();
-    ULCMOD_CUDA(cudaStreamSynchronize(stream));  // group_end is freed on return
+    exclusive_scan_kernel<<<1, 1024, 0, stream>>>(ws.sort.data(), K * blocks);
+    ULCMOD_CUDA_LAUNCHED();
+    const size_t smem = (1 + kSortThreads / 32) * static_cast<size_t>(K) * sizeof(int);
+    stable_scatter_kernel<<<static_cast<unsigned>(blocks), kSortThreads, smem, stream>>>(
+        d_lab, n, K, static_cast<int>(blocks), ws.sort.data(), ws.ints.data());
+    ULCMOD_CUDA_LAUNCHED();
+    std::vector<int32_t>& offsets = ws.host_ints;
+    offsets.resize(K * blocks);
+    ULCMOD_CUDA(cudaMemcpyAsync(offsets.data(), ws.sort.data(), offsets.size() * sizeof(int32_t),
+                                cudaMemcpyDeviceToHost, stream));
+    ULCMOD_CUDA(cudaStreamSynchronize(stream));
+    for (int k = 0; k < K; ++k) begin[k] = offsets[static_cast<size_t>(k) * blocks];
+    begin[K] = n;
+    return begin;
+}
+
+void build_colwise(const Matrix& V, const int32_t* d_lab, const int32_t* h_lab, int K, double* d_out,
+                   TableWorkspace& ws, cudaStream_t stream) {
+    const std::vector<int64_t> begin = sort_by_label(d_lab, h_lab, V.cols, K, ws, stream);
+    const Chunks ch = make_chunks(begin, chunk_length(V.cols, K, strips_of(V), V.rows));
+    dispatch_view(V, [&](const auto& tv) { launch_colwise_partial(tv, ws.ints.data(), ch, ws, stream); });
+    ws.groups.upload(ch.group_end.data(), ch.group_end.size(), stream);
+    fold_build_kernel<<<fold_grid(V.rows), 256, 0, stream>>>(ws.partial.data(), V.rows, ws.groups.data(), K, d_out);
+    ULCMOD_CUDA_LAUNCHED();
 }
 
 void update_colwise(const Matrix& V, const std::vector<Move>& moves, int K, double* d_out, TableWorkspace& ws,
@@ -310,18 +453,17 @@ void update_colwise(const Matrix& V, const std::vector<Move>& moves, int K, doub
     begin.push_back(static_cast<int64_t>(sorted.size()));
     const int64_t groups = static_cast<int64_t>(from.size());
     const Chunks ch = make_chunks(begin, chunk_length(static_cast<int64_t>(sorted.size()), groups, strips_of(V), V.rows));
-    dispatch_view(V, [&](const auto& tv) { launch_colwise_partial(tv, columns, ch, ws, stream); });
+    ws.ints.upload(columns.data(), columns.size(), stream);
+    dispatch_view(V, [&](const auto& tv) { launch_colwise_partial(tv, ws.ints.data(), ch, ws, stream); });
     std::vector<int32_t> groups_host(3 * groups);
     std::copy(ch.group_end.begin(), ch.group_end.end(), groups_host.begin());
     std::copy(from.begin(), from.end(), groups_host.begin() + groups);
     std::copy(to.begin(), to.end(), groups_host.begin() + 2 * groups);
-    DeviceBuffer<int32_t> g(groups_host.size());
-    g.upload(groups_host.data(), groups_host.size(), stream);
-    fold_update_kernel<<<fold_grid(V.rows), 256, 0, stream>>>(ws.partial.data(), V.rows, g.data(), g.data() + groups,
-                                                              g.data() + 2 * groups, static_cast<int>(groups), K,
-                                                              d_out);
+    ws.groups.upload(groups_host.data(), groups_host.size(), stream);
+    const int32_t* g = ws.groups.data();
+    fold_update_kernel<<<fold_grid(V.rows), 256, 0, stream>>>(ws.partial.data(), V.rows, g, g + groups, g + 2 * groups,
+                                                              static_cast<int>(groups), K, d_out);
     ULCMOD_CUDA_LAUNCHED();
-    ULCMOD_CUDA(cudaStreamSynchronize(stream));  // g is freed on return
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -454,6 +596,11 @@ __global__ void scatter_labels_kernel(int32_t* __restrict__ labels, const int32_
 
 }  // namespace
 
+void set_rowwise_variant(int variant) {
+    if (variant < 0 || variant > 4) throw std::invalid_argument("rowwise variant must be 0 to 4");
+    g_rowwise_variant = variant;
+}
+
 Layout layout_of(const Matrix& V) {
     if (V.col_stride == 1 && V.row_stride >= V.cols) return Layout::Rowwise;
     if (V.row_stride == 1 && V.col_stride >= V.rows) return Layout::Colwise;
@@ -468,7 +615,7 @@ void build_table(const Matrix& V, const int32_t* d_col_labels, const int32_t* h_
     if (layout_of(V) == Layout::Rowwise)
         dispatch_view(V, [&](const auto& tv) { launch_build_rowwise(tv, d_col_labels, K, d_out, stream); });
     else
-        build_colwise(V, h_col_labels, K, d_out, ws, stream);
+        build_colwise(V, d_col_labels, h_col_labels, K, d_out, ws, stream);
 }
 
 void update_table(const Matrix& V, const std::vector<Move>& moves, int K, double* d_out, TableWorkspace& ws,

@@ -7,10 +7,10 @@
 //    into per-lane float64 accumulators in shared memory (lane-private, so no atomics and no bank
 //    conflicts), then the lanes' K sums are added up. Up to kRowwiseLabels labels per pass.
 //  - Colwise (row_stride 1): the labelled columns are contiguous lines. The columns are sorted by
-//    label on the host (a counting sort) and cut into chunks of one label each; a block adds up
-//    its chunk's columns for 1024 consecutive table rows in float64 registers, and a second
-//    kernel adds the chunks of each label in a fixed order.
-// Both are deterministic (no atomics): the same input gives bit-identical tables on every run.
+//    label (a stable counting sort on the device) and cut into chunks of one label each; a block
+//    adds up its chunk's columns for 1024 consecutive table rows in float64 registers, and a
+//    second kernel adds the chunks of each label in a fixed order.
+// Both are deterministic (no floating-point atomics): the same input gives bit-identical tables.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -33,7 +33,9 @@ Layout layout_of(const Matrix& V);
 
 // Device scratch reused across calls (grows as needed).
 struct TableWorkspace {
-    DeviceBuffer<int32_t> ints;      // column indices, labels of moves, chunk groups
+    DeviceBuffer<int32_t> ints;      // column indices, moves
+    DeviceBuffer<int32_t> groups;    // per chunk group: last chunk (and from/to labels of updates)
+    DeviceBuffer<int32_t> sort;      // counting sort: per-block label counts, then their offsets
     DeviceBuffer<int64_t> offsets;   // chunk starts / block offsets
     DeviceBuffer<double> partial;    // chunk partial sums, block partial sums
     DeviceBuffer<double> rule;       // K x K move-rule matrix
@@ -66,6 +68,9 @@ double diagonal(const double* d_T, const int32_t* d_labels, int64_t rows, int K,
 // member, ascending, with their K entries, copied to the host.
 void candidates(const double* d_T, const int32_t* d_labels, int64_t rows, const MoveRule& rule,
                 Candidates& out, TableWorkspace& ws, cudaStream_t stream);
+
+// Selects the Rowwise build kernel's variant (for benchmarks; see tables.cu).
+void set_rowwise_variant(int variant);
 
 // labels[m.index] = m.to for every move.
 void scatter_labels(int32_t* d_labels, const std::vector<Move>& moves, TableWorkspace& ws,

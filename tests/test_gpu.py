@@ -56,6 +56,17 @@ def test_tables_equal_the_cpu_tables(cuda, torch, dtype, order, K):
     np.testing.assert_allclose(C, _core.build_table(host.T, u, K), rtol=1e-12, atol=1e-9)
 
 
+def test_tables_with_many_labels(cuda, torch):
+    rng = np.random.default_rng(10)
+    K = 1030  # past the device sort's label limit and many Rowwise passes
+    t, host = on_gpu(torch, rng.normal(size=(2100, 1500)), "float16")
+    D = _device.to_device(t)
+    s = rng.integers(0, K, 1500).astype(np.int32)
+    u = rng.integers(0, K, 2100).astype(np.int32)
+    np.testing.assert_allclose(D.table(s, K, "neurons"), _core.build_table(host, s, K), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(D.table(u, K, "samples"), _core.build_table(host.T, u, K), rtol=1e-12, atol=1e-9)
+
+
 def test_tables_of_misaligned_slices(cuda, torch):
     rng = np.random.default_rng(1)
     t, _ = on_gpu(torch, rng.normal(size=(300, 201)), "bfloat16")
@@ -187,3 +198,65 @@ def test_zscore_on_the_gpu_equals_the_cpu(cuda, torch, order, dtype):
     zb = stats.apply(t, dtype="bfloat16")
     assert zb.dtype == torch.bfloat16
     np.testing.assert_allclose(zb.float().cpu().numpy(), ref.apply(host), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("algorithm", ["parallel", "deflation"])
+@pytest.mark.parametrize("fun, fun_args", [("logcosh", None), ("logcosh", {"alpha": 1.5}), ("exp", None),
+                                           ("cube", None)])
+def test_gpu_fastica_agrees_with_sklearn_given_the_same_start(cuda, algorithm, fun, fun_args):
+    from sklearn.decomposition import FastICA as SkFastICA
+    from test_ica import mixture
+
+    S, _, X = mixture(n=3000, p=7, seed=1)
+    w0 = np.random.default_rng(3).normal(size=(4, 4))
+    kw = dict(algorithm=algorithm, fun=fun, fun_args=fun_args, w_init=w0, max_iter=500, tol=1e-6)
+    ours = ulcmod.FastICA(4, device="cuda", **kw)
+    theirs = SkFastICA(4, whiten="unit-variance", whiten_solver="eigh", **kw)
+    np.testing.assert_allclose(ours.fit_transform(X), theirs.fit_transform(X), atol=1e-8)
+    np.testing.assert_allclose(ours.whitening_, theirs.whitening_, atol=1e-10)
+    np.testing.assert_allclose(ours.components_, theirs.components_, atol=1e-8)
+    np.testing.assert_allclose(ours.mean_, theirs.mean_, atol=1e-12)
+    assert ours.n_iter_ == theirs.n_iter_
+
+
+@pytest.mark.filterwarnings("ignore:There are some small singular values")
+def test_gpu_fastica_gram_path_and_device_input(cuda, torch):
+    from sklearn.decomposition import FastICA as SkFastICA
+    from test_ica import mixture
+
+    S, _, _ = mixture(n=250)
+    rng = np.random.default_rng(0)
+    X = S @ rng.normal(size=(4, 300)) + 0.01 * rng.normal(size=(250, 300))
+    w0 = rng.normal(size=(4, 4))
+    ours = ulcmod.FastICA(4, w_init=w0, max_iter=1000).fit(torch.as_tensor(X, device="cuda"))  # auto: on the GPU
+    theirs = SkFastICA(4, w_init=w0, whiten_solver="eigh", max_iter=1000).fit(X)
+    np.testing.assert_allclose(ours.whitening_, theirs.whitening_, atol=1e-9)
+    np.testing.assert_allclose(ours.components_, theirs.components_, atol=1e-7)
+
+
+def test_gpu_fastica_float32_and_whitened_input(cuda):
+    from test_ica import matched_abs_corr, mixture
+
+    S, _, X = mixture()
+    S_hat = ulcmod.FastICA(4, random_state=0, max_iter=1000, tol=1e-5, device="cuda").fit_transform(X.astype(np.float32))
+    assert matched_abs_corr(S, S_hat).min() >= 0.99
+    K, _, _ = ulcmod.fastica(X, 4, random_state=0)
+    X_white = (X - X.mean(0)) @ K.T * np.sqrt(len(X))
+    w0 = np.random.default_rng(5).normal(size=(4, 4))
+    gpu = ulcmod.FastICA(whiten=False, w_init=w0, tol=1e-6, device="cuda").fit(X_white)
+    cpu = ulcmod.FastICA(whiten=False, w_init=w0, tol=1e-6).fit(X_white)
+    np.testing.assert_allclose(gpu.components_, cpu.components_, atol=1e-10)
+    bad = X.copy()
+    bad[5, 2] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or infinity \(column 2\)"):
+        ulcmod.FastICA(4, device="cuda").fit(bad)
+
+
+def test_objective_and_module_features_on_the_gpu(cuda, torch):
+    rng = np.random.default_rng(11)
+    A, u, s = planted(900, 250, 4, 0.5, rng)
+    t, host = on_gpu(torch, A, "bfloat16")
+    assert ulcmod.objective(t, u, s) == pytest.approx(ulcmod.objective(host, u, s), rel=1e-12)
+    np.testing.assert_allclose(ulcmod.module_features(t, u), ulcmod.module_features(host, u), rtol=1e-12)
+    res = ulcmod.iterd(t, 4, random_state=0)
+    np.testing.assert_array_equal(res.assign_samples(t), res.assign_samples(host))

@@ -210,3 +210,37 @@ def zscore_apply(A, mean: np.ndarray, std: np.ndarray, out, dtype):
     D.zscore_into(to_device(out, "out"), np.ascontiguousarray(mean, dtype=np.float64),
                   np.ascontiguousarray(std, dtype=np.float64))
     return out
+
+
+class GpuIca:
+    """FastICA's data-sized steps on the GPU, shaped like ``_core.ica_whiten`` / ``ica_iterate``.
+
+    X (n x p) stays on the GPU (a CUDA array read in place, a host array copied). The computation
+    runs in float32 for float32 data and in float64 otherwise, as on the CPU.
+    """
+
+    def __init__(self, X):
+        mod = require_cuda()
+        if is_cuda_array(X):
+            self._X = to_device(X, "X")
+        else:
+            arr = np.asarray(X)
+            if arr.dtype.kind not in "fiu":
+                raise TypeError(f"X must be a real numeric array, got dtype {arr.dtype}")
+            keep = arr.dtype == np.float32
+            self._X = mod.DeviceArray.from_host(np.ascontiguousarray(arr, dtype=np.float32 if keep else np.float64))
+        self._mod = mod
+        self.shape = self._X.shape
+        if self.shape[0] < 2 or self.shape[1] < 1:
+            raise ValueError(f"X needs at least 2 samples and 1 feature, got shape {self.shape}")
+        self.dtype = np.dtype(np.float32 if self._X.dtype == "float32" else np.float64)
+
+    def whiten(self, n_components):
+        return self._mod.ica_whiten(self._X, n_components, self.dtype == np.float32)
+
+    def transposed(self):
+        return self._mod.ica_transpose(self._X, self.dtype == np.float32)
+
+    @staticmethod
+    def iterate(X1, w_init, fun, alpha, deflation, tol, max_iter):
+        return cuda_module().ica_iterate(X1, w_init, fun, alpha, deflation, tol, max_iter)

@@ -16,7 +16,7 @@
 #include "common.hpp"
 #include "cuda_backend.hpp"
 #include "device_array.hpp"
-#include "dlpack.hpp"
+#include "dlpack_import.hpp"
 #include "ica.hpp"
 #include "binding_helpers.hpp"
 #include "pca.hpp"
@@ -34,12 +34,12 @@ using ArrayPtr = std::shared_ptr<DeviceArray>;
 ArrayPtr from_dlpack(const py::object& capsule) {
     if (!PyCapsule_CheckExact(capsule.ptr()))
         throw py::type_error("expected a DLPack capsule (the result of A.__dlpack__())");
-    dlpack::Imported imp = dlpack::consume(capsule.ptr());
+    Imported imp = consume_dlpack(capsule.ptr());
     const dlpack::Tensor& t = *imp.tensor;
     auto arr = std::make_shared<DeviceArray>();
-    arr->view = dlpack::as_matrix(t, "A");
+    arr->view = dlpack_matrix(t, "A");
     if (t.device.device_type != dlpack::kCUDA && t.device.device_type != dlpack::kCUDAManaged)
-        throw py::value_error("the array is on " + dlpack::device_name(t.device.device_type) +
+        throw py::value_error("the array is on " + dlpack_device_name(t.device.device_type) +
                               " memory, not on a CUDA device");
     arr->device = t.device.device_id;
     arr->owner = std::move(imp.owner);
@@ -333,10 +333,10 @@ PYBIND11_MODULE(_cuda, m) {
         "describe_dlpack",
         [](const py::object& capsule) {
             if (!PyCapsule_CheckExact(capsule.ptr())) throw py::type_error("expected a DLPack capsule");
-            dlpack::Imported imp = dlpack::consume(capsule.ptr());
+            Imported imp = consume_dlpack(capsule.ptr());
             const dlpack::Tensor& t = *imp.tensor;
             py::dict d;
-            d["device"] = dlpack::device_name(t.device.device_type);
+            d["device"] = dlpack_device_name(t.device.device_type);
             d["device_id"] = t.device.device_id;
             py::list shape, strides;
             for (int i = 0; i < t.ndim; ++i) shape.append(t.shape[i]);
@@ -345,7 +345,7 @@ PYBIND11_MODULE(_cuda, m) {
             d["shape"] = py::tuple(shape);
             d["strides"] = t.strides ? py::object(py::tuple(strides)) : py::none();
             d["dtype"] = py::make_tuple(int(t.dtype.code), int(t.dtype.bits), int(t.dtype.lanes));
-            if (t.ndim == 2) d["element"] = dtype_name(dlpack::as_matrix(t, "A").dtype);
+            if (t.ndim == 2) d["element"] = dtype_name(dlpack_matrix(t, "A").dtype);
             return d;
         },
         py::arg("capsule"),

@@ -135,11 +135,16 @@ def to_device(A, name: str = "A"):
 
 
 def to_host(A) -> np.ndarray:
-    """A host copy of a device array (bfloat16 widened to float32, exactly)."""
+    """A host copy of a device array; bfloat16 as ``ml_dtypes.bfloat16`` (which the CPU core reads
+    in place), or widened exactly to float32 where ml_dtypes is not installed."""
     dev = to_device(A)
     out = dev.to_host()
     if dev.dtype == "bfloat16":
-        out = (out.astype(np.uint32) << 16).view(np.float32)
+        try:
+            import ml_dtypes
+        except ImportError:
+            return (out.astype(np.uint32) << 16).view(np.float32)
+        out = out.view(ml_dtypes.bfloat16)
     return out
 
 

@@ -1,15 +1,17 @@
-#include "dlpack.hpp"
+#include "dlpack_import.hpp"
 
 #include <stdexcept>
 #include <type_traits>
 
-namespace ulcmod::cuda::dlpack {
+namespace ulcmod::cuda {
 namespace {
 
-constexpr const char* kLegacy = "dltensor";
-constexpr const char* kLegacyUsed = "used_dltensor";
-constexpr const char* kVersioned = "dltensor_versioned";
-constexpr const char* kVersionedUsed = "used_dltensor_versioned";
+using dlpack::ManagedTensor;
+using dlpack::ManagedTensorVersioned;
+constexpr const char* kLegacy = dlpack::kCapsuleName;
+constexpr const char* kLegacyUsed = dlpack::kUsedCapsuleName;
+constexpr const char* kVersioned = dlpack::kVersionedCapsuleName;
+constexpr const char* kVersionedUsed = dlpack::kUsedVersionedCapsuleName;
 
 bool interpreter_alive() {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -53,7 +55,7 @@ Imported take(PyObject* capsule, const char* name, const char* used) {
 
 }  // namespace
 
-Imported consume(PyObject* capsule) {
+Imported consume_dlpack(PyObject* capsule) {
     if (!PyCapsule_CheckExact(capsule))
         throw std::invalid_argument("expected a DLPack capsule (the result of __dlpack__())");
     const char* name = PyCapsule_GetName(capsule);
@@ -69,19 +71,20 @@ Imported consume(PyObject* capsule) {
     throw std::invalid_argument("capsule '" + n + "' is not a DLPack capsule");
 }
 
-DType element_type(const DataType& t, const char* name) {
+// The element type of a DLPack tensor as the core's DType.
+static DType element_type(const dlpack::DataType& t, const char* name) {
     if (t.lanes == 1) {
-        if (t.code == kFloat && t.bits == 16) return DType::F16;
-        if (t.code == kFloat && t.bits == 32) return DType::F32;
-        if (t.code == kFloat && t.bits == 64) return DType::F64;
-        if (t.code == kBfloat && t.bits == 16) return DType::BF16;
+        if (t.code == dlpack::kFloat && t.bits == 16) return DType::F16;
+        if (t.code == dlpack::kFloat && t.bits == 32) return DType::F32;
+        if (t.code == dlpack::kFloat && t.bits == 64) return DType::F64;
+        if (t.code == dlpack::kBfloat && t.bits == 16) return DType::BF16;
     }
     throw std::invalid_argument(std::string(name) + " has DLPack dtype (code " + std::to_string(t.code) +
                                 ", bits " + std::to_string(t.bits) + ", lanes " + std::to_string(t.lanes) +
                                 "); supported are float16, bfloat16, float32 and float64");
 }
 
-Matrix as_matrix(const Tensor& t, const char* name) {
+Matrix dlpack_matrix(const dlpack::Tensor& t, const char* name) {
     if (t.ndim != 2)
         throw std::invalid_argument("Expected a 2-D array " + std::string(name) + " (neurons x samples), got " +
                                     std::to_string(t.ndim) + "-D");
@@ -98,14 +101,14 @@ Matrix as_matrix(const Tensor& t, const char* name) {
     return m;
 }
 
-std::string device_name(int32_t device_type) {
+std::string dlpack_device_name(int32_t device_type) {
     switch (device_type) {
-        case kCPU: return "cpu";
-        case kCUDA: return "cuda";
-        case kCUDAHost: return "cuda_host";
-        case kCUDAManaged: return "cuda_managed";
+        case dlpack::kCPU: return "cpu";
+        case dlpack::kCUDA: return "cuda";
+        case dlpack::kCUDAHost: return "cuda_host";
+        case dlpack::kCUDAManaged: return "cuda_managed";
         default: return "device type " + std::to_string(device_type);
     }
 }
 
-}  // namespace ulcmod::cuda::dlpack
+}  // namespace ulcmod::cuda

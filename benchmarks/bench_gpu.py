@@ -140,7 +140,7 @@ def iterd_rows(torch, sizes, cpu_max_rows):
         entry = {"N": N, "M": M, "gpu_s": gpu_s, "gpu_first_s": warm, "res": res, "gemm_ms": gemm_ms, "cpu_s": None,
                  "init": init_breakdown(torch, A, N, M)}
         if N <= cpu_max_rows:
-            host = _device.to_host(A)  # bfloat16 widened exactly to float32
+            host = np.asarray(_device.to_host(A), dtype=np.float32)  # bfloat16 widened exactly
             del A
             gc.collect()
             torch.cuda.empty_cache()

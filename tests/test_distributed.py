@@ -1,15 +1,58 @@
-"""Sharded activations."""
+"""IterD, sharded activations and extraction on a Dask LocalCluster (2 workers, 1 thread each)."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
 
+distributed = pytest.importorskip("distributed")
 da = pytest.importorskip("dask.array")
 
 import ulcmod  # noqa: E402
 import ulcmod.distributed as ud  # noqa: E402
+from ulcmod import _backend, _core  # noqa: E402
+from ulcmod.distributed import _part  # noqa: E402
+from ulcmod.distributed.backend import ClusterActivations, DaskBackend  # noqa: E402
 
+from conftest import best_single_move_gain, brute_objective, planted  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+@pytest.fixture
+def on_cluster(client):
+    """The module's client as the current one, with both workers up (a test may have killed one)."""
+    client.wait_for_workers(2, timeout=60)
+    with client.as_current():
+        yield client
+
+
+def sharded(A, tmp_path, rows_per_shard):
+    return ud.load_sharded(ud.write_sharded(A, tmp_path / "shards", rows_per_shard).path)
+
+
+def worker_pid(client, part):
+    """The process id of the worker holding a part's Actor."""
+    (address,) = client.who_has([part.future])[part.future.key]
+    return client.run(os.getpid, workers=[address])[address]
+
+
+def assert_certified(A, res, K):
+    u, s = res.neuron_labels.copy(), res.sample_labels.copy()
+    assert res.converged
+    assert res.L == pytest.approx(brute_objective(A, u, s, K)[0], rel=1e-12)
+    assert res.L == pytest.approx(ulcmod.objective(A, u, s).L, rel=1e-12)
+    assert best_single_move_gain(A, u, s, K) <= 1e-9
+
+
+# -- sharded activations (no cluster needed) ------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_write_then_load_sharded_is_the_same_matrix(tmp_path, rng, dtype):
@@ -70,3 +113,169 @@ def test_zscore_matches_the_in_memory_statistics(rng):
     np.testing.assert_allclose(Z.compute(scheduler="sync"), ref.apply(A), rtol=1e-6, atol=1e-6)
     _, Z_test = ud.zscore(da.from_array(A[:, :4]), stats)
     np.testing.assert_allclose(Z_test.compute(scheduler="sync"), ref.apply(A[:, :4]), rtol=1e-6, atol=1e-6)
+
+
+# -- the workers' scan ----------------------------------------------------------------------
+
+class RuleRecorder(_backend.Backend):
+    """A NumPy backend that keeps every (table, labels, rule) the sweep hands to candidates."""
+
+    def __init__(self, A, K):
+        self.A, self._K, self.labels, self.seen = np.asarray(A, dtype=np.float64), K, {}, []
+
+    def name(self):
+        return "recorder"
+
+    def K(self):
+        return self._K
+
+    def rows(self, side):
+        return self.A.shape[0 if side == "neurons" else 1]
+
+    def set_labels(self, side, labels):
+        self.labels[side] = np.array(labels, dtype=np.int32)
+
+    def move(self, side, index, from_, to):
+        self.labels[side][index] = to
+
+    def refresh(self, side):
+        pass
+
+    def host_table(self, side):
+        X = self.A if side == "neurons" else self.A.T
+        return np.ascontiguousarray(X @ np.eye(self._K)[self.labels[_backend.other_side(side)]])
+
+    def diagonal(self, side):
+        T = self.host_table(side)
+        return float(T[np.arange(T.shape[0]), self.labels[side]].sum())
+
+    def candidates(self, side, rule, full):
+        T, lab = self.host_table(side), self.labels[side].copy()
+        self.seen.append((T, lab, rule))
+        return _core.scan_table(T, lab, rule)
+
+
+def test_the_workers_numpy_scan_reports_the_cores_rows(rng):
+    for trial in range(5):
+        A, _, _ = planted(300, 90, 5, 0.3 * trial, rng)
+        rec = RuleRecorder(A, 5)
+        state = _core.IterDState(rec, 5, None, rng.permutation(np.arange(90) % 5).astype(np.int32), 1e-9, trial)
+        while state.iterate("parallel") != (0, 0):
+            pass
+        for T, lab, rule in rec.seen:
+            rows, entries = _part.scan_rows(T, lab, rule.c, rule.leave, rule.slack)
+            core_rows, _ = _core.scan_table(T, lab, rule)
+            np.testing.assert_array_equal(rows, core_rows)
+            np.testing.assert_array_equal(entries, T[rows])
+
+
+# -- IterD on the cluster ---------------------------------------------------------------------
+
+def test_iterd_on_a_sharded_matrix_matches_the_single_machine_run(on_cluster, tmp_path, rng):
+    A, _, _ = planted(900, 150, 4, 0.25, rng, dtype=np.float32)
+    dA = sharded(A, tmp_path, rows_per_shard=100)
+    s0 = rng.permutation(np.arange(150) % 4).astype(np.int32)
+    ref = ulcmod.iterd(A, 4, init=s0)
+    res = ulcmod.iterd(dA, 4, init=s0)
+    assert res.converged and res.n_iter >= 2
+    assert res.L == pytest.approx(ulcmod.objective(A, res.neuron_labels, res.sample_labels).L, rel=1e-12)
+    assert res.L == pytest.approx(ref.L, rel=0.01)
+    # The default initialisation gathers the PCA rows to the client: same seed, same run.
+    ref = ulcmod.iterd(A, 4, random_state=3)
+    res = ulcmod.iterd(dA, 4, random_state=3, pca_neurons=500)
+    assert res.L == pytest.approx(ulcmod.iterd(A, 4, random_state=3, pca_neurons=500).L, rel=0.01)
+    assert ref.converged and res.converged
+
+
+def test_iterd_on_the_cluster_ends_at_a_certified_local_optimum(on_cluster, tmp_path, rng):
+    A, _, _ = planted(120, 40, 3, 0.3, rng)
+    dA = sharded(A, tmp_path, rows_per_shard=25)
+    for init in ("random", "balanced-kmeans"):
+        res = ulcmod.iterd(ud.open_sharded(tmp_path / "shards"), 3, init=init, random_state=1)
+        assert_certified(A, res, 3)
+    res = ulcmod.iterd(dA, 3, init="random", random_state=2, order="random")  # runs, gathering R
+    assert_certified(A, res, 3)
+
+
+def test_the_backend_keeps_the_cores_trajectory_and_small_messages(on_cluster, tmp_path, rng):
+    A, _, _ = planted(400, 60, 4, 0.15, rng)
+    u0 = rng.permutation(np.arange(400) % 4).astype(np.int32)
+    s0 = rng.permutation(np.arange(60) % 4).astype(np.int32)
+    backend = ClusterActivations(sharded(A, tmp_path, 50)).backend(4)
+    cpu = _core.IterDState(A, 4, u0, s0, 1e-9, 0)
+    dask_state = _core.IterDState(backend, 4, u0, s0, 1e-9, 0)
+    assert dask_state.backend == "dask" and len(backend.parts) == 2
+    for _ in range(30):
+        sent0, got0 = backend.bytes_sent, backend.bytes_received
+        moved = cpu.iterate("parallel")
+        assert dask_state.iterate("parallel") == moved
+        np.testing.assert_array_equal(dask_state.neuron_labels, cpu.neuron_labels)
+        np.testing.assert_array_equal(dask_state.sample_labels, cpu.sample_labels)
+        assert dask_state.objective()["L"] == pytest.approx(cpu.objective()["L"], rel=1e-12)
+        if moved == (0, 0):
+            break
+    assert moved == (0, 0)
+    # The last iteration moves nothing: each part gets the rule of one round (K x K + K + 1
+    # numbers) and returns its share of D (one number); no message depends on N.
+    assert backend.bytes_sent - sent0 == 2 * (8 * 4 * 4 + 4 + 8)
+    assert backend.bytes_received - got0 == 2 * 8
+    np.testing.assert_allclose(dask_state.sample_table(), cpu.sample_table(), rtol=1e-10)
+    np.testing.assert_allclose(dask_state.neuron_table(), cpu.neuron_table(), rtol=1e-10)
+
+
+def test_a_worker_killed_between_calls_is_recovered(on_cluster, tmp_path, rng, monkeypatch):
+    A, _, _ = planted(160, 48, 3, 0.15, rng)
+    dA = sharded(A, tmp_path, rows_per_shard=40)
+    refresh, calls, killed = DaskBackend.refresh, {"neurons": 0}, []
+
+    def refresh_then_kill(self, side):
+        if side == "neurons":
+            calls["neurons"] += 1
+            if calls["neurons"] == 2:  # the second iteration: kill part 0's worker, then go on
+                pid = worker_pid(on_cluster, self.parts[0])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(self)
+        refresh(self, side)
+
+    monkeypatch.setattr(DaskBackend, "refresh", refresh_then_kill)
+    res = ulcmod.iterd(dA, 3, init="random", random_state=0)
+    assert killed and killed[0].recoveries >= 1
+    assert res.n_iter >= 3
+    assert_certified(A, res, 3)
+
+
+def test_a_worker_dying_inside_a_call_is_recovered(on_cluster, tmp_path, rng):
+    A, _, _ = planted(160, 48, 3, 0.15, rng)
+    u0 = rng.permutation(np.arange(160) % 3).astype(np.int32)
+    s0 = rng.permutation(np.arange(48) % 3).astype(np.int32)
+    backend = ClusterActivations(sharded(A, tmp_path, 40)).backend(3)
+    state = _core.IterDState(backend, 3, u0, s0, 1e-9, 0)
+    assert state.iterate("parallel") != (0, 0)
+
+    def die_in_next_scan():
+        import os
+        import signal
+
+        from ulcmod.distributed import _part
+
+        def die(self, *args):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        _part.Part.candidates = die
+
+    (address,) = on_cluster.who_has([backend.parts[1].future])[backend.parts[1].future.key]
+    on_cluster.run(die_in_next_scan, workers=[address])
+    while state.iterate("parallel") != (0, 0):
+        pass
+    assert backend.recoveries >= 1
+    u, s = state.neuron_labels, state.sample_labels
+    assert state.objective()["L"] == pytest.approx(brute_objective(A, u, s, 3)[0], rel=1e-12)
+    assert best_single_move_gain(A, u.copy(), s.copy(), 3) <= 1e-9
+
+
+def test_no_client_gives_a_clear_error(rng):
+    dA = da.from_array(rng.normal(size=(20, 10)))
+    with pytest.raises(ValueError, match=r"no Dask client is running.*Client\(LocalCluster\(\)\)"):
+        ulcmod.iterd(dA, 2)
+    with pytest.raises(TypeError, match="integer/boolean dtype"):
+        ClusterActivations(da.from_array(np.ones((4, 4), dtype=np.int32)), client=object())

@@ -28,6 +28,7 @@ from ._validation import (
     seed_from,
 )
 from .balanced_kmeans import fit_kmeans
+from .distributed import cluster_input
 from .exceptions import ConvergenceWarning
 from .objective import assign_samples, module_features
 
@@ -150,7 +151,9 @@ def iterd(
     A : array of shape (n_neurons, n_samples), float16, float32 or float64
         Activations (usually z-scored per neuron). C- or F-ordered arrays, slices and memmaps
         are read in place; a copy is made only for non-arrays (lists), non-native byte order or
-        strides that are not whole elements.
+        strides that are not whole elements. A dask array (or
+        :class:`ulcmod.distributed.ShardedActivations`) runs on the current ``dask.distributed``
+        client, its row chunks held by the workers (see :mod:`ulcmod.distributed`).
     n_modules : int
         K, with 2 <= K <= min(n_neurons, n_samples).
     init : {"balanced-kmeans", "kmeans", "random"}, array or tuple, default "balanced-kmeans"
@@ -199,7 +202,8 @@ def iterd(
     >>> res.converged, np.bincount(res.neuron_labels).tolist()
     (True, [100, 100, 100])
     """
-    A = check_activations(A)
+    cluster = cluster_input(A)  # a dask array runs on the Dask cluster (ulcmod.distributed)
+    A = check_activations(A) if cluster is None else cluster
     N, M = A.shape
     K = check_n_modules(n_modules, N, M)
     n_init = check_int(n_init, "n_init", minimum=1)
@@ -235,7 +239,7 @@ def iterd(
         for restart in range(n_init):
             t0 = time.perf_counter()
             u0, s0 = given if given is not None else _initial_labels(A, K, init, rng, scores)
-            state = _core.IterDState(A, K, u0, s0, tol, seed_from(rng))
+            state = _core.IterDState(A if cluster is None else cluster.backend(K), K, u0, s0, tol, seed_from(rng))
             L0 = state.objective()["L"]
             t_init = time.perf_counter() - t0 + (t_pca if restart == 0 else 0.0)
             rows, converged = _run(state, max_iter, order, verbose, bar, L0, t_init)

@@ -279,3 +279,34 @@ def test_no_client_gives_a_clear_error(rng):
         ulcmod.iterd(dA, 2)
     with pytest.raises(TypeError, match="integer/boolean dtype"):
         ClusterActivations(da.from_array(np.ones((4, 4), dtype=np.int32)), client=object())
+
+
+# -- data-parallel extraction ---------------------------------------------------------------
+
+def test_sharded_extraction_equals_single_process_extraction(on_cluster, tmp_path):
+    pytest.importorskip("torch")
+    from test_extract import TEXTS, make_model, make_tokenizer
+
+    path = tmp_path / "model"
+    make_model("llama").save_pretrained(path)
+    make_tokenizer().save_pretrained(path)
+    model, tok = ulcmod.load_model(str(path))
+    kw = dict(max_length=32, batch_size=2, dtype="float32")
+    single = ulcmod.extract_activations(model, tok, TEXTS, tmp_path / "single", progress=False, **kw)
+
+    sharded_acts = ud.extract_sharded(str(path), TEXTS, tmp_path / "sharded", n_parts=3, **kw)
+    assert sharded_acts.meta["row_chunks"] == single.meta["widths"]
+    np.testing.assert_array_equal(sharded_acts.neuron_layer, single.neuron_layer)
+    dA = sharded_acts.A
+    assert dA.chunks == (tuple(single.meta["widths"]), (2, 3, 2))
+    np.testing.assert_allclose(dA.compute(), single.A, rtol=1e-5, atol=1e-6)
+
+    # Resumable per shard: forget part of one shard and rerun; only that part is redone.
+    done_path = tmp_path / "sharded" / "part-0001" / "done.npy"
+    np.save(done_path, np.array([True, False, False]))
+    again = ud.extract_sharded(str(path), TEXTS, tmp_path / "sharded", **kw)
+    assert np.load(done_path).all() and again.meta == sharded_acts.meta
+    np.testing.assert_allclose(again.A.compute(), single.A, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="other texts"):
+        ud.extract_sharded(str(path), TEXTS[:3], tmp_path / "sharded", **kw)
+    assert ulcmod.iterd(dA, 2, random_state=0).converged

@@ -2,6 +2,8 @@
 
 * :func:`write_sharded` / :func:`load_sharded` / :func:`open_sharded`: activations as row (or
   sample) blocks in ``.npy`` files with a JSON manifest, read as a dask array;
+* :func:`extract_sharded`: prompts split across the workers of a Dask cluster, each worker
+  running its own replica of the model (on its GPU where it has one) into its own shard;
 * :func:`ulcmod.iterd` takes a dask array (or :class:`ShardedActivations`) as it is and runs on
   the current ``dask.distributed`` client: each worker keeps its rows of A and of the neuron
   table, the client keeps the sample table and the core's sweep (see
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import sys
 
+from .extract import extract_sharded
 from .shards import ShardedActivations, load_sharded, open_sharded, write_manifest, write_sharded, zscore
 
 __all__ = [
     "ShardedActivations",
     "cluster_input",
+    "extract_sharded",
     "load_sharded",
     "open_sharded",
     "write_manifest",

@@ -38,6 +38,14 @@ def sharded(A, tmp_path, rows_per_shard):
     return ud.load_sharded(ud.write_sharded(A, tmp_path / "shards", rows_per_shard).path)
 
 
+def state_on_cluster(A, K, tmp_path, rng, rows_per_shard):
+    """(backend, core state over it, initial labels): IterD on A's shards from random labels."""
+    u0 = rng.permutation(np.arange(A.shape[0]) % K).astype(np.int32)
+    s0 = rng.permutation(np.arange(A.shape[1]) % K).astype(np.int32)
+    backend = ClusterActivations(sharded(A, tmp_path, rows_per_shard)).backend(K)
+    return backend, _core.IterDState(backend, K, u0, s0, 1e-9, 0), (u0, s0)
+
+
 def worker_pid(client, part):
     """The process id of the worker holding a part's Actor."""
     (address,) = client.who_has([part.future])[part.future.key]
@@ -86,6 +94,7 @@ def test_bad_manifests_are_refused(tmp_path, rng):
         "outside": lambda m: m["shards"][1].update(rows=[3, 7]),
         "dtype must be one of": lambda m: m.update(dtype="int8"),
         "layout": lambda m: m["shards"][0].update(layout="rows"),
+        "needs a file and rows/cols": lambda m: m["shards"][0].update(cols=[0]),
         "row_chunks add up": lambda m: m.update(row_chunks=[4]),
         "not an ulcmod": lambda m: m.update(format="zarr"),
     }
@@ -199,11 +208,8 @@ def test_iterd_on_the_cluster_ends_at_a_certified_local_optimum(on_cluster, tmp_
 
 def test_the_backend_keeps_the_cores_trajectory_and_small_messages(on_cluster, tmp_path, rng):
     A, _, _ = planted(400, 60, 4, 0.15, rng)
-    u0 = rng.permutation(np.arange(400) % 4).astype(np.int32)
-    s0 = rng.permutation(np.arange(60) % 4).astype(np.int32)
-    backend = ClusterActivations(sharded(A, tmp_path, 50)).backend(4)
+    backend, dask_state, (u0, s0) = state_on_cluster(A, 4, tmp_path, rng, rows_per_shard=50)
     cpu = _core.IterDState(A, 4, u0, s0, 1e-9, 0)
-    dask_state = _core.IterDState(backend, 4, u0, s0, 1e-9, 0)
     assert dask_state.backend == "dask" and len(backend.parts) == 2
     for _ in range(30):
         sent0, got0 = backend.bytes_sent, backend.bytes_received
@@ -246,10 +252,7 @@ def test_a_worker_killed_between_calls_is_recovered(on_cluster, tmp_path, rng, m
 
 def test_a_worker_dying_inside_a_call_is_recovered(on_cluster, tmp_path, rng):
     A, _, _ = planted(160, 48, 3, 0.15, rng)
-    u0 = rng.permutation(np.arange(160) % 3).astype(np.int32)
-    s0 = rng.permutation(np.arange(48) % 3).astype(np.int32)
-    backend = ClusterActivations(sharded(A, tmp_path, 40)).backend(3)
-    state = _core.IterDState(backend, 3, u0, s0, 1e-9, 0)
+    backend, state, _ = state_on_cluster(A, 3, tmp_path, rng, rows_per_shard=40)
     assert state.iterate("parallel") != (0, 0)
 
     def die_in_next_scan():
@@ -283,18 +286,26 @@ def test_no_client_gives_a_clear_error(rng):
 
 # -- data-parallel extraction ---------------------------------------------------------------
 
-def test_sharded_extraction_equals_single_process_extraction(on_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny random Llama and its tokenizer, saved where the workers can load them."""
     pytest.importorskip("torch")
-    from test_extract import TEXTS, make_model, make_tokenizer
+    from test_extract import make_model, make_tokenizer
 
-    path = tmp_path / "model"
+    path = tmp_path_factory.mktemp("tiny") / "model"
     make_model("llama").save_pretrained(path)
     make_tokenizer().save_pretrained(path)
-    model, tok = ulcmod.load_model(str(path))
+    return str(path)
+
+
+def test_sharded_extraction_equals_single_process_extraction(on_cluster, tiny_model, tmp_path):
+    from test_extract import TEXTS
+
+    model, tok = ulcmod.load_model(tiny_model)
     kw = dict(max_length=32, batch_size=2, dtype="float32")
     single = ulcmod.extract_activations(model, tok, TEXTS, tmp_path / "single", progress=False, **kw)
 
-    sharded_acts = ud.extract_sharded(str(path), TEXTS, tmp_path / "sharded", n_parts=3, **kw)
+    sharded_acts = ud.extract_sharded(tiny_model, TEXTS, tmp_path / "sharded", n_parts=3, **kw)
     assert sharded_acts.meta["row_chunks"] == single.meta["widths"]
     np.testing.assert_array_equal(sharded_acts.neuron_layer, single.neuron_layer)
     dA = sharded_acts.A
@@ -304,9 +315,29 @@ def test_sharded_extraction_equals_single_process_extraction(on_cluster, tmp_pat
     # Resumable per shard: forget part of one shard and rerun; only that part is redone.
     done_path = tmp_path / "sharded" / "part-0001" / "done.npy"
     np.save(done_path, np.array([True, False, False]))
-    again = ud.extract_sharded(str(path), TEXTS, tmp_path / "sharded", **kw)
+    again = ud.extract_sharded(tiny_model, TEXTS, tmp_path / "sharded", **kw)
     assert np.load(done_path).all() and again.meta == sharded_acts.meta
     np.testing.assert_allclose(again.A.compute(), single.A, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="other texts"):
-        ud.extract_sharded(str(path), TEXTS[:3], tmp_path / "sharded", **kw)
+        ud.extract_sharded(tiny_model, TEXTS[:3], tmp_path / "sharded", **kw)
     assert ulcmod.iterd(dA, 2, random_state=0).converged
+
+
+def test_the_command_line_runs_on_a_given_scheduler(client, tiny_model, tmp_path):
+    from test_extract import TEXTS
+
+    from ulcmod.distributed.__main__ import main
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": "Coding"}) + "\n" for t in TEXTS))
+    address = ["--scheduler", client.scheduler.address]
+    acts, out = tmp_path / "acts", tmp_path / "labels.npz"
+    assert main([*address, "extract", "--model", tiny_model, "--dataset", str(data), "--out", str(acts),
+                 "--max-length", "32"]) == 0
+    assert main([*address, "iterd", str(acts), "--k", "3", "--out", str(out)]) == 0
+    got = np.load(out)
+    A = ud.load_sharded(acts).compute(scheduler="sync").astype(np.float64)
+    Z = ulcmod.fit_zscore(A).apply(A)
+    assert got["converged"]
+    assert float(got["L"]) == pytest.approx(ulcmod.objective(Z, got["neuron_labels"], got["sample_labels"]).L, rel=1e-5)
+    assert main([*address, "iterd", str(tmp_path / "missing"), "--k", "3", "--out", str(out)]) == 2

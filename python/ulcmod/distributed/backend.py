@@ -104,10 +104,10 @@ class ClusterActivations:
 
     Each part is a contiguous group of row chunks (about one part per worker), whose graph the
     part's worker computes itself: shard files and zarr chunks are read where they are used, and
-    nothing is shipped from the client (a dask array made from an in-memory array carries that
-    array in its graph, though). ``shape``, ``dtype`` and indexing (which gathers the selected
-    rows to the client, for the initialisation's PCA) let :func:`ulcmod.iterd` treat it like an
-    array.
+    nothing is shipped from the client (except by a dask array made from an in-memory array,
+    whose graph carries the part's rows). ``shape``, ``dtype`` and indexing (which gathers the
+    selected rows to the client, for the initialisation's PCA) let :func:`ulcmod.iterd` treat it
+    like an array.
 
     Parameters
     ----------
@@ -123,7 +123,7 @@ class ClusterActivations:
         self.client = default_client() if client is None else client
         self.array = A.rechunk({1: -1})
         self.shape, self.dtype, self.ndim = self.array.shape, self.array.dtype, 2
-        workers = list(self.client.scheduler_info()["workers"])
+        workers = self.client.nthreads()  # every worker (scheduler_info may list only a few)
         if not workers:
             raise ValueError("the Dask cluster has no workers; start some (e.g. cluster.scale(2)) and retry")
         chunks = self.array.chunks[0]
@@ -160,7 +160,8 @@ class DaskBackend(Backend):
 
     Made by :meth:`ClusterActivations.backend`; pass it to ``_core.IterDState`` in place of A.
     ``bytes_sent`` and ``bytes_received`` count the array payload of every call (see the module
-    docstring for their formula) and ``recoveries`` the parts rebuilt after a lost worker.
+    docstring for their formula), ``candidate_rows`` the neuron rows the parts reported and
+    ``recoveries`` the parts rebuilt after a lost worker.
     """
 
     def __init__(self, source: ClusterActivations, K: int):
@@ -171,7 +172,7 @@ class DaskBackend(Backend):
         self.u = self.s = self.C = None
         self._c_stale = True   # C must be rebuilt from every part's partial
         self._diagonal = None  # D of the neuron table, when known for the current labels
-        self.bytes_sent = self.bytes_received = 0
+        self.bytes_sent = self.bytes_received = self.candidate_rows = 0
         self.recoveries = 0
         self._full_scans = 0
         # Unrestricted: the scheduler spreads actors over the workers (fewest actors first).
@@ -326,6 +327,7 @@ class DaskBackend(Backend):
         for p in self.parts:
             p.neuron_moves = []
         rows = np.concatenate([r + p.start for p, (r, _) in zip(self.parts, found)])
+        self.candidate_rows += rows.size
         return rows, np.concatenate([e for _, e in found]).reshape(-1, self._K)
 
     def host_table(self, side: str) -> np.ndarray:

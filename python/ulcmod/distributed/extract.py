@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validation import check_int
+from .backend import default_client
 from .shards import ShardedActivations, write_manifest
 
 PLAN = "plan.json"
@@ -107,15 +109,12 @@ def extract_sharded(model, texts, out_dir, *, client=None, n_parts=None, device=
     ShardedActivations
         Its ``A`` is the neurons x samples dask array; rows are chunked per layer.
     """
-    from .._validation import check_int
-    from .backend import default_client
-
     texts = list(texts)
     if not texts or not all(isinstance(t, str) for t in texts):
         raise ValueError("texts must be a non-empty list of strings")
     client = default_client() if client is None else client
     if n_parts is None:
-        n_parts = max(1, len(client.scheduler_info()["workers"]))
+        n_parts = max(1, len(client.nthreads()))
     n_parts = min(check_int(n_parts, "n_parts", minimum=1), len(texts))
     out = Path(out_dir)
     plan = _plan(out, texts, n_parts)

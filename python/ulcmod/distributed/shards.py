@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validation import check_int
 from ..zscore import MIN_STD, ZScore
 
 FORMAT = "ulcmod.sharded-activations"
@@ -80,8 +81,12 @@ def _check_manifest(meta, path):
     if not shards:
         raise ValueError(f"{path} lists no shards")
     for sh in shards:
+        spans = [sh.get(k) for k in ("rows", "cols")]
+        if not (isinstance(sh.get("file"), str)
+                and all(isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) for v in x) for x in spans)):
+            raise ValueError(f"{path}: every shard needs a file and rows/cols as [start, stop] integers, got {sh!r}")
         if sh.get("layout") not in LAYOUTS:
-            raise ValueError(f"{path}: shard {sh.get('file')!r} has layout {sh.get('layout')!r}, not one of {list(LAYOUTS)}")
+            raise ValueError(f"{path}: shard {sh['file']!r} has layout {sh.get('layout')!r}, not one of {list(LAYOUTS)}")
     rows = _boundaries([sh["rows"] for sh in shards], row_chunks, shape[0], "rows")
     cols = _boundaries([sh["cols"] for sh in shards], [], shape[1], "cols")
     cover = np.zeros((rows.size - 1, cols.size - 1), dtype=np.int64)
@@ -231,8 +236,6 @@ def write_sharded(A, out_dir, rows_per_shard: int, *, dtype=None) -> ShardedActi
     -------
     ShardedActivations
     """
-    from .._validation import check_int
-
     rows_per_shard = check_int(rows_per_shard, "rows_per_shard", minimum=1)
     dtype = np.dtype(A.dtype if dtype is None else dtype)
     if dtype.name not in DTYPES:

@@ -165,17 +165,20 @@ class RuleRecorder(_backend.Backend):
 
 
 def test_the_workers_numpy_scan_reports_the_cores_rows(rng):
-    for trial in range(5):
-        A, _, _ = planted(300, 90, 5, 0.3 * trial, rng)
+    seen = 0
+    for trial, (N, M) in enumerate([(300, 90), (300, 90), (300, 90), (7, 6), (9, 5), (6, 40)]):
+        A, _, _ = planted(N, M, 5, 0.3 * trial, rng)
         rec = RuleRecorder(A, 5)
-        state = _core.IterDState(rec, 5, None, rng.permutation(np.arange(90) % 5).astype(np.int32), 1e-9, trial)
+        state = _core.IterDState(rec, 5, None, rng.permutation(np.arange(M) % 5).astype(np.int32), 1e-9, trial)
         while state.iterate("parallel") != (0, 0):
             pass
+        seen += sum(not rule.leave.all() for _, _, rule in rec.seen)  # modules of one member
         for T, lab, rule in rec.seen:
             rows, entries = _part.scan_rows(T, lab, rule.c, rule.leave, rule.slack)
             core_rows, _ = _core.scan_table(T, lab, rule)
             np.testing.assert_array_equal(rows, core_rows)
             np.testing.assert_array_equal(entries, T[rows])
+    assert seen > 0
 
 
 # -- IterD on the cluster ---------------------------------------------------------------------

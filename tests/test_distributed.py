@@ -4,6 +4,7 @@ import json
 import os
 import signal
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -62,7 +63,7 @@ def assert_certified(A, res, K):
 
 # -- sharded activations (no cluster needed) ------------------------------------------------
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, ml_dtypes.bfloat16])
 def test_write_then_load_sharded_is_the_same_matrix(tmp_path, rng, dtype):
     A = rng.normal(size=(23, 9)).astype(dtype)
     sh = ud.write_sharded(A, tmp_path, rows_per_shard=5)
@@ -207,6 +208,16 @@ def test_iterd_on_the_cluster_ends_at_a_certified_local_optimum(on_cluster, tmp_
         assert_certified(A, res, 3)
     res = ulcmod.iterd(dA, 3, init="random", random_state=2, order="random")  # runs, gathering R
     assert_certified(A, res, 3)
+
+
+def test_bfloat16_shards_give_the_in_memory_bfloat16_run(on_cluster, tmp_path, rng):
+    A = planted(300, 60, 3, 0.3, rng)[0].astype(ml_dtypes.bfloat16)
+    dA = sharded(A, tmp_path, rows_per_shard=70)
+    assert dA.dtype == ml_dtypes.bfloat16
+    s0 = rng.permutation(np.arange(60) % 3).astype(np.int32)
+    ref, res = ulcmod.iterd(A, 3, init=s0), ulcmod.iterd(dA, 3, init=s0)
+    np.testing.assert_array_equal(res.neuron_labels, ref.neuron_labels)
+    assert res.converged and res.L == pytest.approx(ref.L, rel=1e-9)
 
 
 def test_the_backend_keeps_the_cores_trajectory_and_small_messages(on_cluster, tmp_path, rng):

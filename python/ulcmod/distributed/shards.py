@@ -5,7 +5,7 @@ A folder of sharded activations holds ``manifest.json`` and the shard files it n
     {
       "format": "ulcmod.sharded-activations", "version": 1,
       "shape": [N, M],                 # neurons x samples
-      "dtype": "float16",              # of every shard: float16, float32 or float64
+      "dtype": "float16",              # of every shard: float16, bfloat16, float32 or float64
       "row_chunks": [1536, 1536, ...], # optional neuron blocks (e.g. layers) to split rows at
       "shards": [{"file": "part-0000/activations.npy", "layout": "samples_x_neurons",
                   "rows": [0, N], "cols": [0, 250]}, ...],
@@ -16,7 +16,8 @@ Each shard holds the rectangle ``rows x cols`` of A, stored as ``neurons_x_sampl
 of shape (rows, cols), what :func:`write_sharded` writes: one row block per file) or
 ``samples_x_neurons`` (shape (cols, rows), what an extraction folder stores:
 :func:`ulcmod.distributed.extract_sharded` writes one per block of samples). The shards tile A
-as a grid. Paths are relative to the manifest's folder, which every worker must be able to read
+as a grid. ``.npy`` has no bfloat16, so bfloat16 shards hold the uint16 bit patterns of the
+values, read back as ``ml_dtypes.bfloat16``. Paths are relative to the manifest's folder, which every worker must be able to read
 (a shared file system); data on object storage is better kept as zarr, whose dask arrays
 :func:`ulcmod.iterd` takes as they are.
 
@@ -32,15 +33,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
-from .._validation import check_int
+from .._validation import check_int, is_bfloat16
 from ..zscore import MIN_STD, ZScore
 
 FORMAT = "ulcmod.sharded-activations"
 VERSION = 1
 MANIFEST = "manifest.json"
-DTYPES = ("float16", "float32", "float64")
+DTYPES = ("float16", "bfloat16", "float32", "float64")
 LAYOUTS = ("neurons_x_samples", "samples_x_neurons")
 
 
@@ -50,6 +52,16 @@ def _import_dask_array():
     except ImportError as err:
         raise ImportError("sharded activations need dask: pip install 'ulcmod[dask]'") from err
     return da
+
+
+def _array_dtype(dtype) -> np.dtype:
+    """The dtype of activations given by name (a manifest's "bfloat16" is ml_dtypes') or dtype."""
+    return np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+
+
+def _stored(a: np.ndarray) -> np.ndarray:
+    """What a shard file holds for activations `a`: bfloat16 as its uint16 bit patterns."""
+    return a.view(np.uint16) if is_bfloat16(a.dtype) else a
 
 
 def _boundaries(spans, extra, total, what):
@@ -115,8 +127,10 @@ def _read_cell(shards, rows, cols, folder, dtype_name, block_id=None):
     arr = np.load(file, mmap_mode="r")
     neuron_major = sh["layout"] == "neurons_x_samples"
     expected = (sr1 - sr0, sc1 - sc0) if neuron_major else (sc1 - sc0, sr1 - sr0)
-    if arr.shape != expected or arr.dtype != np.dtype(dtype_name):
+    dtype = _array_dtype(dtype_name)
+    if arr.shape != expected or arr.dtype != _stored(np.empty(0, dtype)).dtype:
         raise ValueError(f"shard {file} holds {arr.dtype} {arr.shape}; the manifest says {dtype_name} {expected}")
+    arr = arr.view(dtype)
     if neuron_major:
         return arr[r0 - sr0:r1 - sr0, c0 - sc0:c1 - sc0]
     return arr[c0 - sc0:c1 - sc0, r0 - sr0:r1 - sr0].T
@@ -136,8 +150,8 @@ class ShardedActivations:
 
     @property
     def dtype(self) -> np.dtype:
-        """The activations' dtype."""
-        return np.dtype(self.meta["dtype"])
+        """The activations' dtype (``ml_dtypes.bfloat16`` for bfloat16)."""
+        return _array_dtype(self.meta["dtype"])
 
     @property
     def A(self):
@@ -200,7 +214,7 @@ def load_sharded(path):
 def write_manifest(folder, shape, dtype, shards, *, row_chunks=None, **extra) -> ShardedActivations:
     """Write ``manifest.json`` for shard files already in `folder`, check it and open it."""
     folder = Path(folder)
-    meta = {"format": FORMAT, "version": VERSION, "shape": [int(x) for x in shape], "dtype": str(np.dtype(dtype)),
+    meta = {"format": FORMAT, "version": VERSION, "shape": [int(x) for x in shape], "dtype": _array_dtype(dtype).name,
             "row_chunks": [int(x) for x in row_chunks] if row_chunks is not None else [], "shards": shards, **extra}
     _check_manifest(meta, folder / MANIFEST)
     tmp = folder / (MANIFEST + ".tmp")
@@ -211,7 +225,8 @@ def write_manifest(folder, shape, dtype, shards, *, row_chunks=None, **extra) ->
 
 def _write_shard(block, file, dtype):
     """Write one row block (neurons x samples) as an .npy file; returns its row count."""
-    out = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=block.shape)
+    block = _stored(np.asarray(block).astype(dtype, copy=False))
+    out = np.lib.format.open_memmap(file, mode="w+", dtype=block.dtype, shape=block.shape)
     out[:] = block
     out.flush()
     return block.shape[0]
@@ -229,7 +244,7 @@ def write_sharded(A, out_dir, rows_per_shard: int, *, dtype=None) -> ShardedActi
         Folder for ``manifest.json`` and ``shard-00000.npy``, ...; created if needed.
     rows_per_shard : int
         Neurons per shard file (the last one may hold fewer), e.g. one layer.
-    dtype : {"float16", "float32", "float64"}, optional
+    dtype : {"float16", "bfloat16", "float32", "float64"}, optional
         Storage dtype (default A's).
 
     Returns
@@ -237,7 +252,7 @@ def write_sharded(A, out_dir, rows_per_shard: int, *, dtype=None) -> ShardedActi
     ShardedActivations
     """
     rows_per_shard = check_int(rows_per_shard, "rows_per_shard", minimum=1)
-    dtype = np.dtype(A.dtype if dtype is None else dtype)
+    dtype = _array_dtype(A.dtype if dtype is None else dtype)
     if dtype.name not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype.name!r}")
     if len(A.shape) != 2 or 0 in A.shape:

@@ -6,6 +6,7 @@ The Python side validates, initialises and records history; every sweep runs in 
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 import warnings
@@ -176,13 +177,14 @@ def _run(state, max_iter, order, verbose, bar, L0, t_init):
     return rows, converged
 
 
-def _best_run(A, K, init, given, scores, t_pca, n_init, max_iter, tol, order, rng, verbose, bar):
-    """(state, history rows, converged) of the restart with the highest final L."""
+def _best_run(A, source, K, init, given, scores, t_pca, n_init, max_iter, tol, order, rng, verbose, bar):
+    """(state, history rows, converged) of the restart with the highest final L. ``source()`` gives
+    what each restart's state reads: A itself, or a backend holding it elsewhere."""
     best = None
     for restart in range(n_init):
         t0 = time.perf_counter()
         u0, s0 = given if given is not None else _initial_labels(A, K, init, rng, scores)
-        state = _core.IterDState(A, K, u0, s0, tol, seed_from(rng))
+        state = _core.IterDState(source(), K, u0, s0, tol, seed_from(rng))
         L0 = _objective(state).L
         t_init = time.perf_counter() - t0 + (t_pca if restart == 0 else 0.0)
         rows, converged = _run(state, max_iter, order, verbose, bar, L0, t_init)
@@ -215,10 +217,19 @@ def _result(state, rows, converged) -> IterDResult:
     )
 
 
+def _cluster_input(A):
+    """A dask array or sharded activations, as IterD runs them on a Dask cluster
+    (:mod:`ulcmod.distributed`); None for anything else."""
+    if "dask.array" not in sys.modules and "ulcmod.distributed" not in sys.modules:
+        return None  # neither kind of input can exist before its module is imported
+    return importlib.import_module("ulcmod.distributed").cluster_input(A)
+
+
 def _fit(A, n_modules, *, init, n_init, max_iter, tol, order, random_state, verbose, progress,
          pca_neurons) -> IterDResult:
     """IterD on A with the estimator's parameters (see :class:`IterD`)."""
-    A = check_activations(A)
+    cluster = _cluster_input(A)
+    A = check_activations(A) if cluster is None else cluster
     N, M = A.shape
     K = check_n_modules(n_modules, N, M)
     n_init = check_int(n_init, "n_init", minimum=1)
@@ -234,8 +245,9 @@ def _fit(A, n_modules, *, init, n_init, max_iter, tol, order, random_state, verb
     bar = tqdm(total=n_init * max_iter, desc="IterD", unit="it", leave=False,
                disable=not _show_progress(progress, N, M))
     try:
-        state, rows, converged = _best_run(A, K, init, given, scores, t_pca, n_init, max_iter, tol,
-                                           order, rng, verbose, bar)
+        source = (lambda: A) if cluster is None else (lambda: cluster.backend(K))
+        state, rows, converged = _best_run(A, source, K, init, given, scores, t_pca, n_init, max_iter,
+                                           tol, order, rng, verbose, bar)
     finally:
         bar.close()
     if not converged and max_iter > 0:

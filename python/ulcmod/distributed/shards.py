@@ -18,8 +18,8 @@ of shape (rows, cols), what :func:`write_sharded` writes: one row block per file
 :func:`ulcmod.distributed.extract_sharded` writes one per block of samples). The shards tile A
 as a grid. ``.npy`` has no bfloat16, so bfloat16 shards hold the uint16 bit patterns of the
 values, read back as ``ml_dtypes.bfloat16``. Paths are relative to the manifest's folder, which
-every worker must be able to read (a shared file system); data on object storage is better kept as zarr, whose dask arrays
-:func:`ulcmod.iterd` takes as they are.
+every worker must be able to read (a shared file system); data on object storage is better kept
+as zarr, whose dask arrays :func:`ulcmod.iterd` takes as they are.
 
 :func:`load_sharded` gives a dask array with one chunk per grid cell and per row chunk, each
 a memory-mapped slice of its shard read on the worker that needs it, so nothing is shipped from

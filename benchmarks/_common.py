@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ulcmod.app.report import markdown_table
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -36,28 +38,10 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}, NumPy {np.__version__}"
 
 
-def planted_matrix(N, M, K, signal, rng, dtype, return_labels=False):
-    """Noise + `signal` on K planted diagonal blocks, generated in row chunks (bounded memory);
-    with return_labels also the planted neuron and sample labels."""
-    u = rng.permutation(np.arange(N) % K)
-    s = rng.permutation(np.arange(M) % K)
-    A = np.empty((N, M), dtype=dtype)
-    step = max(1, (64 << 20) // (8 * M))
-    for r0 in range(0, N, step):
-        r1 = min(N, r0 + step)
-        block = rng.standard_normal((r1 - r0, M), dtype=np.float32)
-        block += signal * (u[r0:r1, None] == s[None, :])
-        A[r0:r1] = block
-    return (A, u, s) if return_labels else A
-
-
 def write_table(name: str, title: str, command: str, header, rows, notes=()):
     """Print a markdown table and write it to benchmarks/results/<name>.md."""
     lines = [f"# {title}", "", f"Machine: {machine()}", f"Command: `{command}`", ""]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for r in rows:
-        lines.append("| " + " | ".join(str(x) for x in r) + " |")
+    lines += markdown_table(header, rows)
     lines += [""] + [f"- {n}" for n in notes]
     text = "\n".join(lines) + "\n"
     print(text)

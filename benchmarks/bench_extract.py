@@ -14,11 +14,10 @@ import resource
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 import ulcmod
-from ulcmod.extract import _batch_tensors, _encode
+from ulcmod.lm._batches import encode, longest_first, pad_batch
 
 from _common import write_table
 
@@ -35,10 +34,9 @@ def main():
     args = ap.parse_args()
     model, tok = ulcmod.load_model()
     texts = [p.text for p in ulcmod.load_corpus(split="test")[: args.n]]
-    ids = _encode(tok, texts, True, args.max_length)
-    order = np.argsort([-len(x) for x in ids], kind="stable")
-    batches = [_batch_tensors([ids[k] for k in order[b:b + args.batch_size]], tok.pad_token_id, "cpu")
-               for b in range(0, len(order), args.batch_size)]
+    ids = encode(tok, texts, True, args.max_length)
+    batches = [pad_batch([ids[k] for k in batch], tok.pad_token_id, "cpu")
+               for batch in longest_first(ids, args.batch_size)]
     n_tokens = sum(len(x) for x in ids)
     rss_loaded = peak_rss_mib()
 

@@ -17,25 +17,27 @@ import time
 
 import numpy as np
 
-from _common import RESULTS, machine
-
 import ulcmod
-from ulcmod import _core, _device
-from ulcmod._pca import sample_pca
-from ulcmod.balanced_kmeans import fit_kmeans
+from ulcmod import _core
+from ulcmod.core import _device
+from ulcmod.core._pca import sample_pca
+from ulcmod.core.balanced_kmeans import run_kmeans
+from ulcmod.core.iterd import _INIT_KMEANS
+
+from _common import RESULTS, machine
 
 K = 16
 SIGNAL = 0.3  # planted block signal over unit noise: clear modules, a few iterations to find them
 
 
-def median_ms(torch, fn, repeat=10):
-    """Median of `repeat` timings of fn() with CUDA events, after one warm-up call."""
-    fn()
+def median_ms(torch, fn, *args, repeat=10):
+    """Median of `repeat` timings of fn(*args) with CUDA events, after one warm-up call."""
+    fn(*args)
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
     for _ in range(repeat):
         start.record()
-        fn()
+        fn(*args)
         stop.record()
         stop.synchronize()
         times.append(start.elapsed_time(stop))
@@ -80,8 +82,8 @@ def table_rows(torch, N, M, copy_bw, dtypes, rng):
         nbytes = A.numel() * A.element_size()
         s_t, u_t = torch.as_tensor(s, device="cuda"), torch.as_tensor(u, device="cuda")
         oh_s, oh_u = one_hot(torch, s_t, dtype), one_hot(torch, u_t, dtype).T.contiguous()
-        gemm_r = median_ms(torch, lambda: A @ oh_s)
-        gemm_c = median_ms(torch, lambda: oh_u @ A)
+        gemm_r = median_ms(torch, torch.matmul, A, oh_s)
+        gemm_c = median_ms(torch, torch.matmul, oh_u, A)
         # Accuracy of the float32-accumulated GEMM (float32 output where torch offers it) against
         # the float64 table.
         R = D.table(s, K, "neurons")
@@ -108,14 +110,14 @@ def table_rows(torch, N, M, copy_bw, dtypes, rng):
 def init_breakdown(torch, A, N, M):
     """Seconds of each step of iterd's default initialisation, as iterd runs them."""
     rng = np.random.default_rng(0)
-    D = _device.to_device(A)
     t = [time.perf_counter()]
+    A = _device.prepare_activations(A, "cuda")
     rows = np.sort(rng.choice(N, 16384, replace=False)) if N > 16384 else None
-    scores = sample_pca(_device.rows_of(D, rows), 16, rng, row_ids=rows)
+    scores = sample_pca(A if rows is None else A[rows], 16, rng, row_ids=rows)
     t.append(time.perf_counter())
-    labels = fit_kmeans(scores, K, balanced=True, n_init=1, max_iter=300, tol=1e-4, random_state=rng)["labels"]
+    labels = run_kmeans(scores, K, balanced=True, random_state=rng, **_INIT_KMEANS).labels
     t.append(time.perf_counter())
-    state = _core.IterDState(D.backend(K), K, None, labels, 1e-9, 1)
+    state = _core.IterDState(A.backend(K), K, None, labels, 1e-9, 1)
     t.append(time.perf_counter())
     state.objective()
     t.append(time.perf_counter())
@@ -134,7 +136,7 @@ def iterd_rows(torch, sizes, cpu_max_rows):
         A = planted_gpu(torch, N, M, torch.bfloat16, seed=2)
         torch.cuda.synchronize()
         oh = one_hot(torch, torch.randint(0, K, (M,), device="cuda"), torch.bfloat16)
-        gemm_ms = median_ms(torch, lambda: A @ oh, repeat=5)
+        gemm_ms = median_ms(torch, torch.matmul, A, oh, repeat=5)
         warm, _ = time_iterd(A)  # first call: cuBLAS handle, module loading
         gpu_s, res = time_iterd(A)
         entry = {"N": N, "M": M, "gpu_s": gpu_s, "gpu_first_s": warm, "res": res, "gemm_ms": gemm_ms, "cpu_s": None,
@@ -202,7 +204,8 @@ def main(argv=None):
               "| dtype | variant | ms | / copy bw |", "|---|---|---|---|"]
     for dt, v, ms in variants:
         frac = table_size[0] * table_size[1] * nbytes[dt] / ms / 1e6 / copy_bw
-        lines.append(f"| {dt} | {v}: {ROWWISE_VARIANTS[v]}{' (default)' if v == DEFAULT_VARIANT else ''} | {ms:.2f} | {frac:.0%} |")
+        name = ROWWISE_VARIANTS[v] + (" (default)" if v == DEFAULT_VARIANT else "")
+        lines.append(f"| {dt} | {v}: {name} | {ms:.2f} | {frac:.0%} |")
     lines += [
         "",
         "## Full `ulcmod.iterd(A, 16, random_state=0)` on bfloat16 A in GPU memory",
@@ -212,16 +215,19 @@ def main(argv=None):
         "core runs on the same values copied to the host as float32, on all host cores. `passes` is",
         "the GPU time over one torch one-hot GEMM `A @ one_hot(s)` (one pass over A).",
         "",
-        "| N x M | GB | GPU s | GPU first call s | iterations | converged | CPU s | GPU speed-up | one-hot GEMM ms | passes |",
+        "| N x M | GB | GPU s | GPU first call s | iterations | converged | CPU s | GPU speed-up "
+        "| one-hot GEMM ms | passes |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in irows:
         r = e["res"]
         cpu = f"{e['cpu_s']:.1f}" if e["cpu_s"] is not None else "not run"
         speed = f"{e['cpu_s'] / e['gpu_s']:.0f}x" if e["cpu_s"] is not None else "-"
+        passes = e["gpu_s"] * 1e3 / e["gemm_ms"]
         lines.append(
-            f"| {e['N']:,} x {e['M']:,} | {e['N'] * e['M'] * 2 / 1e9:.1f} | {e['gpu_s']:.3f} | {e['gpu_first_s']:.3f} | "
-            f"{r.n_iter} | {r.converged} | {cpu} | {speed} | {e['gemm_ms']:.2f} | {e['gpu_s'] * 1e3 / e['gemm_ms']:.0f} |"
+            f"| {e['N']:,} x {e['M']:,} | {e['N'] * e['M'] * 2 / 1e9:.1f} | {e['gpu_s']:.3f} | "
+            f"{e['gpu_first_s']:.3f} | {r.n_iter} | {r.converged} | {cpu} | {speed} | {e['gemm_ms']:.2f} | "
+            f"{passes:.0f} |"
         )
     lines.append("")
     for e in irows:
@@ -233,7 +239,8 @@ def main(argv=None):
         lines.append("  GPU initialisation, seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in e["init"].items()))
         if e.get("cpu_res") is not None:
             c = e["cpu_res"]
-            same = bool(np.array_equal(c.neuron_labels, r.neuron_labels) and np.array_equal(c.sample_labels, r.sample_labels))
+            same = bool(np.array_equal(c.neuron_labels, r.neuron_labels)
+                        and np.array_equal(c.sample_labels, r.sample_labels))
             lines.append(f"  CPU: L = {c.L:.6g}, {c.n_iter} iterations, same labels as the GPU: {same}; "
                          f"seconds per step: " + ", ".join(f"{x:.3f}" for x in c.history.seconds))
     text = "\n".join(lines) + "\n"

@@ -27,8 +27,9 @@ import numpy as np
 
 import ulcmod
 from ulcmod import _core
+from ulcmod.core.synthetic import planted
 
-from _common import best_time, planted_matrix, write_table
+from _common import best_time, write_table
 
 
 def _one_hot(labels, K):
@@ -105,7 +106,7 @@ def sklearn_baseline(A, K):
 
 
 def run(N, M, K, dtype, with_reference, rng):
-    A = planted_matrix(N, M, K, 0.3, rng, dtype)
+    A, _, _ = planted(N, M, K, 0.3, rng, dtype=dtype)
     t_pass, _ = best_time(lambda: A.sum(dtype=np.float64 if dtype == np.float16 else None))
     u0 = rng.permutation(np.arange(N) % K).astype(np.int32)
     s0 = rng.permutation(np.arange(M) % K).astype(np.int32)

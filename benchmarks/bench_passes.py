@@ -19,8 +19,9 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 import ulcmod
+from ulcmod.core.synthetic import planted
 
-from _common import best_time, planted_matrix, write_table
+from _common import best_time, write_table
 
 
 def one_pass(A) -> float:
@@ -35,7 +36,7 @@ def timed_iterd(A, K, **kw):
 
 
 def run(N, M, K, dtype, rng):
-    A, u_true, s_true = planted_matrix(N, M, K, 0.5, rng, dtype, return_labels=True)
+    A, u_true, s_true = planted(N, M, K, 0.5, rng, dtype=dtype)
     t_pass = one_pass(A)
     rows = []
     for order in ("parallel", "random"):

@@ -10,6 +10,7 @@ A; C (samples x K) by moved neurons, which are contiguous rows of A. The core up
 """
 
 import time
+from functools import partial
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def main():
         for table, view, n_cols, counts in (("R", A, M, (50, 200, 875, 2000)),
                                             ("C", A.T, N, (1000, 10_000, 25_000, 50_000))):
             labels = rng.integers(0, K, n_cols).astype(np.int32)
-            t_build, T = best_time(lambda: _core.build_table(view, labels, K))
+            t_build, T = best_time(partial(_core.build_table, view, labels, K))
             for moved in counts:
                 idx = np.sort(rng.choice(n_cols, moved, replace=False))
                 t0 = time.perf_counter()

@@ -241,6 +241,19 @@ private:
     int64_t rows_[2] = {0, 0};
 };
 
+MoveRule rule_from(const py::array_t<double, py::array::c_style | py::array::forcecast>& c,
+                   const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& leave, double slack) {
+    const int64_t K = leave.size();
+    if (c.ndim() != 2 || c.shape(0) != K || c.shape(1) != K || K < 1)
+        throw py::value_error("c must be (K, K) and leave of length K");
+    MoveRule rule;
+    rule.K = static_cast<int>(K);
+    rule.c.assign(c.data(), c.data() + c.size());
+    rule.leave.assign(leave.data(), leave.data() + K);
+    rule.slack = slack;
+    return rule;
+}
+
 // The backend for an IterDState: the CPU backend over a NumPy array, a backend handed over by
 // another extension module (the CUDA one) in a capsule (see kBackendCapsule), or a Python object
 // implementing the backend protocol.
@@ -331,10 +344,31 @@ The acceptance rule of one round of a parallel sweep: a row with table entries t
 may improve L by moving to b iff t[b] - t[a] > c[a, b] (padded by the slack; see
 cpp/move_rule.hpp). Read-only; made by the sweep and passed to a backend's candidates().
 )pbdoc")
+        .def(py::init([](const py::array_t<double, py::array::c_style | py::array::forcecast>& c,
+                         const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& leave,
+                         double slack) { return rule_from(c, leave, slack); }),
+             py::arg("c"), py::arg("leave"), py::arg("slack"),
+             R"pbdoc(A rule from its parts (as a backend on another process receives it).)pbdoc")
         .def_property_readonly("K", [](const MoveRule& r) { return r.K; })
         .def_property_readonly("c", [](const MoveRule& r) { return to_numpy(r.c, r.K, r.K); })
         .def_property_readonly("leave", [](const MoveRule& r) { return to_numpy(r.leave); })
-        .def_property_readonly("slack", [](const MoveRule& r) { return r.slack; });
+        .def_property_readonly("slack", [](const MoveRule& r) { return r.slack; })
+        .def(py::pickle(
+            [](const MoveRule& r) { return py::make_tuple(to_numpy(r.c, r.K, r.K), to_numpy(r.leave), r.slack); },
+            [](const py::tuple& t) {
+                return rule_from(t[0].cast<py::array_t<double, py::array::c_style | py::array::forcecast>>(),
+                                 t[1].cast<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>>(),
+                                 t[2].cast<double>());
+            }));
+
+    m.def("rule_drift", &rule_drift, py::arg("from_"), py::arg("to"),
+          R"pbdoc(Bound on how much a row's padded margin can grow from rule from_ to rule to (same table).)pbdoc");
+
+    m.def(
+        "update_is_cheaper",
+        [](const py::array& A, int64_t n_moves) { return update_is_cheaper(as_matrix(A, "A"), n_moves); },
+        py::arg("A"), py::arg("n_moves"),
+        R"pbdoc(Whether applying n_moves moved columns of A to a table costs less than rebuilding it (the CPU cost model).)pbdoc");
 
     m.def(
         "scan_table",

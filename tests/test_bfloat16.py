@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 import ulcmod
-from ulcmod._validation import check_activations
+from ulcmod.core._validation import check_activations
+from ulcmod.core.synthetic import planted
 
-from conftest import brute_objective, planted
+from conftest import brute_objective
 
 torch = pytest.importorskip("torch")
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 import ulcmod
-from ulcmod import datasets as ds
+from ulcmod.lm import prompts as ds
 
 
 def test_corpus_loads_offline_with_seven_categories_and_licences():

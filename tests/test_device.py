@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ulcmod
-from ulcmod import _device
+from ulcmod.core import _device
 
 cuda = _device.cuda_module()
 needs_build = pytest.mark.skipif(cuda is None, reason="not built with CUDA (ULCMOD_ENABLE_CUDA=OFF)")

@@ -9,9 +9,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import ulcmod  # noqa: E402
-from ulcmod import zscore  # noqa: E402
-from ulcmod.extract import extract_activations, load_activations  # noqa: E402
-from ulcmod.sites import resolve_site  # noqa: E402
+from ulcmod.core import zscore  # noqa: E402
+from ulcmod.lm.activations import extract_activations, load_activations  # noqa: E402
+from ulcmod.lm.sites import resolve_site  # noqa: E402
 
 WORDS = "the a cat dog sat ran on under mat table red blue big small fast slow code math sum write".split()
 TEXTS = [
@@ -162,7 +162,7 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path, monkeypatch):
     model, tok = make_model("qwen2"), make_tokenizer(chat=True)
     kw = dict(batch_size=1, dtype="float32", progress=False)
     whole = extract_activations(model, tok, TEXTS, tmp_path / "whole", **kw)
-    from ulcmod import extract
+    from ulcmod.lm import activations as extract
 
     calls = {"n": 0}
     original = extract._Capture.run

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 import ulcmod
-from ulcmod import _core, _device
-from ulcmod._pca import sample_pca
+from ulcmod import _core
+from ulcmod.core import _device
+from ulcmod.core._pca import sample_pca
+from ulcmod.core.synthetic import planted
 
-from conftest import best_single_move_gain, brute_objective, planted
+from conftest import best_single_move_gain, brute_objective
 
 pytestmark = pytest.mark.gpu
 
@@ -158,10 +160,10 @@ def test_gpu_pca_equals_the_cpu_pca(cuda, torch):
     A, _, _ = planted(4000, 600, 5, 0.5, rng)
     t, host = on_gpu(torch, A, "bfloat16")
     rows = np.sort(rng.choice(4000, 1500, replace=False))
-    D = _device.to_device(t)
+    D, H = _device.prepare_activations(t, "cuda"), host.astype(np.float32)
     for sel in (None, rows):
-        gpu = sample_pca(_device.rows_of(D, sel), 16, np.random.default_rng(0), row_ids=sel)
-        cpu = sample_pca(_device.rows_of(host.astype(np.float32), sel), 16, np.random.default_rng(0), row_ids=sel)
+        gpu = sample_pca(D if sel is None else D[sel], 16, np.random.default_rng(0), row_ids=sel)
+        cpu = sample_pca(H if sel is None else H[sel], 16, np.random.default_rng(0), row_ids=sel)
         signs = np.sign((gpu * cpu).sum(axis=0))
         np.testing.assert_allclose(gpu * signs, cpu, rtol=1e-3, atol=1e-3 * np.abs(cpu).max())
 
@@ -238,7 +240,8 @@ def test_gpu_fastica_float32_and_whitened_input(cuda):
     from test_ica import matched_abs_corr, mixture
 
     S, _, X = mixture()
-    S_hat = ulcmod.FastICA(4, random_state=0, max_iter=1000, tol=1e-5, device="cuda").fit_transform(X.astype(np.float32))
+    ica = ulcmod.FastICA(4, random_state=0, max_iter=1000, tol=1e-5, device="cuda")
+    S_hat = ica.fit_transform(X.astype(np.float32))
     assert matched_abs_corr(S, S_hat).min() >= 0.99
     K, _, _ = ulcmod.fastica(X, 4, random_state=0)
     X_white = (X - X.mean(0)) @ K.T * np.sqrt(len(X))

@@ -7,11 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_extract import TEXTS, make_model, make_tokenizer  # noqa: E402
+from ulcmod.analyses import moefication, pruning  # noqa: E402
+from ulcmod.lm import metrics  # noqa: E402
+from ulcmod.lm.activations import site_widths, token_activations  # noqa: E402
+from ulcmod.lm.editing import edit_neurons, mask_from_indices, matched_random_mask, module_mask  # noqa: E402
 
-from ulcmod import lm_eval, moefication, pruning  # noqa: E402
-from ulcmod.extract import site_widths, token_activations  # noqa: E402
-from ulcmod.interventions import edit_neurons, mask_from_indices, matched_random_mask, module_mask  # noqa: E402
+from test_extract import TEXTS, make_model, make_tokenizer  # noqa: E402
 
 
 def logits(model, tok, text):
@@ -119,19 +120,19 @@ def test_perplexity_top1_and_choice_equal_direct_computation():
             hits += int(lp[i].argmax() == ids[0, i + 1])
             n += 1
         words += len(t.split())
-    ppl = lm_eval.perplexity(model, tok, texts, batch_size=3)
+    ppl = metrics.perplexity(model, tok, texts, batch_size=3)
     assert ppl["token_ppl"] == pytest.approx(math.exp(nll / n), rel=1e-5)
     assert ppl["word_ppl"] == pytest.approx(math.exp(nll / words), rel=1e-5)
-    assert lm_eval.top1_accuracy(model, tok, texts, batch_size=3) == pytest.approx(hits / n)
+    assert metrics.top1_accuracy(model, tok, texts, batch_size=3) == pytest.approx(hits / n)
     q = {"prompt": "the cat sat on the", "options": ["mat", "dog ran", "table"], "answer": 0}
-    ll = lm_eval.option_loglik(model, tok, q["prompt"], q["options"])
+    ll = metrics.option_loglik(model, tok, q["prompt"], q["options"])
     for k, opt in enumerate(q["options"]):
         full = tok(q["prompt"] + " " + opt, return_tensors="pt")["input_ids"][0]
         n_opt = len(tok(" " + opt, add_special_tokens=False)["input_ids"])
         lp = torch.log_softmax(logits(model, tok, q["prompt"] + " " + opt)[0].double(), -1)
         want = sum(float(lp[i - 1, full[i]]) for i in range(len(full) - n_opt, len(full)))
         assert ll[k] == pytest.approx(want, rel=1e-5)
-    assert lm_eval.multiple_choice_accuracy(model, tok, [q]) == float(np.argmax(ll) == 0)
+    assert metrics.multiple_choice_accuracy(model, tok, [q]) == float(np.argmax(ll) == 0)
 
 
 def test_pruning_scores_equal_token_level_computation():
@@ -159,7 +160,8 @@ def test_selection_search_and_overlap(rng):
         assert per[layer == lay].sum() == 3 and s[per[layer == lay]].min() >= s[~per[layer == lay]].max()
     # A constructed case: accuracy falls linearly with the pruned fraction.
     found = pruning.search_fraction(lambda f: 0.8 * (1 - 0.6 * f), 0.3, tol=0.01)
-    assert found["within_tol"] and abs(found["drop"] - 0.3) <= 0.01 and found["fraction"] == pytest.approx(0.5, abs=0.03)
+    assert found["within_tol"] and abs(found["drop"] - 0.3) <= 0.01
+    assert found["fraction"] == pytest.approx(0.5, abs=0.03)
     ov = pruning.overlap({"a": top, "b": per})
     assert ov["a"]["b"] == pytest.approx((top & per).sum() / top.sum()) and ov["a"]["a"] == 1.0
 
@@ -168,9 +170,9 @@ def test_prune_to_drop_reports_the_drop_of_its_mask():
     model, tok = make_model("llama"), make_tokenizer()
     scores = np.random.default_rng(0).random(72)
     res = pruning.prune_to_drop(model, tok, TEXTS, scores, 0.5, max_steps=4)
-    base = lm_eval.top1_accuracy(model, tok, TEXTS)
+    base = metrics.top1_accuracy(model, tok, TEXTS)
     with edit_neurons(model, res["mask"], tokenizer=tok):
-        acc = lm_eval.top1_accuracy(model, tok, TEXTS)
+        acc = metrics.top1_accuracy(model, tok, TEXTS)
     assert res["baseline"] == pytest.approx(base)
     assert res["drop"] == pytest.approx((base - acc) / base if base else 0.0)
     assert res["mask"].sum() == round(res["fraction"] * 72)

@@ -1,3 +1,4 @@
+import dataclasses
 import warnings
 
 import numpy as np
@@ -5,9 +6,11 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import ulcmod
-from ulcmod import _backend, _core
+from ulcmod import _core
+from ulcmod.core import _backend
+from ulcmod.core.synthetic import planted
 
-from conftest import best_single_move_gain, brute_objective, planted
+from conftest import best_single_move_gain, brute_objective
 
 
 @pytest.mark.parametrize("init", ["balanced-kmeans", "kmeans", "random"])
@@ -271,3 +274,51 @@ def test_a_python_backend_gives_the_cpu_backends_trajectory(rng, order):
         if moved == (0, 0):
             break
     assert moved == (0, 0) and py.table_builds > 2
+
+
+def test_result_save_and_load_round_trip_every_field(tmp_path, rng):
+    A, _, _ = planted(120, 60, 3, 0.5, rng)
+    res = ulcmod.iterd(A, 3, init="random", random_state=2)
+    res.save(tmp_path / "res.npz")
+    back = ulcmod.IterDResult.load(tmp_path / "res.npz")
+    for field in dataclasses.fields(ulcmod.IterDResult):
+        want, got = getattr(res, field.name), getattr(back, field.name)
+        if field.name == "history":
+            for h in dataclasses.fields(ulcmod.IterDHistory):
+                np.testing.assert_array_equal(getattr(got, h.name), getattr(want, h.name))
+                assert getattr(got, h.name).dtype == getattr(want, h.name).dtype
+        elif isinstance(want, np.ndarray):
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == want.dtype
+        else:
+            assert got == want and type(got) is type(want), field.name
+    assert back.n_modules == 3 and len(back.history.L) == back.n_iter + 1
+    with np.load(tmp_path / "res.npz") as f:  # the labels under the names every method's labels use
+        np.testing.assert_array_equal(f["neuron_labels"], res.neuron_labels)
+
+
+def test_move_rules_cross_processes_intact(rng):
+    # A backend on another process (a cluster worker) receives the round's rule pickled.
+    import pickle
+
+    A, _, _ = planted(150, 60, 4, 0.5, rng)
+    seen = []
+
+    class Capturing(NumpyBackend):
+        def candidates(self, side, rule, full):
+            seen.append((self.tables[side], self.labels[side].copy(), rule))
+            return super().candidates(side, rule, full)
+
+    u0 = rng.permutation(np.arange(150) % 4).astype(np.int32)
+    s0 = rng.permutation(np.arange(60) % 4).astype(np.int32)
+    _core.IterDState(Capturing(A, 4), 4, u0, s0, 1e-9, 3).iterate("parallel")
+    for table, labels, rule in seen:
+        back = pickle.loads(pickle.dumps(rule))
+        np.testing.assert_array_equal(back.c, rule.c)
+        np.testing.assert_array_equal(back.leave, rule.leave)
+        assert back.slack == rule.slack and _core.rule_drift(rule, back) == 0.0
+        for got, want in zip(_core.scan_table(table, labels, back), _core.scan_table(table, labels, rule)):
+            np.testing.assert_array_equal(got, want)
+    assert any(len(_core.scan_table(t, lab, r)[0]) for t, lab, r in seen)
+    with pytest.raises(ValueError, match=r"c must be \(K, K\)"):
+        _core.MoveRule(np.zeros((3, 2)), np.ones(3, np.uint8), 0.0)

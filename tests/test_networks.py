@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from ulcmod import networks as nw
+from ulcmod.analyses import networks as nw
 
 
-def planted(rng, N=2000, c=3, size=80):
+def sparse_maps(rng, N=2000, c=3, size=80):
     """Sparse spatial maps over N neurons and their true supports."""
     M = np.zeros((c, N))
     for k in range(c):
@@ -41,7 +41,7 @@ def test_pairwise_iou_template_matching_and_thresholds_equal_loops(rng):
 
 
 def test_group_ica_recovers_planted_spatial_maps(rng):
-    M, true = planted(rng)
+    M, true = sparse_maps(rng)
     subjects = [rng.normal(size=(40, 3)) @ M + 0.3 * rng.normal(size=(40, M.shape[1])) for _ in range(15)]
     nets = nw.group_ica(subjects, 3, random_state=0)
     assert nets.maps.shape == (3, M.shape[1]) and nets.masks.dtype == bool
@@ -50,7 +50,7 @@ def test_group_ica_recovers_planted_spatial_maps(rng):
 
 
 def test_temporal_ica_recovers_planted_networks_and_their_signals(rng):
-    M, true = planted(rng)
+    M, true = sparse_maps(rng)
     S = rng.laplace(size=(2500, 3))
     nets = nw.temporal_ica(S @ M + 0.3 * rng.normal(size=(2500, M.shape[1])), 3, random_state=0)
     iou = nw.pairwise_iou(true, nets.masks)
@@ -79,9 +79,9 @@ def test_token_attribution_files(tmp_path):
 
 def test_token_activations_average_to_the_sample_extraction(tmp_path):
     pytest.importorskip("transformers")
-    from test_extract import TEXTS, make_model, make_tokenizer
+    from ulcmod.lm.activations import extract_activations, token_activations
 
-    from ulcmod.extract import extract_activations, token_activations
+    from test_extract import TEXTS, make_model, make_tokenizer
 
     model, tok = make_model("llama"), make_tokenizer(chat=True)
     tokens, values = token_activations(model, tok, TEXTS[2])
@@ -91,7 +91,7 @@ def test_token_activations_average_to_the_sample_extraction(tmp_path):
 
 
 def test_group_vs_individual_procedure_finds_templates_in_individuals(rng):
-    M, true = planted(rng, N=1500)
+    M, true = sparse_maps(rng, N=1500)
     M[true] = 1.5  # equal weights put every planted neuron at z ~ 4.2, above the 3.6 threshold
     # Each "sample" has its own token signals over the same three networks.
     subjects = [rng.laplace(size=(300, 3)) @ M + 0.3 * rng.normal(size=(300, 1500)) for _ in range(6)]

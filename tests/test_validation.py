@@ -107,21 +107,3 @@ def test_balanced_kmeans_errors():
     with pytest.raises(ValueError, match="not fitted"):
         ulcmod.BalancedKMeans(2).predict(X)
 
-
-def test_import_needs_neither_torch_nor_transformers():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'transformers'):\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import ulcmod, numpy as np\n"
-        "r = ulcmod.iterd(np.random.default_rng(0).normal(size=(30, 12)), 2, random_state=0)\n"
-        "print(len(ulcmod.load_corpus(split='test')), r.converged)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["1400", "True"]

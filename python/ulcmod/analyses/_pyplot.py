@@ -1,0 +1,22 @@
+"""matplotlib with the Agg backend (no screen needed), imported when a figure is drawn."""
+
+from __future__ import annotations
+
+from ..core._optional import require
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend; ImportError naming the extra when it is missing."""
+    matplotlib = require("matplotlib", "drawing figures", "pip install 'ulcmod[report]'")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path):
+    """Lay out `fig`, write it to `path` as PNG, close it and return `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path

@@ -1,0 +1,153 @@
+"""Command line: ``ulcmod discover`` (also ``python -m ulcmod``).
+
+With no arguments it runs the embedded default: SmolLM2-135M-Instruct on the offline corpus
+(19 minutes on a 2-core machine); ``--quick`` makes a minutes-long version. ``ulcmod analyze``
+runs further analyses on a finished run's folder. Bad arguments end with one line on stderr and
+exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        self.exit(2, f"ulcmod: error: {message}\n")
+
+
+def _int_list(text):
+    try:
+        values = []
+        for part in filter(None, text.split(",")):
+            lo, _, hi = part.partition("-")
+            values += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        return values
+    except ValueError:
+        message = f"expected comma-separated integers or ranges like 0-11, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def build_parser():
+    """The argument parser of `ulcmod` (discover, analyze)."""
+    from ..analyses.baselines import METHODS
+    from .analyze import AnalyzeConfig
+    from .discover import QUICK, DiscoverConfig
+
+    d, a_d = DiscoverConfig(), AnalyzeConfig()
+    p = _Parser(prog="ulcmod", description="Find function modules in large language models.")
+    p.add_argument("--version", action="version", version=f"ulcmod {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    q = sub.add_parser("discover", help="activations -> IterD modules, baselines, metrics, figures, report")
+    q.add_argument("--model", help="HF id, local folder or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    q.add_argument("--gguf-file", help="GGUF file name inside --model")
+    q.add_argument("--dataset", default=d.dataset,
+                   help="'corpus' (offline, default), 'infinity-instruct[:PATH]' or a .jsonl/.json/.csv/.parquet file")
+    q.add_argument("--text-column", default=d.text_column)
+    q.add_argument("--label-column", default=d.label_column)
+    q.add_argument("--site", default=d.site, help="mlp.act (default), mlp.out, mlp.gate, mlp.up or a raw module path")
+    q.add_argument("--layers", type=_int_list, help="layers to read, e.g. 0-11 or 0,5,10 (default all)")
+    q.add_argument("--k", type=_int_list, dest="ks", help=f"numbers of modules (default {','.join(map(str, d.ks))})")
+    q.add_argument("--n-train", type=int, help=f"training prompts per category (default {d.n_train})")
+    q.add_argument("--n-test", type=int, help=f"held-out prompts per category (default {d.n_test})")
+    q.add_argument("--max-length", type=int, help=f"tokens per prompt (default {d.max_length})")
+    q.add_argument("--batch-size", type=int, default=d.batch_size)
+    q.add_argument("--methods", default=",".join(d.methods), help=f"comma-separated subset of {list(METHODS)}")
+    q.add_argument("--n-subclusters", type=int,
+                   help=f"k-means sub-clusters for agglomerative/spectral (default {d.n_subclusters})")
+    q.add_argument("--top", type=int, default=d.top, help="samples per module in the labelling prompts")
+    q.add_argument("--seed", type=int, default=d.seed)
+    q.add_argument("--label-endpoint", help="OpenAI-compatible URL to send the labelling prompts to")
+    q.add_argument("--label-model", default=d.label_model)
+    q.add_argument("--out", default=d.out, help="output folder (a rerun resumes its activations)")
+    q.add_argument("--quick", action="store_true",
+                   help=f"a minutes-long run: {QUICK['n_train']}+{QUICK['n_test']} prompts per category, "
+                        f"K={','.join(map(str, QUICK['ks']))}")
+    q.add_argument("--no-progress", action="store_true")
+    a = sub.add_parser("analyze", help="editing, selective pruning and MoEfication on a discover run's modules")
+    a.add_argument("--run", help=f"the discover output folder (default {a_d.run})")
+    a.add_argument("--k", type=int, help="IterD K to analyse (default: the run's K closest to its categories)")
+    a.add_argument("--n-eval", type=int, help=f"held-out prompts per category for perplexity/top-1 "
+                                                        f"(default {a_d.n_eval})")
+    a.add_argument("--n-mmlu", type=int, help=f"MMLU questions (default {a_d.n_mmlu})")
+    a.add_argument("--prune-fraction", type=float,
+                   help=f"top fraction pruned per category (default {a_d.prune_fraction})")
+    a.add_argument("--experts", type=int, dest="n_experts",
+                   help=f"MoEfication experts per layer (default {a_d.n_experts})")
+    a.add_argument("--seed", type=int)
+    a.add_argument("--quick", action="store_true", help="a minutes-long version")
+    a.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _config(cls, quick: dict, args, names):
+    """`cls` from parsed arguments: its defaults, then --quick's values, then the options given."""
+    cfg = cls(**(quick if args.quick else {}))
+    for name in names:
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    cfg.progress = not args.no_progress
+    return cfg
+
+
+def analyze_config_from(args):
+    """AnalyzeConfig from parsed arguments."""
+    from .analyze import QUICK_ANALYZE, AnalyzeConfig
+
+    cfg = _config(AnalyzeConfig, QUICK_ANALYZE, args, ("run", "k", "n_eval", "n_mmlu", "prune_fraction",
+                                                        "n_experts", "seed"))
+    if not 0 < cfg.prune_fraction <= 1:
+        raise ValueError(f"--prune-fraction must be in (0, 1], got {cfg.prune_fraction}")
+    return cfg
+
+
+def config_from(args):
+    """DiscoverConfig from parsed arguments (--quick first, explicit options over it)."""
+    from .discover import QUICK, DiscoverConfig
+
+    cfg = _config(DiscoverConfig, QUICK, args, (
+        "model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "ks", "n_train", "n_test",
+        "max_length", "batch_size", "n_subclusters", "top", "seed", "label_endpoint", "label_model", "out"))
+    cfg.ks = tuple(cfg.ks)
+    cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    return cfg
+
+
+def main(argv=None) -> int:
+    """Entry point of the `ulcmod` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv = ["discover", *argv]  # `ulcmod` / `python -m ulcmod` alone run discover
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help, --version or a one-line usage error
+        return int(exit_.code or 0)
+    if args.command not in ("discover", "analyze"):
+        build_parser().print_help()
+        return 2
+    try:
+        if args.command == "analyze":
+            from .analyze import analyze
+
+            cfg = analyze_config_from(args)
+            analyze(cfg)
+            print(f"wrote {cfg.run}/analysis.md")
+            return 0
+        from .discover import discover
+
+        cfg = config_from(args)
+        metrics = discover(cfg)
+    except (ValueError, ImportError, OSError) as err:
+        print("ulcmod: error: " + " ".join(str(err).split()), file=sys.stderr)  # always one line
+        return 2
+    v = metrics["verdict"]
+    print(f"wrote {cfg.out}/report.md; IterD's L beats every baseline at every K: "
+          f"{'yes' if v['iterd_L_beats_every_baseline_at_every_K'] else 'no'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

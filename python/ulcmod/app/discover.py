@@ -1,0 +1,374 @@
+"""``ulcmod discover``: model + prompts -> activations -> modules -> metrics, figures and a report.
+
+:func:`discover` runs the stages below in order. Each stage after the first reads its inputs
+from the run folder only, writes its outputs there and records them in the manifest (see
+:mod:`ulcmod.app.run`), so a stage can be rerun on a folder by itself.
+
+======================  ===========================================  =========================================
+stage                   reads                                        writes
+======================  ===========================================  =========================================
+choose_prompts          the dataset named by the settings            manifest.json (settings, prompts, split)
+extract                 manifest (prompts, model, site, layers)      activations/train/, activations/test/
+zscore                  activations/train/, activations/test/        activations/zscored/
+find_modules            activations/zscored/train.npy                labels/, neurons.csv, neuron_pcs.npy,
+                                                                     objective.json
+score_informativeness   zscored matrices, labels/, manifest          informativeness.json
+draw_figures            zscored matrices, labels/, neuron_pcs.npy    figures/, similarity.json
+write_labelling         zscored train.npy, labels/, manifest         labelling/
+write_report            manifest, the .json files, timings.json      metrics.json, report.md
+======================  ===========================================  =========================================
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..analyses.baselines import METHODS
+from ..lm.prompts import CATEGORIES, load_corpus, load_infinity_instruct, load_prompts, split_by_category
+from ..lm.sites import parse_site
+from .run import (
+    EXTRACTION,
+    LABELS,
+    NEURON_PCS,
+    NEURON_TABLE,
+    ZSCORED,
+    load_run,
+    new_manifest,
+    read_json,
+    record,
+    write_json,
+)
+
+DEFAULT_KS = (4, 7, 10, 16)
+
+# Stage outputs read by the report (and by users), relative to the run folder.
+OBJECTIVE = "objective.json"  # {"table1": rows of L, xi, B per method and K}
+INFORMATIVENESS = "informativeness.json"  # {"table2": rows of I(F) per method and K}
+SIMILARITY = "similarity.json"  # {"category_similarity": {K: categories x categories}}
+TIMINGS = "timings.json"
+METRICS = "metrics.json"
+LABELLING = "labelling/modules_K{K}.md"
+FIGURES_PER_K = {  # figure name -> file, for every K (IterD's modules)
+    "module heatmap": "figures/heatmap_K{K}.png",
+    "category similarity (held-out samples)": "figures/similarity_K{K}.png",
+    "neurons per layer": "figures/layers_K{K}.png",
+    "neuron map": "figures/neuron_map_K{K}.png",
+}
+SPLIT_FIGURE = "figures/split_K{a}_K{b}.png"
+HISTORY_FIGURE = "figures/iterd_history.png"
+
+
+@dataclass
+class DiscoverConfig:
+    """Settings of a run; the defaults make the embedded default run (19 min on 2 cores)."""
+
+    model: str | None = None  # HF id, folder or .gguf; None: the embedded SmolLM2-135M-Instruct
+    gguf_file: str | None = None
+    dataset: str = "corpus"  # "corpus", a .jsonl/.json/.csv/.parquet file, "infinity-instruct[:PATH]"
+    text_column: str = "text"
+    label_column: str = "label"
+    site: str = "mlp.act"
+    layers: list | None = None
+    ks: tuple = DEFAULT_KS
+    n_train: int = 600  # per category: 4,200 training samples, the most the 19-minute run affords
+    n_test: int = 150  # per category: held-out samples for Table 2
+    max_length: int = 128  # tokens per prompt; extraction time grows with it
+    batch_size: int = 8
+    methods: tuple = METHODS
+    n_subclusters: int = 10000  # agglomerative/spectral cluster this many k-means centroids (they are O(n^2))
+    top: int = 10  # samples per module in the labelling prompts
+    seed: int = 0
+    label_endpoint: str | None = None
+    label_model: str = "gpt-4o-mini"
+    out: str = "runs/default"
+    progress: bool = True  # progress lines and bars (not a setting of the results)
+
+
+# `--quick`: a minutes-long run on the default model, a few prompts per category and two K.
+QUICK = {"n_train": 12, "n_test": 4, "max_length": 48, "ks": (4, 7), "n_subclusters": 2000}
+
+
+def check_config(cfg: DiscoverConfig) -> None:
+    """Fail early, with one clear message, on settings that would fail later."""
+    if not cfg.ks:
+        raise ValueError("the K list is empty; give at least one number of modules, e.g. --k 4,7")
+    if any(int(k) < 2 for k in cfg.ks):
+        raise ValueError(f"every K must be >= 2, got {list(cfg.ks)}")
+    parse_site(cfg.site)
+    bad = [m for m in cfg.methods if m not in METHODS]
+    if bad or "iterd" not in cfg.methods:
+        raise ValueError(f"methods must include 'iterd' and come from {list(METHODS)}, got {list(cfg.methods)}")
+    for name in ("n_train", "n_test", "max_length", "batch_size", "top", "n_subclusters"):
+        if int(getattr(cfg, name)) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
+def load_dataset(cfg: DiscoverConfig):
+    """Prompts named by cfg.dataset."""
+    spec = cfg.dataset
+    if spec == "corpus":
+        return load_corpus()
+    if spec == "infinity-instruct" or spec.startswith("infinity-instruct:"):
+        path = spec.partition(":")[2] or "BAAI/Infinity-Instruct"
+        return load_infinity_instruct(path)
+    if os.path.isfile(spec):
+        return load_prompts(spec, text_column=cfg.text_column, label_column=cfg.label_column)
+    raise ValueError(f"unknown dataset {spec!r}: use 'corpus', 'infinity-instruct[:PATH]' or a .jsonl/.json/"
+                     f".csv/.parquet file with text and label columns")
+
+
+def choose_prompts(cfg: DiscoverConfig) -> Path:
+    """Stage 1: check the settings, split the dataset's prompts per category, start the manifest.
+
+    Returns the run folder, ``cfg.out``.
+    """
+    check_config(cfg)
+    prompts = load_dataset(cfg)
+    present = {p.category for p in prompts}
+    categories = [c for c in CATEGORIES if c in present] + sorted(present - set(CATEGORIES))
+    train, test = split_by_category(prompts, cfg.n_train, cfg.n_test, categories=categories,
+                                    random_state=cfg.seed)
+    settings = {k: v for k, v in asdict(cfg).items() if k != "progress"}
+    new_manifest(cfg.out, settings, categories, train + test)
+    return Path(cfg.out)
+
+
+def extract(run, *, progress: bool = False) -> None:
+    """Stage 2: the activations of the train and test prompts (resumable), and the model's identity."""
+    import torch
+    import transformers
+
+    from ..lm.activations import extract_activations
+    from ..lm.models import load_model, model_identity
+
+    r = load_run(run)
+    s = r.settings
+    model, tok = load_model(s["model"], gguf_file=s["gguf_file"])
+    folders = {split: EXTRACTION.format(split=split) for split in ("train", "test")}
+    acts = {split: extract_activations(model, tok, [p.text for p in r.split(split)], r.path / folder,
+                                       site=s["site"], layers=s["layers"], max_length=s["max_length"],
+                                       batch_size=s["batch_size"], progress=progress)
+            for split, folder in folders.items()}
+    where = {k: acts["train"].meta[k] for k in ("site", "layers", "widths", "n_neurons")}
+    record(run, "extract", folders.values(), model={**model_identity(model, s["model"], s["gguf_file"]), **where},
+           software={"torch": torch.__version__, "transformers": transformers.__version__})
+
+
+def zscore(run, *, progress: bool = False) -> None:
+    """Stage 3: z-score both splits per neuron with the training statistics."""
+    from ..core.zscore import zscore_files
+
+    r = load_run(run)
+    zscore_files(r.extraction("train"), r.extraction("test"), out_dir=r.path / ZSCORED)
+    record(run, "zscore", [ZSCORED])
+
+
+def find_modules(run, *, progress: bool = False) -> None:
+    """Stage 4: IterD and the baselines at every K; labels, the neuron table and Table 1."""
+    from ..analyses.baselines import NeuronFeatures, compare_methods
+
+    r = load_run(run)
+    s = r.settings
+    Z = np.ascontiguousarray(r.train)  # neurons x samples in memory, for PCA and the core
+    features = NeuronFeatures(Z, s["n_subclusters"], s["seed"]) if len(s["methods"]) > 1 else None
+    rows, labels, iterd_results = compare_methods(
+        Z, s["ks"], methods=s["methods"], random_state=s["seed"], n_subclusters=s["n_subclusters"],
+        features=features, progress=progress)
+    (r.path / LABELS).parent.mkdir(exist_ok=True)
+    files = [LABELS.format(method=m, K=K) for m, K in labels]
+    for (method, K), (u, samples) in labels.items():
+        path = r.path / LABELS.format(method=method, K=K)
+        if method == "iterd":
+            iterd_results[K].save(path)
+        else:
+            np.savez(path, neuron_labels=u, sample_labels=samples)
+    _write_neuron_table(r.path / NEURON_TABLE, r.neuron_layer, r.neuron_position, iterd_results)
+    files.append(NEURON_TABLE)
+    if features is not None:
+        np.save(r.path / NEURON_PCS, features.X[:, :2])
+        files.append(NEURON_PCS)
+    write_json(r.path / OBJECTIVE, {"table1": rows})
+    record(run, "find_modules", [*files, OBJECTIVE])
+
+
+def _write_neuron_table(path, layer, position, iterd_results) -> None:
+    """CSV of every neuron: its index (the matrices' row), layer, position and IterD module per K."""
+    ks = sorted(iterd_results)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["neuron", "layer", "position", *(f"module_K{K}" for K in ks)])
+        w.writerows(zip(range(len(layer)), layer.tolist(), position.tolist(),
+                        *(iterd_results[K].neuron_labels.tolist() for K in ks)))
+
+
+def score_informativeness(run, *, progress: bool = False) -> None:
+    """Stage 5: Table 2, I(F) of every method's modules on the held-out samples."""
+    from ..analyses.informativeness import informativeness
+
+    r = load_run(run)
+    Z_train, Z_test, y_train, y_test = r.train, r.test, r.y("train"), r.y("test")
+    table2 = []
+    for K in r.ks:
+        for method in r.methods:
+            scores = informativeness(Z_train, y_train, Z_test, y_test, r.labels(method, K).neuron_labels,
+                                     n_modules=K, random_state=r.settings["seed"])
+            table2.append({"method": method, "K": K,
+                           **{f"{m}_{k}": v for m, d in scores.items() for k, v in d.items()}})
+    write_json(r.path / INFORMATIVENESS, {"table2": table2})
+    record(run, "score_informativeness", [INFORMATIVENESS])
+
+
+def draw_figures(run, *, progress: bool = False) -> None:
+    """Stage 6: the figures of IterD's modules, and the category similarity of held-out samples."""
+    from ..analyses.informativeness import category_similarity, module_heatmap
+    from ..core.objective import module_features
+    from . import plots
+
+    r = load_run(run)
+    Z_train, Z_test, y_test = r.train, r.test, r.y("test")
+    layer_of = r.neuron_layer
+    pcs = np.load(r.path / NEURON_PCS) if (r.path / NEURON_PCS).is_file() else None
+    results = {K: r.iterd(K) for K in r.ks}
+    (r.path / HISTORY_FIGURE).parent.mkdir(exist_ok=True)
+    similarity = {}
+    for K, res in results.items():
+        u, s = res.neuron_labels, res.sample_labels
+        similarity[K] = category_similarity(module_features(Z_test, u, n_modules=K), y_test, len(r.categories))
+        fig = {name: r.path / path.format(K=K) for name, path in FIGURES_PER_K.items()}
+        plots.module_heatmap(module_heatmap(Z_train, u, s, K), fig["module heatmap"])
+        plots.similarity_matrix(similarity[K], r.categories, fig["category similarity (held-out samples)"])
+        plots.layer_distribution(layer_of, u, K, int(layer_of.max()) + 1, fig["neurons per layer"])
+        if pcs is not None:
+            plots.neuron_map(pcs, u, fig["neuron map"])
+    ks = sorted(results)
+    for a, b in zip(ks, ks[1:]):
+        plots.split_flow(results[a].neuron_labels, results[b].neuron_labels, r.path / SPLIT_FIGURE.format(a=a, b=b),
+                         f"K={a}", f"K={b}")
+    plots.objective_history({K: results[K].history.L for K in ks}, r.path / HISTORY_FIGURE)
+    write_json(r.path / SIMILARITY, {"category_similarity": {str(K): v for K, v in similarity.items()}})
+    record(run, "draw_figures", [Path(HISTORY_FIGURE).parent, SIMILARITY])
+
+
+def write_labelling(run, *, progress: bool = False) -> None:
+    """Stage 7: one prompt per IterD module from its most active training samples (Appendix C),
+    and the LLM's answers when the settings name an endpoint."""
+    from ..analyses import labelling
+    from ..core.objective import module_features
+
+    r = load_run(run)
+    s = r.settings
+    train = r.split("train")
+    texts, categories = [p.text for p in train], [p.category for p in train]
+    files = [LABELLING.format(K=K) for K in r.ks]
+    (r.path / files[0]).parent.mkdir(exist_ok=True)
+    for K, path in zip(r.ks, files):
+        features = module_features(r.train, r.iterd(K).neuron_labels, n_modules=K)
+        prompts = labelling.labelling_prompts(features, texts, h=s["top"], categories=categories)
+        answers = None
+        if s["label_endpoint"]:
+            answers = labelling.label_modules(prompts, endpoint=s["label_endpoint"], model=s["label_model"])
+        labelling.write_labelling(r.path / path, prompts, answers)
+    record(run, "write_labelling", files)
+
+
+def write_report(run, *, progress: bool = False) -> dict:
+    """Stage 8: ``metrics.json`` (every number of the report, and the settings) and ``report.md``.
+
+    Returns the metrics.
+    """
+    from .report import discover_report
+
+    r = load_run(run)
+    table1 = read_json(r.path / OBJECTIVE)["table1"]
+    table2 = read_json(r.path / INFORMATIVENESS)["table2"]
+    results = {K: r.iterd(K) for K in r.ks}
+    metrics = {
+        "settings": r.settings,
+        "model": r.model["name"], "model_type": r.model["model_type"],
+        "n_neurons": r.model["n_neurons"], "n_train_samples": len(r.split("train")),
+        "n_test_samples": len(r.split("test")), "categories": r.categories,
+        "table1": table1, "table2": table2,
+        "iterd": {str(K): {"n_iter": res.n_iter, "converged": res.converged, "history_L": res.history.L}
+                  for K, res in results.items()},
+        **read_json(r.path / SIMILARITY),
+        "verdict": _verdicts(table1, table2),
+    }
+    write_json(r.path / METRICS, metrics)
+    figures = {f"K{K}": {name: r.path / path.format(K=K) for name, path in FIGURES_PER_K.items()
+                         if (r.path / path.format(K=K)).is_file()} for K in r.ks}
+    ks = r.ks
+    figures.update({f"split K{a} -> K{b}": r.path / SPLIT_FIGURE.format(a=a, b=b) for a, b in zip(ks, ks[1:])})
+    figures["IterD objective per iteration"] = r.path / HISTORY_FIGURE
+    discover_report(r.path, metrics, figures, {K: r.path / LABELLING.format(K=K) for K in ks},
+                    read_json(r.path / TIMINGS))
+    record(run, "write_report", [METRICS, "report.md"])
+    return metrics
+
+
+def _verdicts(table1, table2) -> dict:
+    """Does IterD's L beat every baseline at every K (Table 1), and how does I(F) compare (Table 2)?"""
+    by = {(r["method"], r["K"]): r for r in table1}
+    ks = sorted({r["K"] for r in table1})
+    beaten, lost = [], []
+    for K in ks:
+        for (m, k), r in by.items():
+            if k == K and m != "iterd":
+                (beaten if by[("iterd", K)]["L"] > r["L"] else lost).append(f"{m} at K={K}")
+    inf = {(r["method"], r["K"]): r for r in table2}
+    best_inf = []
+    for K in ks:
+        rows = [r for (m, k), r in inf.items() if k == K]
+        top = max(rows, key=lambda r: r["logreg_accuracy"])
+        best_inf.append({"K": K, "best_method": top["method"], "best_accuracy": top["logreg_accuracy"],
+                         "iterd_accuracy": inf[("iterd", K)]["logreg_accuracy"]})
+    return {"iterd_L_beats_every_baseline_at_every_K": not lost, "iterd_L_loses_to": lost,
+            "informativeness_logreg_by_K": best_inf}
+
+
+# The stages after choose_prompts, in order, with the name their time is reported under.
+STAGES = (
+    ("activations", extract),
+    ("z-scoring", zscore),
+    ("modules (IterD and baselines)", find_modules),
+    ("informativeness", score_informativeness),
+    ("figures", draw_figures),
+    ("labelling prompts", write_labelling),
+)
+
+
+class _Clock:
+    """Seconds per stage, with a progress line as each starts."""
+
+    def __init__(self, progress: bool):
+        self.times, self.progress, self._start = {}, progress, time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str):
+        if self.progress:
+            print(f"[ulcmod] {name} ...", flush=True)
+        t0 = time.perf_counter()
+        yield
+        self.times[name] = round(time.perf_counter() - t0, 3)
+
+    def total(self) -> dict:
+        return {**self.times, "total": round(time.perf_counter() - self._start, 3)}
+
+
+def discover(cfg: DiscoverConfig) -> dict:
+    """Run every stage into ``cfg.out``; returns the metrics (as in metrics.json)."""
+    clock = _Clock(cfg.progress)
+    with clock.stage("prompts"):
+        run = choose_prompts(cfg)
+    for name, stage in STAGES:
+        with clock.stage(name):
+            stage(run, progress=cfg.progress)
+    write_json(run / TIMINGS, clock.total())
+    record(run, "discover", [TIMINGS])
+    return write_report(run)

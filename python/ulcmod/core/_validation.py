@@ -1,0 +1,200 @@
+"""Input checks shared by the public functions.
+
+Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, wrong
+content) with the argument's name, what was seen and how to fix it.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import _core
+
+# DLPack device types of host memory (plain and CUDA-pinned).
+DLPACK_CPU, DLPACK_CUDA_HOST = 1, 3
+
+
+def is_bfloat16(dtype) -> bool:
+    """Whether ``dtype`` is ml_dtypes' bfloat16 (NumPy has no bfloat16 of its own)."""
+    return dtype.kind == "V" and dtype.itemsize == 2 and dtype.name == "bfloat16"
+
+
+def _from_dlpack(A, name: str) -> np.ndarray:
+    """A read-only NumPy view of a CPU tensor (torch, JAX, ...) through DLPack, zero copy."""
+    try:
+        device_type = int(A.__dlpack_device__()[0])
+    except Exception as err:  # noqa: BLE001 - any producer failure means "not a usable tensor"
+        raise TypeError(f"{name} has __dlpack__ but no usable __dlpack_device__ ({err})") from err
+    if device_type not in (DLPACK_CPU, DLPACK_CUDA_HOST):
+        raise ValueError(
+            f"{name} lives on a device (DLPack device type {device_type}) that this call reads only "
+            f"from host memory; move it to the CPU (e.g. {name}.cpu()) or use a CUDA build of ulcmod"
+        )
+    try:
+        capsule = A.__dlpack__()
+    except (BufferError, RuntimeError, TypeError, ValueError) as err:
+        raise TypeError(
+            f"{name} could not be shared through DLPack ({err}); for a torch tensor that requires "
+            f"grad pass {name}.detach()"
+        ) from err
+    return _core.dlpack_cpu_view(capsule)
+
+
+def check_activations(A, name: str = "A") -> np.ndarray:
+    """Return ``A`` as a 2-D float16/bfloat16/float32/float64 ndarray, without copying whenever
+    possible.
+
+    NumPy arrays (``ml_dtypes.bfloat16`` for bfloat16) and CPU tensors that speak DLPack (torch,
+    JAX, ...) are read in place. A copy is made only for inputs that are neither (lists, ...),
+    for non-native byte order, and for strides that are not whole elements; the C++ core reads
+    every other array (C- or F-ordered, sliced, memory-mapped) in place.
+    """
+    if isinstance(A, np.ndarray):
+        arr = A
+    elif hasattr(A, "__dlpack__"):
+        arr = _from_dlpack(A, name)
+    elif hasattr(A, "__array__") or isinstance(A, (list, tuple)):
+        arr = np.asarray(A)
+    else:
+        raise TypeError(
+            f"{name} must be a 2-D array of activations (neurons x samples), got {type(A).__name__}"
+        )
+    kind = arr.dtype.kind
+    if kind in "iub":
+        raise TypeError(
+            f"{name} has integer/boolean dtype {arr.dtype}; activations must be floating point: "
+            f"pass {name}.astype(np.float32)"
+        )
+    if not is_bfloat16(arr.dtype) and (kind != "f" or arr.dtype.itemsize not in (2, 4, 8)):
+        raise TypeError(
+            f"{name} has dtype {arr.dtype}; supported dtypes are float16, bfloat16 (ml_dtypes), "
+            f"float32 and float64 (convert with {name}.astype(np.float32))"
+        )
+    if arr.ndim != 2:
+        raise ValueError(
+            f"Expected a 2-D array {name} (neurons x samples), got a {arr.ndim}-D array with shape "
+            f"{arr.shape}; reshape it, e.g. {name}.reshape(n_neurons, n_samples)"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); it needs neurons and samples")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if any(s % arr.dtype.itemsize for s in arr.strides):
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def check_real_matrix(X, name: str = "X", *, rows: str = "samples", min_rows: int = 1,
+                      keep_float32: bool = False) -> np.ndarray:
+    """A 2-D real array as a C-contiguous float64 copy (or float32 kept with keep_float32)."""
+    arr = np.asarray(X)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"Expected a 2-D array {name} (n_{rows} x n_features), got a {arr.ndim}-D array with shape "
+            f"{arr.shape}; use {name}.reshape(-1, 1) for a single feature"
+        )
+    if arr.shape[0] < min_rows or arr.shape[1] < 1:
+        raise ValueError(f"{name} needs at least {min_rows} {rows} and 1 feature, got shape {arr.shape}")
+    dtype = np.float32 if keep_float32 and arr.dtype == np.float32 else np.float64
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_finite(values, name: str, *, along: str | None = None, ids=None) -> None:
+    """Raise ``ValueError`` if `values` hold NaN or infinity.
+
+    `values` is the array itself, or a per-row/per-column reduction of it (block means, column
+    sums) in which a non-finite input shows up without a separate pass. `along` names what an
+    index of a 1-D `values` counts ("row", "column", "neuron") so the message can say where the
+    first one is; `ids` maps those indices to the caller's numbering (rows of a larger matrix).
+    """
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    where = ""
+    if along is not None:
+        first = int(np.flatnonzero(bad)[0])
+        where = f" (first in {along} {int(ids[first]) if ids is not None else first})"
+    raise ValueError(f"{name} contains NaN or infinity{where}; replace or drop the non-finite values first")
+
+
+def check_int(value, name: str, *, minimum: int) -> int:
+    """An integer (not bool) >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_n_modules(n_modules, n_neurons: int, n_samples: int, name: str = "n_modules") -> int:
+    """The number of modules K: 2 <= K <= min(neurons, samples)."""
+    K = check_int(n_modules, name, minimum=2)
+    if K > n_neurons or K > n_samples:
+        raise ValueError(
+            f"{name}={K} exceeds the {n_neurons} neurons or {n_samples} samples of A; every module "
+            f"needs at least one of each, so use {name} <= {min(n_neurons, n_samples)}"
+        )
+    return K
+
+
+def check_labels(labels, n: int, K: int, name: str, *, require_all: bool = True) -> np.ndarray:
+    """Integer labels of length n in [0, K), as a C-contiguous int32 array.
+
+    With ``require_all`` every module must be used at least once (IterD's non-emptiness).
+    """
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} must be 1-D with {n} entries, got shape {arr.shape}")
+    if n and (arr.min() < 0 or arr.max() >= K):
+        raise ValueError(
+            f"{name} must lie in [0, {K}) for {K} modules, got values in [{arr.min()}, {arr.max()}]"
+        )
+    if require_all:
+        counts = np.bincount(arr, minlength=K)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            raise ValueError(
+                f"{name} leave module(s) {empty.tolist()} empty; each of the {K} modules needs at "
+                f"least one member"
+            )
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def check_random_state(random_state) -> np.random.Generator:
+    """A NumPy Generator from None, an int, a Generator or a legacy RandomState."""
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    if random_state is None or isinstance(random_state, (np.random.Generator, np.random.SeedSequence)):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be a non-negative integer, got {random_state}")
+        return np.random.default_rng(int(random_state))
+    raise TypeError(
+        f"random_state must be None, an int or a numpy Generator/RandomState, got {random_state!r}"
+    )
+
+
+def check_choice(value, name: str, choices) -> str:
+    """`value` if it is one of `choices`, else a ValueError listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def check_tol(tol, name: str = "tol") -> float:
+    """A finite tolerance >= 0."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not np.isfinite(tol) or tol < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {tol!r}")
+    return float(tol)
+
+
+def seed_from(rng: np.random.Generator) -> int:
+    """A 63-bit seed for the C++ core drawn from rng."""
+    return int(rng.integers(0, 2**63 - 1))

@@ -1,0 +1,106 @@
+"""The ULCMOD objective and module features, computed from scratch from labels."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import _core
+from . import _device
+from ._validation import check_finite, check_int, check_labels
+
+
+class Objective(NamedTuple):
+    """IterD's objective ``L = xi * B`` (the paper prints L and B scaled by 1e-6).
+
+    ``xi = D / P`` is the mean activation inside the K diagonal blocks and ``B = K / H`` the
+    harmonic mean of the block sizes ``n_k * m_k``.
+    """
+
+    L: float
+    xi: float
+    B: float
+
+
+def _n_modules(neuron_labels, n_modules) -> int:
+    if n_modules is not None:
+        return check_int(n_modules, "n_modules", minimum=1)
+    labels = np.asarray(neuron_labels)
+    if labels.dtype.kind not in "iu" or labels.ndim != 1 or labels.size == 0:
+        raise TypeError(f"neuron_labels must be a non-empty 1-D integer array, got {labels.dtype} {labels.shape}")
+    return int(labels.max()) + 1
+
+
+def _sample_block_sums(A: np.ndarray, neuron_labels: np.ndarray, K: int) -> np.ndarray:
+    """C[j, k] = sum of A[i, j] over neurons i in module k: one pass over A, in float64."""
+    C = A.table(neuron_labels, K, "samples") if _device.on_device(A) else _core.build_table(A.T, neuron_labels, K)
+    check_finite(C.sum(axis=1), "A", along="column")
+    return C
+
+
+def objective(A, neuron_labels, sample_labels, *, n_modules: int | None = None,
+              allow_empty: bool = False) -> Objective:
+    """L, xi and B of a joint labelling, recomputed from scratch.
+
+    Parameters
+    ----------
+    A : array of shape (n_neurons, n_samples), float16/32/64
+        Activations, read in place.
+    neuron_labels, sample_labels : integer arrays of length n_neurons / n_samples
+        Module of each neuron and each sample, in ``[0, n_modules)``.
+    n_modules : int, optional
+        K; defaults to ``max(neuron_labels) + 1``.
+    allow_empty : bool, default False
+        IterD never empties a module, so by default an empty module is an error. With True
+        (for labellings from other methods) an empty diagonal block makes ``H`` infinite, hence
+        ``B = 0`` and ``L = 0``, the objective's limit; ``xi`` is the mean over the other blocks.
+
+    Examples
+    --------
+    >>> import numpy as np, ulcmod
+    >>> A = np.array([[3.0, 0.0], [0.0, 1.0]])
+    >>> ulcmod.objective(A, [0, 1], [0, 1]).xi
+    2.0
+    """
+    A = _device.prepare_activations(A, "auto")  # CUDA arrays stay on their GPU
+    N, M = A.shape
+    K = _n_modules(neuron_labels, n_modules)
+    u = check_labels(neuron_labels, N, K, "neuron_labels", require_all=not allow_empty)
+    s = check_labels(sample_labels, M, K, "sample_labels", require_all=not allow_empty)
+    C = _sample_block_sums(A, u, K)
+    D = float(C[np.arange(M), s].sum())
+    nm = np.bincount(u, minlength=K).astype(np.float64) * np.bincount(s, minlength=K)
+    xi = D / float(nm.sum())
+    if (nm == 0).any():
+        return Objective(0.0, xi, 0.0)
+    B = K / float((1.0 / nm).sum())
+    return Objective(xi * B, xi, B)
+
+
+def module_features(A, neuron_labels, *, n_modules: int | None = None) -> np.ndarray:
+    """Mean activation of each sample on each module's neurons, shape (n_samples, K).
+
+    ``x[j, k] = mean over neurons i in module k of A[i, j]`` (the paper's module features).
+    Works for new samples too: pass their activations, z-scored with the training statistics.
+
+    Examples
+    --------
+    >>> import numpy as np, ulcmod
+    >>> ulcmod.module_features(np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), [0, 0, 1])
+    array([[2., 5.],
+           [3., 6.]])
+    """
+    A = _device.prepare_activations(A, "auto")  # CUDA arrays stay on their GPU
+    K = _n_modules(neuron_labels, n_modules)
+    u = check_labels(neuron_labels, A.shape[0], K, "neuron_labels")
+    return _sample_block_sums(A, u, K) / np.bincount(u, minlength=K)
+
+
+def assign_samples(A, neuron_labels, *, n_modules: int | None = None) -> np.ndarray:
+    """Module of each (new) sample given a neuron partition: the one it activates most on average.
+
+    ``A`` is (n_neurons, n_new_samples); returns int labels of length n_new_samples (the argmax of
+    :func:`module_features`).
+    """
+    return module_features(A, neuron_labels, n_modules=n_modules).argmax(axis=1).astype(np.int32)

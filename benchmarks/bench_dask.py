@@ -106,7 +106,7 @@ def run(client, N, rng, folder):
         before = meter.read()
         t0 = time.perf_counter()
         moved = state.iterate("parallel")
-        L = state.objective()["L"]
+        L = state.objective().L
         seconds = time.perf_counter() - t0
         tcp, w2w = meter.since(before)
         t0 = time.perf_counter()
@@ -118,7 +118,7 @@ def run(client, N, rng, folder):
         print(rows[-1], flush=True)
         if moved == (0, 0):
             break
-    assert abs(L - cpu.objective()["L"]) <= 1e-9 * abs(L)
+    assert abs(L - cpu.objective().L) <= 1e-9 * abs(L)
     return rows, init
 
 

@@ -106,16 +106,13 @@ std::vector<int32_t> as_labels(const py::array_t<int32_t, py::array::c_style>& a
     return std::vector<int32_t>(a.data(), a.data() + a.size());
 }
 
-py::dict objective_dict(const Objective& o) {
-    py::dict d;
-    d["L"] = o.L;
-    d["xi"] = o.xi;
-    d["B"] = o.B;
-    d["D"] = o.D;
-    d["P"] = o.P;
-    d["H"] = o.H;
-    return d;
-}
+// A whitening result as NumPy arrays (Whitening<T> holds vectors of the working precision);
+// X1 is a NumPy array here and a device matrix when the CUDA module whitens on the GPU.
+struct WhiteningArrays {
+    py::array mean, K;
+    py::object X1;
+    double smallest_ratio;
+};
 
 SweepOrder parse_order(const std::string& s) {
     if (s == "parallel") return SweepOrder::Parallel;
@@ -125,18 +122,14 @@ SweepOrder parse_order(const std::string& s) {
 }
 
 template <class T>
-py::dict whiten_typed(const py::array_t<T, py::array::c_style>& X, int64_t c) {
+WhiteningArrays whiten_typed(const py::array_t<T, py::array::c_style>& X, int64_t c) {
     Whitening<T> w;
     {
         LongCall call;
         w = whiten(X.data(), X.shape(0), X.shape(1), c);
     }
-    py::dict d;
-    d["mean"] = to_numpy(w.mean);
-    d["K"] = to_numpy(w.K, c, static_cast<int64_t>(X.shape(1)));
-    d["X1"] = to_numpy(w.X1, c, static_cast<int64_t>(X.shape(0)));
-    d["smallest_ratio"] = static_cast<double>(w.smallest_ratio);
-    return d;
+    return {to_numpy(w.mean), to_numpy(w.K, c, static_cast<int64_t>(X.shape(1))),
+            to_numpy(w.X1, c, static_cast<int64_t>(X.shape(0))), static_cast<double>(w.smallest_ratio)};
 }
 
 template <class T>
@@ -339,6 +332,37 @@ PYBIND11_MODULE(_core, m) {
     m.def("dlpack_cpu_view", &dlpack_cpu_view, py::arg("capsule"),
           R"pbdoc(Read-only NumPy view of a CPU tensor's DLPack capsule (bfloat16 as ml_dtypes.bfloat16).)pbdoc");
 
+    py::class_<Objective>(m, "Objective", R"pbdoc(IterD's objective of a labelling: L = xi * B, with D, P and H.)pbdoc")
+        .def_readonly("L", &Objective::L)
+        .def_readonly("xi", &Objective::xi)
+        .def_readonly("B", &Objective::B)
+        .def_readonly("D", &Objective::D, "sum over the K diagonal blocks")
+        .def_readonly("P", &Objective::P, "sum of n_k m_k")
+        .def_readonly("H", &Objective::H, "sum of 1 / (n_k m_k)");
+
+    py::class_<KMeansResult>(m, "KMeansResult", R"pbdoc(The best k-means run: centres, labels, inertia.)pbdoc")
+        .def_property_readonly("centers", [](const KMeansResult& r) {
+            const auto K = static_cast<int64_t>(r.centers.size() / std::max<size_t>(1, r.d));
+            return to_numpy(r.centers, K, static_cast<int64_t>(r.d));
+        })
+        .def_property_readonly("labels", [](const KMeansResult& r) { return to_numpy(r.labels); })
+        .def_readonly("inertia", &KMeansResult::inertia)
+        .def_readonly("n_iter", &KMeansResult::n_iter)
+        .def_readonly("converged", &KMeansResult::converged);
+
+    py::class_<WhiteningArrays>(m, "Whitening", R"pbdoc(
+PCA whitening of centred data X (n x p) to c components: X1 = K (X - mean)^T * sqrt(n) (c x n),
+and the smallest kept eigenvalue over the largest (a rank check). Also made by the CUDA module.
+)pbdoc")
+        .def(py::init([](py::array mean, py::array K, py::object X1, double smallest_ratio) {
+                 return WhiteningArrays{std::move(mean), std::move(K), std::move(X1), smallest_ratio};
+             }),
+             py::arg("mean"), py::arg("K"), py::arg("X1"), py::arg("smallest_ratio"))
+        .def_readonly("mean", &WhiteningArrays::mean)
+        .def_readonly("K", &WhiteningArrays::K)
+        .def_readonly("X1", &WhiteningArrays::X1)
+        .def_readonly("smallest_ratio", &WhiteningArrays::smallest_ratio);
+
     py::class_<MoveRule>(m, "MoveRule", R"pbdoc(
 The acceptance rule of one round of a parallel sweep: a row with table entries t in module a
 may improve L by moving to b iff t[b] - t[a] > c[a, b] (padded by the slack; see
@@ -438,7 +462,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
                 LongCall call;
                 o = self.state->objective();
             }
-            return objective_dict(o);
+            return o;
         })
         .def_property_readonly("neuron_labels", [](PyIterDState& s) { return to_numpy(s.state->neuron_labels()); })
         .def_property_readonly("sample_labels", [](PyIterDState& s) { return to_numpy(s.state->sample_labels()); })
@@ -487,13 +511,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
                 LongCall call;
                 r = kmeans(X.data(), X.shape(0), X.shape(1), K, balanced, n_init, max_iter, tol, seed);
             }
-            py::dict d;
-            d["centers"] = to_numpy(r.centers, K, static_cast<int64_t>(X.shape(1)));
-            d["labels"] = to_numpy(r.labels);
-            d["inertia"] = r.inertia;
-            d["n_iter"] = r.n_iter;
-            d["converged"] = r.converged;
-            return d;
+            return r;
         },
         py::arg("X"), py::arg("K"), py::arg("balanced"), py::arg("n_init"), py::arg("max_iter"),
         py::arg("tol"), py::arg("seed"),
@@ -501,14 +519,14 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
 
     m.def(
         "ica_whiten",
-        [](const py::array& X, int64_t c) -> py::dict {
+        [](const py::array& X, int64_t c) -> WhiteningArrays {
             if (X.ndim() != 2) throw py::value_error("X must be 2-D");
             if (py::isinstance<py::array_t<float, py::array::c_style>>(X) && X.dtype().itemsize() == 4)
                 return whiten_typed<float>(X.cast<py::array_t<float, py::array::c_style>>(), c);
             return whiten_typed<double>(X.cast<py::array_t<double, py::array::c_style>>(), c);
         },
         py::arg("X"), py::arg("n_components"),
-        R"pbdoc(Centre X (n x p) and whiten it by PCA to n_components: dict(mean, K, X1, smallest_ratio).)pbdoc");
+        R"pbdoc(Centre X (n x p) and whiten it by PCA to n_components (a Whitening).)pbdoc");
 
     m.def(
         "ica_iterate",

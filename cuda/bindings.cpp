@@ -251,8 +251,9 @@ std::string runtime_status() {
     return n > 0 ? "ok" : "no CUDA device";
 }
 
-// FastICA on the GPU: the computation precision is float32 or float64 (`float32`).
-py::dict ica_whiten_py(const DeviceArray& X, int64_t c, bool float32) {
+// FastICA on the GPU: the computation precision is float32 or float64 (`float32`). The result is
+// the core's Whitening class (X1 stays on the device).
+py::object ica_whiten_py(const DeviceArray& X, int64_t c, bool float32) {
     if (c < 1 || c > std::min(X.view.rows, X.view.cols)) throw py::value_error("n_components must be in [1, min(n, p)]");
     auto run = [&](auto tag) {
         using T = decltype(tag);
@@ -261,12 +262,9 @@ py::dict ica_whiten_py(const DeviceArray& X, int64_t c, bool float32) {
             py::gil_scoped_release release;
             w = whiten_device<T>(X, c);
         }
-        py::dict d;
-        d["mean"] = to_numpy(w.w.mean);
-        d["K"] = to_numpy(w.w.K, c, X.view.cols);
-        d["X1"] = w.X1;
-        d["smallest_ratio"] = static_cast<double>(w.w.smallest_ratio);
-        return d;
+        return py::module_::import("ulcmod._core")
+            .attr("Whitening")(to_numpy(w.w.mean), to_numpy(w.w.K, c, X.view.cols), w.X1,
+                               static_cast<double>(w.w.smallest_ratio));
     };
     return float32 ? run(float{}) : run(double{});
 }

@@ -175,7 +175,7 @@ def test_the_backend_keeps_the_cores_trajectory_and_small_messages(on_cluster, t
         assert dask_state.iterate("parallel") == moved
         np.testing.assert_array_equal(dask_state.neuron_labels, cpu.neuron_labels)
         np.testing.assert_array_equal(dask_state.sample_labels, cpu.sample_labels)
-        assert dask_state.objective()["L"] == pytest.approx(cpu.objective()["L"], rel=1e-12)
+        assert dask_state.objective().L == pytest.approx(cpu.objective().L, rel=1e-12)
         if moved == (0, 0):
             break
     assert moved == (0, 0)
@@ -230,7 +230,7 @@ def test_a_worker_dying_inside_a_call_is_recovered(on_cluster, tmp_path, rng):
         pass
     assert backend.recoveries >= 1
     u, s = state.neuron_labels, state.sample_labels
-    assert state.objective()["L"] == pytest.approx(brute_objective(A, u, s, 3)[0], rel=1e-12)
+    assert state.objective().L == pytest.approx(brute_objective(A, u, s, 3)[0], rel=1e-12)
     assert best_single_move_gain(A, u.copy(), s.copy(), 3) <= 1e-9
 
 

@@ -105,7 +105,7 @@ def test_backend_follows_the_cpu_state(cuda, torch, policy, order):
         np.testing.assert_array_equal(cpu.sample_labels, gpu.sample_labels)
         np.testing.assert_allclose(gpu.neuron_table(), cpu.neuron_table(), rtol=1e-11, atol=1e-9)
         np.testing.assert_allclose(gpu.sample_table(), cpu.sample_table(), rtol=1e-11, atol=1e-9)
-        assert gpu.objective()["L"] == pytest.approx(cpu.objective()["L"], rel=1e-12)
+        assert gpu.objective().L == pytest.approx(cpu.objective().L, rel=1e-12)
         assert gpu.iterate("parallel") == cpu.iterate("parallel")
     if policy == "update":
         assert gpu.update_reads > 0

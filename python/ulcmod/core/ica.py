@@ -117,7 +117,7 @@ class FastICA(ParamsMixin):
                 raise ValueError(f"n_components={c} exceeds min(n_samples, n_features) = {min(n, p)} for X of "
                                  f"shape {X.shape}; use n_components <= {min(n, p)}")
             w = X.whiten(c) if gpu else _core.ica_whiten(X, c)
-            X1, K, mean, smallest_ratio = w["X1"], w["K"], w["mean"], w["smallest_ratio"]
+            X1, K, mean, smallest_ratio = w.X1, w.K, w.mean, w.smallest_ratio
             if smallest_ratio < np.finfo(X.dtype).eps * 10:
                 raise ValueError(f"X has rank below n_components={c} (its centred data spans fewer directions); "
                                  f"lower n_components")

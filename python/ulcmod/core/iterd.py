@@ -106,7 +106,7 @@ class IterDResult:
 def _objective(state) -> Objective:
     """L, xi and B of a core ``IterDState`` (the one place that reads the core's objective)."""
     obj = state.objective()
-    return Objective(obj["L"], obj["xi"], obj["B"])
+    return Objective(obj.L, obj.xi, obj.B)
 
 
 def _initial_labels(A, K, init, rng, scores):

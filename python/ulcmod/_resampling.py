@@ -123,7 +123,8 @@ def permute_rows(A, seed: int, out: np.ndarray | None = None) -> np.ndarray:
     Each neuron keeps exactly its own values (the same multiset per row, bit for bit), while
     their co-activation across neurons is destroyed: the null model of :func:`ulcmod.null_test`.
     Runs on every core in the C++ core, one pass over A; `out` (C-ordered, A's shape and dtype)
-    is reused when given. The result does not depend on the number of threads.
+    is reused when given. The result does not depend on the number of threads. Any dtype the core
+    reads (float16, bfloat16, float32, float64) works: values are moved as bits.
 
     Examples
     --------
@@ -134,7 +135,7 @@ def permute_rows(A, seed: int, out: np.ndarray | None = None) -> np.ndarray:
     >>> bool((np.sort(P, axis=1) == A).all())
     True
     """
-    A = check_activations(A)
+    A = np.asarray(A)  # checked by the callers; the core rejects dtypes it cannot read
     if out is None:
         out = np.empty(A.shape, dtype=A.dtype)
     _core.permute_rows(A, out, int(seed) % 2**64)

@@ -144,7 +144,7 @@ def select_k(A, ks, *, n_null=20, n_runs=20, alpha=0.05, resample="bootstrap", i
     >>> A = rng.normal(size=(120, 60)).astype(np.float32)
     >>> for k in range(3):
     ...     A[k * 40:(k + 1) * 40, k * 20:(k + 1) * 20] += 1.5
-    >>> sel = ulcmod.select_k(A, [2, 3, 4], n_null=19, n_runs=6, random_state=0, progress=False)
+    >>> sel = ulcmod.select_k(A, [2, 3, 4], n_null=19, n_runs=4, random_state=0, progress=False)
     >>> sel.recommended_k
     3
     """

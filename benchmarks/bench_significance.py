@@ -1,0 +1,127 @@
+"""The cost of null_test (100 null runs) and stability (20 runs) at the default run's size.
+
+    python benchmarks/bench_significance.py [--n-null 100] [--n-runs 20]
+
+A synthetic 46,080 x 4,200 float16 matrix (the default run's neurons x training samples) on a
+read-only memmap, as `ulcmod discover` keeps its z-scored activations: K=10 planted modules of
+weak signal, plus shared low-rank activity and heavy-tailed noise, z-scored per neuron (see
+`activations`). One `iterd` call is timed before and after the two analyses in the same process,
+and their times are given as multiples of its mean, since the machine's load changes over a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import ulcmod
+from ulcmod._resampling import bootstrap_columns, permute_rows
+
+from _common import best_time, write_table
+
+N, M, K = 46_080, 4_200, 10  # the default run: 30 layers x 1,536 neurons, 7 x 600 prompts; K=10 of 4/7/10/16
+SIGNAL = 0.25  # planted block offset, in units of the noise's standard deviation
+RANK, FACTOR_SCALE = 8, 0.5  # shared low-rank activity: neurons co-vary outside the modules too
+T_DF = 5  # Student-t noise: heavy tails like real activations
+ROWS_PER_BLOCK = 4096  # generation in row blocks of 4096 x 4200 float32 (69 MB)
+
+
+def activations(path: Path, rng) -> np.memmap:
+    """Planted modules + low-rank activity + t noise, z-scored per neuron, float16 on disk."""
+    u = rng.permutation(np.arange(N) % K)
+    s = rng.permutation(np.arange(M) % K)
+    loadings = rng.standard_normal((N, RANK), dtype=np.float32) * FACTOR_SCALE
+    factors = rng.standard_normal((RANK, M), dtype=np.float32)
+    noise_sd = np.sqrt(T_DF / (T_DF - 2))
+    A = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(N, M))
+    for r0 in range(0, N, ROWS_PER_BLOCK):
+        r1 = min(N, r0 + ROWS_PER_BLOCK)
+        block = (rng.standard_t(T_DF, size=(r1 - r0, M)) / noise_sd).astype(np.float32)
+        block += loadings[r0:r1] @ factors
+        block += SIGNAL * (u[r0:r1, None] == s[None, :])
+        block -= block.mean(axis=1, keepdims=True)
+        block /= block.std(axis=1, keepdims=True)
+        A[r0:r1] = block
+    A.flush()
+    del A
+    return np.load(path, mmap_mode="r")
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.1f} (1 min) / {five:.1f} (5 min)"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-null", type=int, default=100)
+    parser.add_argument("--n-runs", type=int, default=20)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    loads = [f"start: {load()}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        A = activations(Path(tmp) / "A.npy", rng)
+        t_sum, _ = best_time(lambda: A.sum(dtype=np.float64))
+        buffer = np.empty(A.shape, dtype=A.dtype)
+        t_perm, _ = best_time(lambda: permute_rows(A, 0, out=buffer))
+        t_boot, _ = best_time(lambda: bootstrap_columns(A, np.random.default_rng(0), buffer))
+        del buffer
+
+        def one_iterd():
+            t0 = time.perf_counter()
+            res = ulcmod.iterd(A, K, random_state=0, progress=False)
+            return time.perf_counter() - t0, res
+
+        t_before, res = one_iterd()
+        print(f"iterd: {t_before:.1f} s, {res.n_iter} iterations; load {load()}", flush=True)
+        t0 = time.perf_counter()
+        null = ulcmod.null_test(A, K, n_null=args.n_null, result=res, random_state=0)
+        t_null = time.perf_counter() - t0
+        loads.append(f"after null_test: {load()}")
+        print(f"null_test: {t_null / 60:.1f} min, p={null.p_value:.4f}; load {load()}", flush=True)
+        t0 = time.perf_counter()
+        stab = ulcmod.stability(A, K, n_runs=args.n_runs, reference=res, random_state=0)
+        t_stab = time.perf_counter() - t0
+        loads.append(f"after stability: {load()}")
+        print(f"stability: {t_stab / 60:.1f} min, mean ARI={stab.mean_ari:.3f}; load {load()}", flush=True)
+        t_after, _ = one_iterd()
+    t_iterd = (t_before + t_after) / 2
+
+    rows = [
+        ["one `iterd` (mean of before/after)", f"{t_iterd / 60:.2f}", "1.0",
+         f"{t_before:.1f} s before, {t_after:.1f} s after; {res.n_iter} iterations"],
+        [f"`null_test`, n_null={args.n_null}", f"{t_null / 60:.1f}", f"{t_null / t_iterd:.0f}",
+         f"p = {null.p_value:.4f}, z = {null.z:.0f}; {null.n_not_converged} null runs not converged"],
+        [f"`stability`, n_runs={args.n_runs}, bootstrap", f"{t_stab / 60:.1f}", f"{t_stab / t_iterd:.0f}",
+         f"mean ARI {stab.mean_ari:.3f}, module stability {stab.module_stability.min():.3f}-"
+         f"{stab.module_stability.max():.3f}"],
+        ["one row permutation (`permute_rows`)", f"{t_perm / 60:.4f}", f"{t_perm / t_iterd:.2f}",
+         f"{t_perm:.2f} s; one pass over A (`A.sum()`) takes {t_sum:.2f} s"],
+        ["one bootstrap gather of the samples", f"{t_boot / 60:.4f}", f"{t_boot / t_iterd:.2f}", f"{t_boot:.2f} s"],
+    ]
+    write_table(
+        "significance",
+        f"null_test and stability at the default run's size ({N:,} x {M:,} float16, K={K})",
+        "python benchmarks/bench_significance.py" + (
+            "" if (args.n_null, args.n_runs) == (100, 20) else f" --n-null {args.n_null} --n-runs {args.n_runs}"),
+        ["what", "minutes", "x one iterd", "notes"],
+        rows,
+        notes=[
+            f"Data: synthetic, on a read-only memmap: {K} planted modules (block offset {SIGNAL} sd), "
+            f"rank-{RANK} shared activity (loadings sd {FACTOR_SCALE}), Student-t noise (df {T_DF}), "
+            f"z-scored per neuron, float16.",
+            "The analyses reuse the timed `iterd` result as their run on A (`result=`, `reference=`), so "
+            "their times are the null runs and the resampled runs alone.",
+            "The machine was shared with other jobs; load averages on its 2 cores: " + "; ".join(loads) + ". "
+            "Times are noisy: the multiples of one `iterd` call, timed in the same process, are the figures to use.",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -52,6 +52,14 @@ def activations(path: Path, rng) -> np.memmap:
     return np.load(path, mmap_mode="r")
 
 
+def pass_times(A):
+    """Seconds of one pass over A (a sum), one row permutation and one bootstrap gather."""
+    buffer = np.empty(A.shape, dtype=A.dtype)
+    return (best_time(lambda: A.sum(dtype=np.float64))[0],
+            best_time(lambda: permute_rows(A, 0, out=buffer))[0],
+            best_time(lambda: bootstrap_columns(A, np.random.default_rng(0), buffer))[0])
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"{one:.1f} (1 min) / {five:.1f} (5 min)"
@@ -66,11 +74,7 @@ def main():
     loads = [f"start: {load()}"]
     with tempfile.TemporaryDirectory() as tmp:
         A = activations(Path(tmp) / "A.npy", rng)
-        t_sum, _ = best_time(lambda: A.sum(dtype=np.float64))
-        buffer = np.empty(A.shape, dtype=A.dtype)
-        t_perm, _ = best_time(lambda: permute_rows(A, 0, out=buffer))
-        t_boot, _ = best_time(lambda: bootstrap_columns(A, np.random.default_rng(0), buffer))
-        del buffer
+        t_sum, t_perm, t_boot = pass_times(A)
 
         def one_iterd():
             t0 = time.perf_counter()

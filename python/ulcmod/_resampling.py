@@ -36,6 +36,12 @@ REAL, NULL, RUN = 0, 1, 2
 RESULT_L_RTOL = 1e-6
 
 
+def prepare(A, iterd_params, random_state, progress):
+    """The common arguments checked: ``(A, iterd settings, show a bar, root entropy)``."""
+    return (check_activations(A), check_iterd_params(iterd_params), check_progress(progress),
+            root_entropy(random_state))
+
+
 def check_iterd_params(iterd_params) -> dict:
     """The IterD settings shared by every run: a dict with keys from ITERD_SETTINGS."""
     if iterd_params is None:

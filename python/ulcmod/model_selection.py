@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._resampling import check_iterd_params, check_progress, real_run, root_entropy, warn_not_converged
-from ._validation import check_activations, check_choice, check_int, check_n_modules
+from ._resampling import prepare, real_run, warn_not_converged
+from ._validation import check_choice, check_int, check_n_modules
 from .module_stability import RESAMPLES, StabilityResult, stability_runs, summarise_stability
 from .significance import NullTestResult, null_runs, summarise_null
 
@@ -141,22 +141,17 @@ def select_k(A, ks, *, n_null=20, n_runs=20, alpha=0.05, resample="bootstrap", i
     --------
     >>> import numpy as np, ulcmod
     >>> rng = np.random.default_rng(0)
-    >>> A = rng.normal(size=(120, 60)).astype(np.float32)
-    >>> for k in range(3):
-    ...     A[k * 40:(k + 1) * 40, k * 20:(k + 1) * 20] += 1.5
+    >>> A = rng.normal(size=(120, 60)) + 1.5 * np.kron(np.eye(3), np.ones((40, 20)))  # 3 planted modules
     >>> sel = ulcmod.select_k(A, [2, 3, 4], n_null=19, n_runs=4, random_state=0, progress=False)
     >>> sel.recommended_k
     3
     """
-    A = check_activations(A)
+    A, settings, show, entropy = prepare(A, iterd_params, random_state, progress)
     ks = _check_ks(ks, *A.shape)
     n_null = check_int(n_null, "n_null", minimum=2)
     n_runs = check_int(n_runs, "n_runs", minimum=2)
     alpha = _check_alpha(alpha)
     resample = check_choice(resample, "resample", RESAMPLES)
-    settings = check_iterd_params(iterd_params)
-    show = check_progress(progress)
-    entropy = root_entropy(random_state)
 
     reals = {K: real_run(A, K, settings, entropy, None, "result") for K in ks}
     nulls = null_runs(A, ks, n_null, settings, entropy, show)

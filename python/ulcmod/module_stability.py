@@ -15,16 +15,14 @@ from scipy.optimize import linear_sum_assignment
 from ._resampling import (
     RUN,
     bootstrap_columns,
-    check_iterd_params,
-    check_progress,
+    prepare,
     progress_bar,
     real_run,
-    root_entropy,
     run_iterd,
     stream,
     warn_not_converged,
 )
-from ._validation import check_activations, check_choice, check_int, check_n_modules
+from ._validation import check_choice, check_int, check_n_modules
 from .iterd import IterDResult
 from .objective import assign_samples
 
@@ -250,22 +248,17 @@ def stability(A, n_modules, n_runs=20, *, resample="bootstrap", iterd_params=Non
     --------
     >>> import numpy as np, ulcmod
     >>> rng = np.random.default_rng(0)
-    >>> A = rng.normal(size=(120, 60)).astype(np.float32)
-    >>> for k in range(3):
-    ...     A[k * 40:(k + 1) * 40, k * 20:(k + 1) * 20] += 1.5
+    >>> A = rng.normal(size=(120, 60)) + 1.5 * np.kron(np.eye(3), np.ones((40, 20)))  # 3 planted modules
     >>> res = ulcmod.stability(A, 3, n_runs=5, random_state=0, progress=False)
     >>> bool(res.module_stability.min() > 0.9), bool(res.mean_ari > 0.9)
     (True, True)
     >>> np.bincount(res.consensus_labels).tolist()
     [40, 40, 40]
     """
-    A = check_activations(A)
+    A, settings, show, entropy = prepare(A, iterd_params, random_state, progress)
     K = check_n_modules(n_modules, *A.shape)
     n_runs = check_int(n_runs, "n_runs", minimum=2)
     resample = check_choice(resample, "resample", RESAMPLES)
-    settings = check_iterd_params(iterd_params)
-    show = check_progress(progress)
-    entropy = root_entropy(random_state)
     ref = real_run(A, K, settings, entropy, reference, "reference")
     labels, run_L, n_bad = stability_runs(A, [K], n_runs, resample, settings, entropy, show)[K]
     warn_not_converged(n_bad, n_runs, f"stability runs at K={K}")

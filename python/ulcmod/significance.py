@@ -16,17 +16,15 @@ import numpy as np
 from ._resampling import (
     NULL,
     block_means,
-    check_iterd_params,
-    check_progress,
     permute_rows,
+    prepare,
     progress_bar,
     real_run,
-    root_entropy,
     run_iterd,
     stream,
     warn_not_converged,
 )
-from ._validation import check_activations, check_int, check_n_modules, seed_from
+from ._validation import check_int, check_n_modules, seed_from
 from .iterd import IterDResult
 
 
@@ -182,22 +180,17 @@ def null_test(A, n_modules, n_null=100, *, iterd_params=None, result=None, rando
     --------
     >>> import numpy as np, ulcmod
     >>> rng = np.random.default_rng(0)
-    >>> A = rng.normal(size=(120, 60)).astype(np.float32)
-    >>> for k in range(3):
-    ...     A[k * 40:(k + 1) * 40, k * 20:(k + 1) * 20] += 1.0
+    >>> A = rng.normal(size=(120, 60)) + 1.0 * np.kron(np.eye(3), np.ones((40, 20)))  # 3 planted modules
     >>> res = ulcmod.null_test(A, 3, n_null=20, random_state=0, progress=False)
     >>> res.p_value == 1 / 21, bool(res.z > 10), bool((res.module_p_values < 0.05).all())
     (True, True, True)
-    >>> noise = rng.normal(size=(120, 60)).astype(np.float32)
+    >>> noise = rng.normal(size=(120, 60))
     >>> bool(ulcmod.null_test(noise, 3, n_null=20, random_state=0, progress=False).p_value > 0.05)
     True
     """
-    A = check_activations(A)
+    A, settings, show, entropy = prepare(A, iterd_params, random_state, progress)
     K = check_n_modules(n_modules, *A.shape)
     n_null = check_int(n_null, "n_null", minimum=2)
-    settings = check_iterd_params(iterd_params)
-    show = check_progress(progress)
-    entropy = root_entropy(random_state)
     real = real_run(A, K, settings, entropy, result, "result")
     null_L, null_best, n_bad = null_runs(A, [K], n_null, settings, entropy, show)[K]
     warn_not_converged(n_bad, n_null, f"null runs at K={K}")

@@ -51,16 +51,14 @@ def module_table(null_test: NullTestResult | None = None, stability: StabilityRe
     >>> import numpy as np, ulcmod
     >>> from ulcmod.significance_report import module_table
     >>> rng = np.random.default_rng(0)
-    >>> A = rng.normal(size=(120, 60)).astype(np.float32)
-    >>> for k in range(3):
-    ...     A[k * 40:(k + 1) * 40, k * 20:(k + 1) * 20] += 1.5
+    >>> A = rng.normal(size=(120, 60)) + 1.5 * np.kron(np.eye(3), np.ones((40, 20)))  # 3 planted modules
     >>> res = ulcmod.iterd(A, 3, random_state=0)
     >>> test = ulcmod.null_test(A, 3, n_null=19, result=res, random_state=0, progress=False)
     >>> stab = ulcmod.stability(A, 3, n_runs=4, reference=res, random_state=0, progress=False)
     >>> print("\\n".join(module_table(test, stab)[:3]))
     | module | neurons | samples | block mean | p-value | stability | significant | stable |
     |---|---|---|---|---|---|---|---|
-    | U0 | 40 | 20 | 1.53 | 0.05 | 1.00 | yes | yes |
+    | U0 | 40 | 20 | 1.534 | 0.05 | 1.00 | yes | yes |
     """
     res = _same_run(null_test, stability)
     K = res.n_modules
@@ -72,7 +70,7 @@ def module_table(null_test: NullTestResult | None = None, stability: StabilityRe
         cells = [f"U{k}", f"{n[k]:,}", f"{m[k]:,}"]
         if null_test is not None:
             p = null_test.module_p_values[k]
-            cells += [f"{null_test.module_means[k]:.3g}", f"{p:.3g}"]
+            cells += [f"{null_test.module_means[k]:.3f}", f"{p:.3g}"]
         else:
             cells += ["-", "-"]
         cells.append(f"{stability.module_stability[k]:.2f}" if stability is not None else "-")
@@ -99,7 +97,7 @@ def selection_table(selection: SelectKResult) -> list[str]:
 def plot_null(test: NullTestResult, ax) -> None:
     """Histogram of the null runs' L with A's L marked, on `ax`."""
     ax.hist(test.null_L, bins=min(30, max(5, test.n_null // 4)), color="0.6", label=f"null ({test.n_null} runs)")
-    ax.axvline(test.L, color="C3", lw=2, label="A")
+    ax.axvline(test.L, color="C3", lw=2, label="L of A")
     ax.set_title(f"K={test.n_modules}: L of A vs row-permuted nulls\np = {test.p_value:.3g}, z = {test.z:.1f}",
                  fontsize=9)
     ax.set_xlabel("IterD objective L")
@@ -129,9 +127,11 @@ def plot_select_k(selection: SelectKResult, ax) -> None:
     ks = selection.ks
     sig = selection.p_values <= selection.alpha
     ax.plot(ks, selection.mean_ari, color="C0", label="mean ARI between runs")
-    ax.scatter(ks[sig], selection.mean_ari[sig], color="C0", zorder=3, label=f"p <= {selection.alpha:g}")
-    ax.scatter(ks[~sig], selection.mean_ari[~sig], facecolors="white", edgecolors="C0", zorder=3,
-               label=f"p > {selection.alpha:g}")
+    if sig.any():
+        ax.scatter(ks[sig], selection.mean_ari[sig], color="C0", zorder=3, label=f"p <= {selection.alpha:g}")
+    if not sig.all():
+        ax.scatter(ks[~sig], selection.mean_ari[~sig], facecolors="white", edgecolors="C0", zorder=3,
+                   label=f"p > {selection.alpha:g} (not significant)")
     ax.set_xlabel("number of modules K")
     ax.set_ylabel("mean ARI between runs", color="C0")
     ax.set_xticks(ks)

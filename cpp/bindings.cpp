@@ -560,10 +560,8 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
                 !(out.flags() & py::array::c_style))
                 throw py::value_error("out must be a C-contiguous array of A's shape and dtype");
             void* dst = out.mutable_data();  // raises if out is read-only
-            {
-                py::gil_scoped_release release;
-                permute_rows(a, dst, seed);
-            }
+            LongCall call;
+            permute_rows(a, dst, seed);
         },
         py::arg("A"), py::arg("out"), py::arg("seed"),
         R"pbdoc(Write each row of A into out in an independent random order drawn from (seed, row).)pbdoc");

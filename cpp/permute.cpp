@@ -1,5 +1,6 @@
 #include "permute.hpp"
 
+#include "interrupt.hpp"
 #include "parallel.hpp"
 #include "random.hpp"
 
@@ -25,6 +26,7 @@ void permute_typed(const Matrix& A, Bits* out, uint64_t seed) {
     const Bits* a = static_cast<const Bits*>(A.data);
     const int64_t cols = A.cols;
     parallel_for(A.rows, kMinRowsPerChunk, [&](int64_t r0, int64_t r1) {
+        if (interrupt_requested()) return;  // Ctrl-C: leave the remaining chunks undone
         for (int64_t r = r0; r < r1; ++r) {
             uint64_t state = row_state(seed, r);
             const Bits* src = a + r * A.row_stride;
@@ -45,12 +47,15 @@ void permute_typed(const Matrix& A, Bits* out, uint64_t seed) {
 void permute_rows(const Matrix& A, void* out, uint64_t seed) {
     switch (A.itemsize()) {
         case 2:
-            return permute_typed(A, static_cast<uint16_t*>(out), seed);
+            permute_typed(A, static_cast<uint16_t*>(out), seed);
+            break;
         case 4:
-            return permute_typed(A, static_cast<uint32_t*>(out), seed);
+            permute_typed(A, static_cast<uint32_t*>(out), seed);
+            break;
         default:
-            return permute_typed(A, static_cast<uint64_t*>(out), seed);
+            permute_typed(A, static_cast<uint64_t*>(out), seed);
     }
+    check_interrupt();
 }
 
 }  // namespace ulcmod

@@ -11,7 +11,8 @@ namespace ulcmod {
 // Writes every row of A, in a uniformly random order of its own, into `out` (A's shape, C order,
 // elements of A's size). Values are moved bit for bit, so each row of `out` holds exactly the
 // multiset of its row of A. Row r's order depends on (seed, r) alone: the result is the same for
-// any number of threads. Rows are shared out over the OpenMP threads.
+// any number of threads. Rows are shared out over the OpenMP threads. Throws Interrupted on
+// Ctrl-C (inside an InterruptScope), leaving `out` partly written.
 void permute_rows(const Matrix& A, void* out, uint64_t seed);
 
 }  // namespace ulcmod

@@ -66,6 +66,16 @@ def pass_times(A):
             best_time(lambda: bootstrap_columns(A, rng, buffer))[0])
 
 
+def timed(name: str, fn, loads: list):
+    """(seconds, result) of fn(); the load average afterwards goes into `loads` and is printed."""
+    t0 = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - t0
+    loads.append(f"after {name}: {load()}")
+    print(f"{name}: {seconds / 60:.1f} min; load {load()}", flush=True)
+    return seconds, out
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"{one:.1f} (1 min) / {five:.1f} (5 min)"
@@ -91,17 +101,11 @@ def main():
             return res
 
         res = one_iterd()
-        t0 = time.perf_counter()
-        null = ulcmod.null_test(A, K, n_null=args.n_null, result=res, random_state=0)
-        t_null = time.perf_counter() - t0
-        loads.append(f"after null_test: {load()}")
-        print(f"null_test: {t_null / 60:.1f} min, p={null.p_value:.4f}; load {load()}", flush=True)
+        t_null, null = timed("null_test", lambda: ulcmod.null_test(A, K, n_null=args.n_null, result=res,
+                                                                    random_state=0), loads)
         one_iterd()
-        t0 = time.perf_counter()
-        stab = ulcmod.stability(A, K, n_runs=args.n_runs, reference=res, random_state=0)
-        t_stab = time.perf_counter() - t0
-        loads.append(f"after stability: {load()}")
-        print(f"stability: {t_stab / 60:.1f} min, mean ARI={stab.mean_ari:.3f}; load {load()}", flush=True)
+        t_stab, stab = timed("stability", lambda: ulcmod.stability(A, K, n_runs=args.n_runs, reference=res,
+                                                                   random_state=0), loads)
         one_iterd()
     t_iterd = float(np.mean(t_iterds))
 

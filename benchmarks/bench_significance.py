@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 import ulcmod
-from ulcmod._resampling import bootstrap_columns, permute_rows
-from ulcmod.module_stability import adjusted_rand_index
+from ulcmod.analyses._resampling import bootstrap_columns, permute_rows
+from ulcmod.analyses.module_stability import adjusted_rand_index
 
 from _common import best_time, write_table
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..core._validation import check_choice, check_int, check_n_modules
+from ..core.iterd import IterDResult
+from ..core.objective import assign_samples
 from ._resampling import (
     RUN,
     bootstrap_columns,
@@ -22,9 +25,6 @@ from ._resampling import (
     stream,
     warn_not_converged,
 )
-from ._validation import check_choice, check_int, check_n_modules
-from .iterd import IterDResult
-from .objective import assign_samples
 
 RESAMPLES = ("bootstrap", "none")
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core._validation import check_int, check_n_modules, seed_from
+from ..core.iterd import IterDResult
 from ._resampling import (
     NULL,
     block_means,
@@ -24,8 +26,6 @@ from ._resampling import (
     stream,
     warn_not_converged,
 )
-from ._validation import check_int, check_n_modules, seed_from
-from .iterd import IterDResult
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._pyplot import pyplot, save
 from .model_selection import SelectKResult
 from .module_stability import StabilityResult
-from .plots import _plt, _save
 from .significance import NullTestResult
 
 # Mean matched Jaccard from which a module counts as stable: Hennig's rule for bootstrapped
@@ -49,7 +49,7 @@ def module_table(null_test: NullTestResult | None = None, stability: StabilityRe
     Examples
     --------
     >>> import numpy as np, ulcmod
-    >>> from ulcmod.significance_report import module_table
+    >>> from ulcmod.analyses.significance_report import module_table
     >>> rng = np.random.default_rng(0)
     >>> A = rng.normal(size=(120, 60)) + 1.5 * np.kron(np.eye(3), np.ones((40, 20)))  # 3 planted modules
     >>> res = ulcmod.iterd(A, 3, random_state=0)
@@ -162,7 +162,7 @@ def significance_figure(path, *, null_tests=(), stabilities=(), selection: Selec
         raise ValueError("significance_figure needs null_tests, stabilities or a selection to draw")
     n_cols = max([len(r) for r in rows] + [1])
     n_rows = len(rows) + (selection is not None)
-    plt = _plt()
+    plt = pyplot()
     fig = plt.figure(figsize=(max(6.0, 3.6 * n_cols), 3.4 * n_rows))
     grid = fig.add_gridspec(n_rows, n_cols)
     for i, row in enumerate(rows):
@@ -174,4 +174,4 @@ def significance_figure(path, *, null_tests=(), stabilities=(), selection: Selec
                 plot_module_stability(item, ax, stable=stable)
     if selection is not None:
         plot_select_k(selection, fig.add_subplot(grid[n_rows - 1, :]))
-    return _save(fig, path)
+    return save(fig, path)

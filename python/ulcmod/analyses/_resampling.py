@@ -20,11 +20,11 @@ from collections.abc import Mapping
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _core
-from ._validation import check_activations, check_labels, check_random_state, seed_from
-from .exceptions import ConvergenceWarning
-from .iterd import IterDResult, iterd
-from .objective import module_features, objective
+from .. import _core
+from ..core._validation import check_activations, check_labels, check_random_state, seed_from
+from ..core.exceptions import ConvergenceWarning
+from ..core.iterd import IterDResult, iterd
+from ..core.objective import module_features, objective
 
 # Settings of iterd() that every run of an analysis shares; the seed and progress are per run.
 ITERD_SETTINGS = ("init", "n_init", "max_iter", "tol", "order", "pca_neurons")
@@ -135,7 +135,7 @@ def permute_rows(A, seed: int, out: np.ndarray | None = None) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> from ulcmod._resampling import permute_rows
+    >>> from ulcmod.analyses._resampling import permute_rows
     >>> A = np.arange(12, dtype=np.float32).reshape(3, 4)
     >>> P = permute_rows(A, seed=0)
     >>> bool((np.sort(P, axis=1) == A).all())

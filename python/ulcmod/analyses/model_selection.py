@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core._validation import check_choice, check_int, check_n_modules
 from ._resampling import prepare, real_run, warn_not_converged
-from ._validation import check_choice, check_int, check_n_modules
 from .module_stability import RESAMPLES, StabilityResult, stability_runs, summarise_stability
 from .significance import NullTestResult, null_runs, summarise_null
 

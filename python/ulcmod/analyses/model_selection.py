@@ -139,9 +139,9 @@ def select_k(A, ks, *, n_null=20, n_runs=20, alpha=0.05, resample="bootstrap", i
 
     Examples
     --------
-    >>> import numpy as np, ulcmod
-    >>> rng = np.random.default_rng(0)
-    >>> A = rng.normal(size=(120, 60)) + 1.5 * np.kron(np.eye(3), np.ones((40, 20)))  # 3 planted modules
+    >>> import ulcmod
+    >>> from ulcmod.core.synthetic import planted
+    >>> A, _, _ = planted(120, 60, 3, 1.5, random_state=0)  # 3 modules of 40 neurons x 20 samples
     >>> sel = ulcmod.select_k(A, [2, 3, 4], n_null=19, n_runs=4, random_state=0, progress=False)
     >>> sel.recommended_k
     3

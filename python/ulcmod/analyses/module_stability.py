@@ -247,8 +247,8 @@ def stability(A, n_modules, n_runs=20, *, resample="bootstrap", iterd_params=Non
     Examples
     --------
     >>> import numpy as np, ulcmod
-    >>> rng = np.random.default_rng(0)
-    >>> A = rng.normal(size=(120, 60)) + 1.5 * np.kron(np.eye(3), np.ones((40, 20)))  # 3 planted modules
+    >>> from ulcmod.core.synthetic import planted
+    >>> A, _, _ = planted(120, 60, 3, 1.5, random_state=0)  # 3 modules of 40 neurons x 20 samples
     >>> res = ulcmod.stability(A, 3, n_runs=5, random_state=0, progress=False)
     >>> bool(res.module_stability.min() > 0.9), bool(res.mean_ari > 0.9)
     (True, True)

@@ -179,8 +179,9 @@ def null_test(A, n_modules, n_null=100, *, iterd_params=None, result=None, rando
     Examples
     --------
     >>> import numpy as np, ulcmod
+    >>> from ulcmod.core.synthetic import planted
+    >>> A, _, _ = planted(120, 60, 3, 1.0, random_state=0)  # 3 modules of 40 neurons x 20 samples
     >>> rng = np.random.default_rng(0)
-    >>> A = rng.normal(size=(120, 60)) + 1.0 * np.kron(np.eye(3), np.ones((40, 20)))  # 3 planted modules
     >>> res = ulcmod.null_test(A, 3, n_null=20, random_state=0, progress=False)
     >>> res.p_value == 1 / 21, bool(res.z > 10), bool((res.module_p_values < 0.05).all())
     (True, True, True)

@@ -48,17 +48,17 @@ def module_table(null_test: NullTestResult | None = None, stability: StabilityRe
 
     Examples
     --------
-    >>> import numpy as np, ulcmod
+    >>> import ulcmod
     >>> from ulcmod.analyses.significance_report import module_table
-    >>> rng = np.random.default_rng(0)
-    >>> A = rng.normal(size=(120, 60)) + 1.5 * np.kron(np.eye(3), np.ones((40, 20)))  # 3 planted modules
+    >>> from ulcmod.core.synthetic import planted
+    >>> A, _, _ = planted(120, 60, 3, 1.5, random_state=0)  # 3 modules of 40 neurons x 20 samples
     >>> res = ulcmod.iterd(A, 3, random_state=0)
     >>> test = ulcmod.null_test(A, 3, n_null=19, result=res, random_state=0, progress=False)
     >>> stab = ulcmod.stability(A, 3, n_runs=4, reference=res, random_state=0, progress=False)
     >>> print("\\n".join(module_table(test, stab)[:3]))
     | module | neurons | samples | block mean | p-value | stability | significant | stable |
     |---|---|---|---|---|---|---|---|
-    | U0 | 40 | 20 | 1.534 | 0.05 | 1.00 | yes | yes |
+    | U0 | 40 | 20 | 1.529 | 0.05 | 0.99 | yes | yes |
     """
     res = _same_run(null_test, stability)
     K = res.n_modules

@@ -13,6 +13,7 @@
 #include "iterd.hpp"
 #include "binding_helpers.hpp"
 #include "parallel.hpp"
+#include "permute.hpp"
 #include "tables.hpp"
 
 namespace py = pybind11;
@@ -542,6 +543,21 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
         py::arg("X1"), py::arg("w_init"), py::arg("fun"), py::arg("alpha"), py::arg("deflation"), py::arg("tol"),
         py::arg("max_iter"),
         R"pbdoc(FastICA fixed-point iteration on whitened X1 (c x n) from w_init: (W, n_iter, converged).)pbdoc");
+
+    m.def(
+        "permute_rows",
+        [](const py::array& A, py::array& out, uint64_t seed) {
+            const Matrix a = as_matrix(A, "A");
+            if (out.ndim() != 2 || out.shape(0) != a.rows || out.shape(1) != a.cols ||
+                out.dtype().itemsize() != a.itemsize() || out.dtype().kind() != A.dtype().kind() ||
+                !(out.flags() & py::array::c_style))
+                throw py::value_error("out must be a C-contiguous array of A's shape and dtype");
+            void* dst = out.mutable_data();  // raises if out is read-only
+            LongCall call;
+            permute_rows(a, dst, seed);
+        },
+        py::arg("A"), py::arg("out"), py::arg("seed"),
+        R"pbdoc(Write each row of A into out in an independent random order drawn from (seed, row).)pbdoc");
 
     m.def("build_info", []() {
         py::dict d;

@@ -6,7 +6,9 @@ The package has four layers, each depending only on the ones before it:
   features (``module_features``, ``assign_samples``), exactly balanced k-means
   (``balanced_kmeans`` / ``BalancedKMeans``), FastICA and z-scoring. NumPy only, no torch.
 * ``ulcmod.lm`` -- models, activation sites, extraction, neuron editing, LM metrics, prompts.
-* ``ulcmod.analyses`` -- baselines, informativeness, ICA networks, pruning, MoEfication, labelling.
+* ``ulcmod.analyses`` -- baselines, informativeness, ICA networks, pruning, MoEfication, labelling;
+  significance against a row-permutation null, stability over resamples and the choice of K
+  (``null_test``, ``stability``, ``select_k``, served from the root).
 * ``ulcmod.app`` -- the ``ulcmod`` command (``discover``, ``analyze``) and its run folders
   (``load_run``).
 
@@ -44,6 +46,12 @@ _LAZY = {
     "split_by_category": "lm",
     "load_run": "app.run",
     "Run": "app.run",
+    "null_test": "analyses.significance",
+    "NullTestResult": "analyses.significance",
+    "stability": "analyses.module_stability",
+    "StabilityResult": "analyses.module_stability",
+    "select_k": "analyses.model_selection",
+    "SelectKResult": "analyses.model_selection",
 }
 _LAYERS = ("core", "lm", "analyses", "app")
 

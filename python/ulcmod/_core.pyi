@@ -61,7 +61,9 @@ class MoveRule:
 class PythonBackend(Protocol):
     """What IterDState accepts besides arrays: see ulcmod/core/_backend.py."""
 
-    def candidates(self, side: str, rule: MoveRule, full: bool) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
+    def candidates(
+        self, side: str, rule: MoveRule, full: bool
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
 
 class IterDState:
     def __init__(

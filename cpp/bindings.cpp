@@ -13,6 +13,7 @@
 #include "isa.hpp"
 #include "iterd.hpp"
 #include "parallel.hpp"
+#include "pca.hpp"
 #include "tables.hpp"
 
 namespace py = pybind11;
@@ -573,6 +574,41 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
         },
         py::arg("A"), py::arg("col_labels"), py::arg("K"), py::arg("out"),
         R"pbdoc(The same, written into ``out`` (A.shape[0] x K, float64, C order), which is returned.)pbdoc");
+
+    m.def(
+        "pca_pass",
+        [](const py::array& A, py::object rows, const py::array_t<double, py::array::c_style>& Y, bool last) {
+            const Matrix mat = as_matrix(A, "A");
+            if (Y.ndim() != 2 || Y.shape(0) != mat.cols || Y.shape(1) < 1)
+                throw py::value_error("Y must be (A.shape[1], width) with width >= 1");
+            py::array_t<int64_t, py::array::c_style> ids;
+            const int64_t* row_ptr = nullptr;
+            int64_t n = mat.rows;
+            if (!rows.is_none()) {
+                ids = rows.cast<py::array_t<int64_t, py::array::c_style>>();
+                n = ids.size();
+                row_ptr = ids.data();
+                for (int64_t i = 0; i < n; ++i)
+                    if (row_ptr[i] < 0 || row_ptr[i] >= mat.rows) throw py::value_error("rows out of range [0, A.shape[0])");
+            }
+            const int64_t w = Y.shape(1);
+            PcaPass r;
+            {
+                py::gil_scoped_release release;
+                r = pca_pass(mat, row_ptr, n, Y.data(), w, last);
+            }
+            py::object y_next = py::none(), mu_z = py::none();
+            if (!last) {
+                y_next = to_numpy(r.y_next, mat.cols, w);
+                mu_z = to_numpy(r.mu_z);
+            }
+            return py::make_tuple(to_numpy(r.gram, w, w), y_next, mu_z, r.first_nonfinite);
+        },
+        py::arg("A"), py::arg("rows"), py::arg("Y"), py::arg("last"),
+        R"pbdoc(One pass of the samples' randomized PCA over rows of A (all when rows is None): X = the
+rows widened to float32 (float64 for float64 A), mu = row means, Z = X Y - mu y_sum^T. Returns
+(Z^T Z, X^T Z or None, mu^T Z or None, position in rows of the first row with NaN/inf or -1);
+the last two are skipped when ``last``.)pbdoc");
 
     m.def(
         "_set_isa", [](const std::string& name) {

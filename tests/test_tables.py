@@ -1,4 +1,4 @@
-"""Table kernels of the core, on every compiled ISA level this CPU runs.
+"""Table kernels and the PCA pass of the core, on every compiled ISA level this CPU runs.
 
 Every result is checked against an independent float64 NumPy computation (one-hot products on
 the upcast array), for every dtype (float16, bfloat16 as ml_dtypes and as uint16 bits, float32,
@@ -15,6 +15,7 @@ import pytest
 
 import ulcmod
 from ulcmod import _core
+from ulcmod.core._pca import sample_pca
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
@@ -170,3 +171,84 @@ def test_environment_variable_caps_the_level():
     res = run_python("import warnings; warnings.simplefilter('always'); import ulcmod", ULCMOD_ISA="avx9000")
     assert res.returncode == 0, res.stderr
     assert "ULCMOD_ISA='avx9000' is not one of" in res.stderr
+
+
+# --- PCA pass -------------------------------------------------------------------------------
+
+
+def pca_pass_reference(A, rows, Y, last):
+    """One pass of python/ulcmod/_pca.py's math, in NumPy, on the whole selection at once."""
+    work = A.dtype
+    X = A[rows] if rows is not None else A
+    mu = X.mean(axis=1, dtype=np.float64)
+    Z = X @ Y.astype(work) - np.outer(mu, Y.sum(axis=0))
+    gram = Z.T @ Z
+    if last:
+        return gram, None, None
+    return gram, X.T.astype(np.float64) @ Z.astype(work).astype(np.float64), mu @ Z
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pca_pass_equals_numpy(isa, dtype, rng):
+    np_dtype = ml_dtypes.bfloat16 if dtype.startswith("bfloat16") else np.dtype(dtype)
+    work = np.float64 if dtype == "float64" else np.float32
+    for shape, layout in (((300, 70), "C"), ((257, 33), "F"), ((150, 3), "rows reversed"),
+                          ((40, 500), "F strided slice")):
+        arr = (rng.standard_normal(shape) + 1.0).astype(np_dtype)
+        exact = arr.astype(work)
+        if dtype == "bfloat16-bits":
+            arr = arr.view(np.uint16)
+        view, ri, ci = layouts(arr)[layout]
+        X = exact[np.ix_(ri, ci)]
+        width = min(9, view.shape[1])
+        Y = np.linalg.qr(rng.standard_normal((view.shape[1], width)))[0]
+        rows = np.sort(rng.choice(view.shape[0], size=view.shape[0] // 2, replace=False))
+        tol = 1e-11 if dtype == "float64" else 2e-5
+        for sel in (None, rows):
+            for last in (False, True):
+                got = _core.pca_pass(view, sel, Y, last)
+                want = pca_pass_reference(X, sel, Y, last)
+                what = f"{isa} {dtype} {shape} {layout} rows={'all' if sel is None else 'some'} last={last}"
+                for g, w in zip(got[:3], want):
+                    if w is None:
+                        assert g is None, what
+                    else:
+                        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * np.abs(w).max(), err_msg=what)
+                assert got[3] == -1, what
+
+
+def test_pca_pass_reports_the_first_nonfinite_row(isa, rng):
+    A = rng.standard_normal((500, 40)).astype(np.float16)
+    A[123, 7] = np.nan
+    A[321, 2] = np.inf
+    Y = np.linalg.qr(rng.standard_normal((40, 5)))[0]
+    assert _core.pca_pass(A, None, Y, False)[3] == 123
+    rows = np.array([5, 321, 400, 123], dtype=np.int64)
+    assert _core.pca_pass(A, rows, Y, True)[3] == 1
+    with pytest.raises(ValueError, match=r"first in row 321"):
+        sample_pca(A[rows], 3, np.random.default_rng(0), row_ids=rows)
+
+
+def test_sample_pca_spans_the_planted_subspace(rng):
+    # Low-rank samples plus noise: the top principal directions are the planted ones.
+    N, M, r = 2000, 300, 3
+    basis = rng.standard_normal((M, r))
+    A = (rng.standard_normal((N, r)) * [30, 20, 10]) @ basis.T + rng.standard_normal((N, M))
+    for dtype in (np.float16, np.float32, np.float64):
+        scores = sample_pca(A.astype(dtype), r, np.random.default_rng(0))
+        # scores (M x r) lie in the span of the centred planted basis
+        B = basis - basis.mean(axis=0)
+        q, _ = np.linalg.qr(B)
+        resid = scores - q @ (q.T @ scores)
+        assert np.linalg.norm(resid) < 0.05 * np.linalg.norm(scores)
+
+
+def test_pca_pass_checks_its_arguments(rng):
+    A = rng.standard_normal((10, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match="Y must be"):
+        _core.pca_pass(A, None, np.zeros((5, 2)), False)
+    with pytest.raises(ValueError, match="rows out of range"):
+        _core.pca_pass(A, np.array([0, 10]), np.zeros((6, 2)), False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _core.pca_pass(A, np.array([0, 9]), np.zeros((6, 2)), True)

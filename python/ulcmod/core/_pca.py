@@ -3,21 +3,19 @@
 The samples are the observations and the neurons the features, so the centred data matrix is
 ``X = A.T - 1 mu.T`` with ``mu`` the per-neuron mean. Each pass reads ``A`` once in row blocks
 and, per block, computes ``Z = X_block.T Y`` and ``X_block Z`` while the block is in cache, so one
-power iteration ``Y <- X X.T Y`` costs one pass over ``A`` (float16 blocks are widened to float32
-one block at a time). The final Rayleigh-Ritz step reuses the Gram matrix ``Z.T Z`` of the last
-pass, so ``n_iter`` passes give ``n_iter - 1`` power iterations.
+power iteration ``Y <- X X.T Y`` costs one pass over ``A``. The passes run in the compiled core
+(``_core.pca_pass``, cpp/pca.cpp): float16/bfloat16/float32 blocks are widened to float32
+(float64 stays float64) one block at a time and multiplied on OpenBLAS, on every thread. The
+final Rayleigh-Ritz step reuses the Gram matrix ``Z.T Z`` of the last pass, so ``n_iter`` passes
+give ``n_iter - 1`` power iterations.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._blocks import row_blocks
+from .. import _core
 from ._validation import check_finite
-
-# Rows per block: a float32 block of this size and its products with the small basis stay in
-# cache-sized working memory while the pass streams A.
-_BLOCK_BYTES = 32 << 20
 
 
 def sample_pca(
@@ -37,25 +35,14 @@ def sample_pca(
     N, M = A.shape
     c = min(n_components, N, M)
     width = min(c + oversample, N, M)
-    work = np.float64 if A.dtype == np.float64 else np.float32
-    ids = row_ids if row_ids is not None else np.arange(N)
     Y, _ = np.linalg.qr(rng.standard_normal((M, width)))
     for it in range(n_iter):
         last = it == n_iter - 1
-        Yw = Y.astype(work)
-        y_sum = Y.sum(axis=0)
-        Y_next = np.zeros((M, width))
-        mu_z = np.zeros(width)
-        gram = np.zeros((width, width))
-        for r0, r1 in row_blocks(N, 4 * M, _BLOCK_BYTES):
-            block = np.asarray(A[r0:r1], dtype=work)
-            mu = block.mean(axis=1, dtype=np.float64)
-            check_finite(mu, "A", along="row", ids=ids[r0:r1])
-            Z = block @ Yw - np.outer(mu, y_sum)
-            gram += Z.T @ Z
-            if not last:
-                Y_next += block.T @ Z.astype(work)
-                mu_z += mu @ Z
+        gram, Y_next, mu_z, bad = _core.pca_pass(A, None, np.ascontiguousarray(Y), last)
+        if bad >= 0:  # the first row whose mean is not finite, reported as check_finite does
+            means = np.zeros(N)
+            means[bad] = np.nan
+            check_finite(means, "A", along="row", ids=row_ids)
         if not last:
             Y, _ = np.linalg.qr(Y_next - mu_z[None, :])
     w, V = np.linalg.eigh(gram)

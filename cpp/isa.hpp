@@ -14,16 +14,36 @@
 
 namespace ulcmod {
 
+// The columns of a view cut into groups of `size` consecutive columns (the last one may be
+// shorter), and within each group its columns in label order: position i of group g is column
+// g * size + offset[g * size + i]. The group's runs of equal labels are r in [first_run[g],
+// first_run[g + 1]): label run_label[r] over positions [end of the previous run (0 for the
+// first), run_end[r]). Built once per table build (tables.cpp), shared read-only by the tasks.
+// Settings of the build ride along (tables.cpp picks them, table_kernels.hpp explains them):
+// column layout: prefetch_ahead, the rows ahead within a group to prefetch, or 0 to prefetch the
+// next group instead; row layout: prefetch_next_tile for short rows, and stream_output to write
+// a table larger than the caches with non-temporal stores.
+struct LabelGroups {
+    int64_t size = 0;
+    int64_t prefetch_ahead = 0;
+    bool prefetch_next_tile = false;
+    bool stream_output = false;
+    const uint16_t* offset = nullptr;
+    const int32_t* run_label = nullptr;
+    const int32_t* run_end = nullptr;
+    const int64_t* first_run = nullptr;
+};
+
 // One level's kernels. Each works on a task: rows [r0, r1) of a view, and for the builds the
-// columns [c0, c1). Row r's results go to target[(r - r0) * ld + k] (ld may be negative).
+// column groups [g0, g1). Row r's results go to target[(r - r0) * ld + k] (ld may be negative).
 struct KernelSet {
     const char* name;
     // Block sums, assigned. `build_rows` for views whose rows are contiguous (col_stride 1 is
     // the fast path), `build_cols` for views whose columns are (row_stride 1). Scratch:
-    // build_scratch(...) doubles, 64-byte aligned.
-    void (*build_rows)(const Matrix& A, int64_t r0, int64_t r1, int64_t c0, int64_t c1, const int32_t* labels,
+    // kernel_scratch(...) doubles, 64-byte aligned.
+    void (*build_rows)(const Matrix& A, int64_t r0, int64_t r1, int64_t g0, int64_t g1, const LabelGroups& groups,
                        int K, double* target, int64_t ld, double* scratch);
-    void (*build_cols)(const Matrix& A, int64_t r0, int64_t r1, int64_t c0, int64_t c1, const int32_t* labels,
+    void (*build_cols)(const Matrix& A, int64_t r0, int64_t r1, int64_t g0, int64_t g1, const LabelGroups& groups,
                        int K, double* target, int64_t ld, double* scratch);
     // Column moves, added: target[., to] += A(r, index), target[., from] -= A(r, index), for the
     // labels listed in `touched` (every from and to) only.
@@ -44,13 +64,6 @@ struct KernelSet {
 // the AVX2/AVX-512 sources stay theirs (see simd.hpp).
 namespace {
 
-// Accumulator sets of a row-layout build (table_kernels.hpp): up to 4, fewer when the columns
-// are too few for clearing and summing 4 sets of K to pay off.
-inline int row_acc_sets(int64_t cols, int K) {
-    const int64_t s = cols / (8 * int64_t{K});
-    return s >= 4 ? 4 : s >= 2 ? 2 : 1;
-}
-
 // Stride of the K buffers of a column-layout task: its rows rounded up to 8, plus 8 when that is
 // a multiple of 16, so the K buffers never sit a multiple of 4 KiB apart (same L1 cache set).
 inline int64_t col_buffer_stride(int64_t task_rows) {
@@ -58,10 +71,12 @@ inline int64_t col_buffer_stride(int64_t task_rows) {
     return L % 16 == 0 ? L + 8 : L;
 }
 
-// Scratch doubles a build/update task needs: the accumulator sets (row layout), or the K buffers
-// (column layout).
-inline int64_t kernel_scratch(bool row_layout, int64_t task_rows, int K) {
-    return row_layout ? 4 * 8 * int64_t{K} : int64_t{K} * col_buffer_stride(task_rows);
+// Scratch doubles a task needs. Row layout: K accumulators of 8 rows, the column slots of one
+// group (up to 8 doubles each), and room for an 8x8 block plus 8 table rows (row_tile_scratch);
+// column layout: K buffers of the task's rows.
+inline int64_t row_tile_scratch(int K) { return 64 + 8 * int64_t{K}; }
+inline int64_t kernel_scratch(bool row_layout, int64_t task_rows, int K, int64_t group_size) {
+    return row_layout ? 8 * int64_t{K} + 8 * group_size + row_tile_scratch(K) : int64_t{K} * col_buffer_stride(task_rows);
 }
 
 }  // namespace

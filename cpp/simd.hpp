@@ -127,6 +127,28 @@ inline D8 operator-(D8 a, D8 b) {
 }
 #endif
 
+// d8_store bypassing the caches (non-temporal) when p is 64-byte aligned (a whole cache line;
+// narrower non-temporal stores measured slower than plain ones); call stream_fence() after the
+// last one.
+inline void d8_stream(double* p, D8 a) {
+    if (reinterpret_cast<uintptr_t>(p) % 64 != 0) return d8_store(p, a);
+#if defined(ULCMOD_SIMD_AVX512)
+    _mm512_stream_pd(p, a.v);
+#elif defined(ULCMOD_SIMD_AVX2)
+    _mm256_stream_pd(p, a.lo);
+    _mm256_stream_pd(p + 4, a.hi);
+#elif defined(ULCMOD_SIMD_SSE2)
+    for (int i = 0; i < 4; ++i) _mm_stream_pd(p + 2 * i, a.v[i]);
+#else
+    d8_store(p, a);
+#endif
+}
+inline void stream_fence() {
+#if defined(ULCMOD_SIMD_X86)
+    _mm_sfence();
+#endif
+}
+
 #if defined(ULCMOD_SIMD_AVX)
 using F8 = __m256;
 inline F8 f8_load(const float* p) { return _mm256_loadu_ps(p); }
@@ -330,31 +352,6 @@ inline double scalar(bfloat16_t b) {
 inline double scalar(float v) { return v; }
 inline double scalar(double v) { return v; }
 
-inline F8 widen_f8(const half_t* p) { return cvt_half(u8_load(p)); }
-inline F8 widen_f8(const bfloat16_t* p) { return cvt_bf16(u8_load(p)); }
-inline F8 widen_f8(const float* p) { return f8_load(p); }
-
-template <class T>
-inline D8 widen_d8(const T* p) {
-    return to_d8(widen_f8(p));
-}
-inline D8 widen_d8(const double* p) { return d8_load(p); }
-
-// The elements p[j][off] of 8 rows, as doubles (strided reads: tails and scattered moves).
-template <class T>
-inline D8 gather_d8(const T* const p[8], int64_t off) {
-    alignas(64) double v[8];
-    for (int j = 0; j < 8; ++j) v[j] = scalar(p[j][off]);
-    return d8_load(v);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tiles: W neighbouring columns of 8 rows, read as 8 row vectors and transposed in registers so
-// that col[j] holds column c + j of the 8 rows (p[r] points at row r).
-
-template <class T>
-struct Tile;
-
 template <class T16>
 F8 cvt16(U8 x);
 template <>
@@ -366,14 +363,98 @@ inline F8 cvt16<bfloat16_t>(U8 x) {
     return cvt_bf16(x);
 }
 
+inline F8 widen_f8(const half_t* p) { return cvt_half(u8_load(p)); }
+inline F8 widen_f8(const bfloat16_t* p) { return cvt_bf16(u8_load(p)); }
+inline F8 widen_f8(const float* p) { return f8_load(p); }
+
+template <class T>
+inline D8 widen_d8(const T* p) {
+    return to_d8(widen_f8(p));
+}
+inline D8 widen_d8(const double* p) { return d8_load(p); }
+
+// The elements p[j][off] of 8 rows, as doubles (strided reads: tails and scattered moves). On
+// x86 the 8 values are inserted into one register (an 8-lane store then a vector load would stall
+// on store-to-load forwarding) and converted together.
+template <class T>
+inline D8 gather_d8(const T* const p[8], int64_t off) {
+#if defined(ULCMOD_SIMD_X86)
+    if constexpr (sizeof(T) == 2) {
+        const U8 bits = _mm_setr_epi16(p[0][off].bits, p[1][off].bits, p[2][off].bits, p[3][off].bits, p[4][off].bits,
+                                       p[5][off].bits, p[6][off].bits, p[7][off].bits);
+        return to_d8(cvt16<T>(bits));
+    } else if constexpr (sizeof(T) == 4) {
+#if defined(ULCMOD_SIMD_AVX)
+        return to_d8(_mm256_setr_ps(p[0][off], p[1][off], p[2][off], p[3][off], p[4][off], p[5][off], p[6][off], p[7][off]));
+#else
+        return to_d8(F8{_mm_setr_ps(p[0][off], p[1][off], p[2][off], p[3][off]),
+                        _mm_setr_ps(p[4][off], p[5][off], p[6][off], p[7][off])});
+#endif
+    } else {
+#if defined(ULCMOD_SIMD_AVX512)
+        return {_mm512_setr_pd(p[0][off], p[1][off], p[2][off], p[3][off], p[4][off], p[5][off], p[6][off], p[7][off])};
+#elif defined(ULCMOD_SIMD_AVX2)
+        return {_mm256_setr_pd(p[0][off], p[1][off], p[2][off], p[3][off]),
+                _mm256_setr_pd(p[4][off], p[5][off], p[6][off], p[7][off])};
+#else
+        return {{_mm_setr_pd(p[0][off], p[1][off]), _mm_setr_pd(p[2][off], p[3][off]), _mm_setr_pd(p[4][off], p[5][off]),
+                 _mm_setr_pd(p[6][off], p[7][off])}};
+#endif
+    }
+#else
+    alignas(64) double v[8];
+    for (int j = 0; j < 8; ++j) v[j] = scalar(p[j][off]);
+    return d8_load(v);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// Column slots: one column of a tile (8 rows) in the element type, kept in scratch memory
+// between a transposing pass and a label-ordered pass. A slot takes sizeof(T) doubles
+// (8 elements of sizeof(T) bytes).
+
+#if defined(ULCMOD_SIMD_X86)
+inline void u8_store(void* p, U8 v) { _mm_storeu_si128(static_cast<__m128i*>(p), v); }
+#elif defined(ULCMOD_SIMD_NEON)
+inline void u8_store(void* p, U8 v) { vst1q_u16(static_cast<uint16_t*>(p), v); }
+#else
+inline void u8_store(void* p, U8 v) {
+    uint16_t* q = static_cast<uint16_t*>(p);
+    for (int i = 0; i < 8; ++i) q[i] = v.v[i];
+}
+#endif
+
+template <class T>
+inline D8 slot_widen(const double* s) {
+    if constexpr (sizeof(T) == 2)
+        return to_d8(cvt16<T>(u8_load(s)));
+    else if constexpr (sizeof(T) == 4)
+        return to_d8(f8_load(reinterpret_cast<const float*>(s)));
+    else
+        return d8_load(s);
+}
+
+// The slot of column `off` of the 8 rows, element by element (tails, strided columns).
+template <class T>
+inline void slot_gather(const T* const p[8], int64_t off, double* s) {
+    T* q = reinterpret_cast<T*>(s);
+    for (int j = 0; j < 8; ++j) q[j] = p[j][off];
+}
+
+// Tiles: W neighbouring columns c.. of 8 rows (p[r] points at row r), read as 8 row vectors and
+// transposed in registers; column c + j is stored to the slot at dst + j * sizeof(T).
+
+template <class T>
+struct Tile;
+
 template <class T16>
 struct Tile16 {
     static constexpr int W = 8;
-    static void load(const T16* const p[8], int64_t c, D8 col[8]) {
+    static void load(const T16* const p[8], int64_t c, double* dst) {
         U8 r[8];
         for (int j = 0; j < 8; ++j) r[j] = u8_load(p[j] + c);
         transpose8x8_u16(r);
-        for (int j = 0; j < 8; ++j) col[j] = to_d8(cvt16<T16>(r[j]));
+        for (int j = 0; j < 8; ++j) u8_store(dst + 2 * j, r[j]);
     }
 };
 template <>
@@ -385,7 +466,7 @@ template <>
 struct Tile<float> {
 #if defined(ULCMOD_SIMD_AVX)
     static constexpr int W = 8;
-    static void load(const float* const p[8], int64_t c, D8 col[8]) {
+    static void load(const float* const p[8], int64_t c, double* dst) {
         __m256 r[8];
         for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(p[j] + c);
         __m256 s[8];
@@ -397,14 +478,15 @@ struct Tile<float> {
             s[h + 2] = _mm256_shuffle_ps(t1, t3, 0x44);  // cols 2 | 6
             s[h + 3] = _mm256_shuffle_ps(t1, t3, 0xEE);  // cols 3 | 7
         }
+        float* out = reinterpret_cast<float*>(dst);
         for (int j = 0; j < 4; ++j) {
-            col[j] = to_d8(_mm256_permute2f128_ps(s[j], s[j + 4], 0x20));
-            col[j + 4] = to_d8(_mm256_permute2f128_ps(s[j], s[j + 4], 0x31));
+            f8_store(out + 8 * j, _mm256_permute2f128_ps(s[j], s[j + 4], 0x20));
+            f8_store(out + 8 * (j + 4), _mm256_permute2f128_ps(s[j], s[j + 4], 0x31));
         }
     }
 #elif defined(ULCMOD_SIMD_SSE2) || defined(ULCMOD_SIMD_NEON)
     static constexpr int W = 4;
-    static void load(const float* const p[8], int64_t c, D8 col[4]) {
+    static void load(const float* const p[8], int64_t c, double* dst) {
 #if defined(ULCMOD_SIMD_SSE2)
         __m128 top[4], bot[4];
         for (int j = 0; j < 4; ++j) {
@@ -427,11 +509,12 @@ struct Tile<float> {
             q[3] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
         }
 #endif
-        for (int j = 0; j < 4; ++j) col[j] = to_d8(F8{top[j], bot[j]});
+        float* out = reinterpret_cast<float*>(dst);
+        for (int j = 0; j < 4; ++j) f8_store(out + 8 * j, F8{top[j], bot[j]});
     }
 #else
     static constexpr int W = 1;
-    static void load(const float* const p[8], int64_t c, D8 col[1]) { col[0] = gather_d8(p, c); }
+    static void load(const float* const p[8], int64_t c, double* dst) { slot_gather(p, c, dst); }
 #endif
 };
 
@@ -439,7 +522,7 @@ template <>
 struct Tile<double> {
 #if defined(ULCMOD_SIMD_AVX512)
     static constexpr int W = 8;
-    static void load(const double* const p[8], int64_t c, D8 col[8]) {
+    static void load(const double* const p[8], int64_t c, double* dst) {
         __m512d t[8];
         for (int j = 0; j < 8; j += 2) {  // pairs of rows, per 128-bit lane: cols (0,2,4,6), (1,3,5,7)
             const __m512d a = _mm512_loadu_pd(p[j] + c), b = _mm512_loadu_pd(p[j + 1] + c);
@@ -447,51 +530,49 @@ struct Tile<double> {
             t[4 + j / 2] = _mm512_unpackhi_pd(a, b);
         }
         for (int h = 0; h < 8; h += 4) {  // h = 0: even columns, h = 4: odd columns
-            const __m512d u0 = _mm512_shuffle_f64x2(t[h], t[h + 1], 0x88);      // lanes 0,2 | 0,2
-            const __m512d u1 = _mm512_shuffle_f64x2(t[h], t[h + 1], 0xDD);      // lanes 1,3 | 1,3
+            const __m512d u0 = _mm512_shuffle_f64x2(t[h], t[h + 1], 0x88);  // lanes 0,2 | 0,2
+            const __m512d u1 = _mm512_shuffle_f64x2(t[h], t[h + 1], 0xDD);  // lanes 1,3 | 1,3
             const __m512d u2 = _mm512_shuffle_f64x2(t[h + 2], t[h + 3], 0x88);
             const __m512d u3 = _mm512_shuffle_f64x2(t[h + 2], t[h + 3], 0xDD);
             const int odd = h ? 1 : 0;
-            col[0 + odd] = {_mm512_shuffle_f64x2(u0, u2, 0x88)};
-            col[4 + odd] = {_mm512_shuffle_f64x2(u0, u2, 0xDD)};
-            col[2 + odd] = {_mm512_shuffle_f64x2(u1, u3, 0x88)};
-            col[6 + odd] = {_mm512_shuffle_f64x2(u1, u3, 0xDD)};
+            _mm512_storeu_pd(dst + 8 * (0 + odd), _mm512_shuffle_f64x2(u0, u2, 0x88));
+            _mm512_storeu_pd(dst + 8 * (4 + odd), _mm512_shuffle_f64x2(u0, u2, 0xDD));
+            _mm512_storeu_pd(dst + 8 * (2 + odd), _mm512_shuffle_f64x2(u1, u3, 0x88));
+            _mm512_storeu_pd(dst + 8 * (6 + odd), _mm512_shuffle_f64x2(u1, u3, 0xDD));
         }
     }
 #elif defined(ULCMOD_SIMD_AVX2)
     static constexpr int W = 4;
-    static void load(const double* const p[8], int64_t c, D8 col[4]) {
-        __m256d q[2][4];
-        for (int h = 0; h < 2; ++h) {
+    static void load(const double* const p[8], int64_t c, double* dst) {
+        for (int h = 0; h < 2; ++h) {  // rows 4h..4h+3: a 4x4 transpose; rows 0-3 then 4-7 of a slot
             const double* const* r = p + 4 * h;
             const __m256d a = _mm256_loadu_pd(r[0] + c), b = _mm256_loadu_pd(r[1] + c);
             const __m256d d = _mm256_loadu_pd(r[2] + c), e = _mm256_loadu_pd(r[3] + c);
             const __m256d t0 = _mm256_unpacklo_pd(a, b), t1 = _mm256_unpackhi_pd(a, b);
             const __m256d t2 = _mm256_unpacklo_pd(d, e), t3 = _mm256_unpackhi_pd(d, e);
-            q[h][0] = _mm256_permute2f128_pd(t0, t2, 0x20);
-            q[h][1] = _mm256_permute2f128_pd(t1, t3, 0x20);
-            q[h][2] = _mm256_permute2f128_pd(t0, t2, 0x31);
-            q[h][3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+            _mm256_storeu_pd(dst + 0 + 4 * h, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd(dst + 8 + 4 * h, _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd(dst + 16 + 4 * h, _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd(dst + 24 + 4 * h, _mm256_permute2f128_pd(t1, t3, 0x31));
         }
-        for (int j = 0; j < 4; ++j) col[j] = {q[0][j], q[1][j]};
     }
 #elif defined(ULCMOD_SIMD_SSE2) || defined(ULCMOD_SIMD_NEON)
     static constexpr int W = 2;
-    static void load(const double* const p[8], int64_t c, D8 col[2]) {
+    static void load(const double* const p[8], int64_t c, double* dst) {
         for (int j = 0; j < 4; ++j) {
             const D2 a = d2_load(p[2 * j] + c), b = d2_load(p[2 * j + 1] + c);
 #if defined(ULCMOD_SIMD_SSE2)
-            col[0].v[j] = _mm_unpacklo_pd(a, b);
-            col[1].v[j] = _mm_unpackhi_pd(a, b);
+            d2_store(dst + 2 * j, _mm_unpacklo_pd(a, b));
+            d2_store(dst + 8 + 2 * j, _mm_unpackhi_pd(a, b));
 #else
-            col[0].v[j] = vzip1q_f64(a, b);
-            col[1].v[j] = vzip2q_f64(a, b);
+            d2_store(dst + 2 * j, vzip1q_f64(a, b));
+            d2_store(dst + 8 + 2 * j, vzip2q_f64(a, b));
 #endif
         }
     }
 #else
     static constexpr int W = 1;
-    static void load(const double* const p[8], int64_t c, D8 col[1]) { col[0] = gather_d8(p, c); }
+    static void load(const double* const p[8], int64_t c, double* dst) { slot_gather(p, c, dst); }
 #endif
 };
 

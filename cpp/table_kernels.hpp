@@ -45,57 +45,170 @@ inline void tile_rows(const Matrix& A, int64_t t, int64_t nr, const T* p[8]) {
     for (int j = 0; j < 8; ++j) p[j] = base + (t + lmin(j, nr - 1)) * A.row_stride;
 }
 
-// Rows contiguous: 8 rows at a time. A tile of 8 rows x W columns is transposed in registers so
-// each column's 8 values add, as one vector, into its label's accumulator (the label lookup
-// serves 8 elements); col_stride != 1 reads the columns one element at a time. Column j of a
-// tile adds into accumulator set j % sets (acc[set][label][0..8)): neighbouring columns with the
-// same label then do not wait on each other's store (a chain of store-to-load forwards).
+// The tile's sums acc[label][row] (8 rows) into target rows 0..nr (row stride ld), 8 labels at a
+// time through an 8x8 transpose in registers. tmp: row_tile_scratch(K) doubles. With `stream`
+// and contiguous target rows (ld == K), the rows are assembled in tmp and written as one block
+// with non-temporal stores, so that its cache lines are whole.
+inline void store_rows(const double* acc, int K, int64_t nr, double* target, int64_t ld, double* tmp, bool stream) {
+    const bool block = stream && ld == K;
+    double* dst = block ? tmp + 64 : target;
+    const int64_t dld = block ? K : ld;
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        const double* rows[8];
+        for (int j = 0; j < 8; ++j) rows[j] = acc + 8 * (k + j);
+        for (int w = 0; w < 8; w += Tile<double>::W) Tile<double>::load(rows, w, tmp + 8 * w);
+        for (int64_t j = 0; j < nr; ++j) d8_store(dst + j * dld + k, d8_load(tmp + 8 * j));
+    }
+    for (; k < K; ++k)
+        for (int64_t j = 0; j < nr; ++j) dst[j * dld + k] = acc[8 * k + j];
+    if (!block) return;
+    const int64_t n = nr * K;
+    int64_t i = 0;
+    for (; i < n && reinterpret_cast<uintptr_t>(target + i) % 64 != 0; ++i) target[i] = dst[i];
+    for (; i + 8 <= n; i += 8) d8_stream(target + i, d8_load(dst + i));
+    for (; i < n; ++i) target[i] = dst[i];
+}
+
+// Rows contiguous: 8 rows at a time, one column group at a time. Pass 1 reads the group as tiles
+// of 8 rows x W columns, transposed in registers so that each column's 8 values land in one slot
+// of scratch, still in the element type (16 bytes per column for 16-bit data); col_stride != 1
+// fills the slots element by element. Pass 2 walks the group's columns in label order, sums each
+// run of equal labels in registers (widened to double) and adds the run to its label's
+// accumulator once. A store per column into the accumulators would make the loads of A wait on
+// stores and throttle the stream from memory (benchmarks/results/tables.md). With short rows
+// (G.prefetch_next_tile), each step of pass 1 also prefetches as many bytes of the next tile's
+// rows as it reads: 8 short rows are 8 short streams, too short for hardware prefetchers.
 template <class T>
-void build_rows_t(const Matrix& A, int64_t r0, int64_t r1, int64_t c0, int64_t c1, const int32_t* lab, int K,
-                  double* target, int64_t ld, double* acc) {
+void build_rows_t(const Matrix& A, int64_t r0, int64_t r1, int64_t g0, int64_t g1, const LabelGroups& G, int K,
+                  double* target, int64_t ld, double* scratch) {
     constexpr int W = Tile<T>::W;
-    const int64_t cs = A.col_stride;
-    const int sets = row_acc_sets(c1 - c0, K);
-    const int64_t set_size = 8 * int64_t{K};
+    constexpr int64_t item = sizeof(T), S = sizeof(T);  // S: doubles per column slot (8 elements)
+    double* acc = scratch;                               // acc[label][0..8)
+    double* slots = scratch + 8 * int64_t{K};
+    double* tmp = slots + 8 * G.size;
+    const int64_t cs = A.col_stride, cols = A.cols;
+    const int64_t c_first = g0 * G.size, row_bytes = (lmin(cols, g1 * G.size) - c_first) * item;
     for (int64_t t = r0; t < r1; t += 8) {
         const int64_t nr = lmin(8, r1 - t);
         const T* p[8];
         tile_rows(A, t, nr, p);
-        for (int64_t i = 0; i < sets * set_size; i += 8) d8_store(acc + i, d8_zero());
-        int64_t c = c0;
-        if (cs == 1) {
-            for (; c + W <= c1; c += W) {
-                D8 col[W];
-                Tile<T>::load(p, c, col);
-                for (int j = 0; j < W; ++j) {
-                    double* a = acc + (j % sets) * set_size + 8 * static_cast<int64_t>(lab[c + j]);
-                    d8_store(a, d8_load(a) + col[j]);
+        for (int k = 0; k < K; ++k) d8_store(acc + 8 * k, d8_zero());
+        // The next tile's rows [c_first, ...), line by line.
+        const int64_t next_rows = G.prefetch_next_tile && cs == 1 && t + 8 < r1 ? lmin(8, r1 - t - 8) : 0;
+        const char* next = next_rows > 0 ? reinterpret_cast<const char*>(p[7] + A.row_stride + c_first) : nullptr;
+        int64_t next_row = 0, next_off = 0;
+        for (int64_t g = g0; g < g1; ++g) {
+            const int64_t cb = g * G.size, n = lmin(G.size, cols - cb);
+            int64_t o = 0;
+            if (cs == 1)
+                for (; o + W <= n; o += W) {
+                    for (int64_t b = 0; b < 8 * W * item && next_row < next_rows; b += 64) {
+                        __builtin_prefetch(next + next_row * A.row_stride * item + next_off);
+                        next_off += 64;
+                        if (next_off >= row_bytes) next_off = 0, ++next_row;
+                    }
+                    Tile<T>::load(p, cb + o, slots + o * S);
+                }
+            for (; o < n; ++o) slot_gather(p, (cb + o) * cs, slots + o * S);
+            const uint16_t* order = G.offset + cb;
+            int64_t i = 0;
+            for (int64_t r = G.first_run[g]; r < G.first_run[g + 1]; ++r) {
+                const int64_t end = G.run_end[r];
+                D8 a = d8_zero(), b = d8_zero();
+                for (; i + 2 <= end; i += 2) {
+                    a = a + slot_widen<T>(slots + order[i] * S);
+                    b = b + slot_widen<T>(slots + order[i + 1] * S);
+                }
+                if (i < end) a = a + slot_widen<T>(slots + order[i++] * S);
+                double* acc_k = acc + 8 * static_cast<int64_t>(G.run_label[r]);
+                d8_store(acc_k, d8_load(acc_k) + (a + b));
+            }
+        }
+        store_rows(acc, K, nr, target + (t - r0) * ld, ld, tmp, G.stream_output);
+    }
+    if (G.stream_output) stream_fence();
+}
+
+// Columns contiguous: the task's rows [r0, r1) accumulate into K buffers buf[label][0..len).
+// Each column group is walked 32 rows at a time and, within that, in label order: a run of
+// equal labels is summed in 4 vector registers and added to its buffer once, so the buffers take
+// one read-modify-write per run instead of one per column. A group is as many streams as it has
+// columns, more than hardware prefetchers follow, so each step prefetches: with long runs per
+// column (G.prefetch_ahead > 0), the group's rows that many rows further on; with short ones,
+// the next group, sequentially along its columns and spread over this group's steps, into L2.
+template <class T>
+void build_cols_t(const Matrix& A, int64_t r0, int64_t r1, int64_t g0, int64_t g1, const LabelGroups& G, int K,
+                  double* target, int64_t ld, double* buf) {
+    constexpr int64_t item = sizeof(T);
+    const int64_t rs = A.row_stride, cs = A.col_stride, cols = A.cols;
+    const T* base = static_cast<const T*>(A.data) + r0 * rs;
+    const int64_t len = r1 - r0, L = col_buffer_stride(len), steps = len / 32, ahead = G.prefetch_ahead;
+    for (int64_t i = 0; i < K * L; i += 8) d8_store(buf + i, d8_zero());
+    for (int64_t g = g0; g < g1; ++g) {
+        const int64_t cb = g * G.size, n = lmin(G.size, cols - cb);
+        const uint16_t* order = G.offset + cb;
+        const T* gb = base + cb * cs;
+        const int64_t rb = G.first_run[g], re = G.first_run[g + 1];
+        // The next group's lines, column by column, per_step of them each step.
+        const int64_t n_next = g + 1 < g1 ? lmin(G.size, cols - cb - G.size) : 0;
+        const char* next = reinterpret_cast<const char*>(gb + G.size * cs);
+        const int64_t run_bytes = len * item, per_step = steps > 0 ? (n_next * ((run_bytes + 63) / 64) + steps - 1) / steps : 0;
+        int64_t next_col = 0, next_off = 0;
+        int64_t x = 0;
+        if (rs == 1) {
+            for (; x + 32 <= len; x += 32) {
+                if (ahead > 0) {
+                    if (x + ahead < len)
+                        for (int64_t c = 0; c < n; ++c)
+                            for (int64_t b = 0; b < 32 * item; b += 64)
+                                __builtin_prefetch(reinterpret_cast<const char*>(gb + c * cs + x + ahead) + b);
+                } else {
+                    for (int64_t q = 0; q < per_step && next_col < n_next; ++q) {
+                        __builtin_prefetch(next + next_col * cs * item + next_off, 0, 2);
+                        next_off += 64;
+                        if (next_off >= run_bytes) next_off = 0, ++next_col;
+                    }
+                }
+                int64_t i = 0;
+                for (int64_t r = rb; r < re; ++r) {
+                    const int64_t end = G.run_end[r];
+                    D8 a0 = d8_zero(), a1 = d8_zero(), a2 = d8_zero(), a3 = d8_zero();
+                    for (; i < end; ++i) {
+                        const T* q = gb + order[i] * cs + x;
+                        a0 = a0 + widen_d8(q);
+                        a1 = a1 + widen_d8(q + 8);
+                        a2 = a2 + widen_d8(q + 16);
+                        a3 = a3 + widen_d8(q + 24);
+                    }
+                    double* d = buf + G.run_label[r] * L + x;
+                    d8_store(d, d8_load(d) + a0);
+                    d8_store(d + 8, d8_load(d + 8) + a1);
+                    d8_store(d + 16, d8_load(d + 16) + a2);
+                    d8_store(d + 24, d8_load(d + 24) + a3);
+                }
+            }
+            for (; x + 8 <= len; x += 8) {
+                int64_t i = 0;
+                for (int64_t r = rb; r < re; ++r) {
+                    const int64_t end = G.run_end[r];
+                    D8 a = d8_zero();
+                    for (; i < end; ++i) a = a + widen_d8(gb + order[i] * cs + x);
+                    double* d = buf + G.run_label[r] * L + x;
+                    d8_store(d, d8_load(d) + a);
                 }
             }
         }
-        for (; c < c1; ++c) {
-            double* a = acc + 8 * static_cast<int64_t>(lab[c]);
-            d8_store(a, d8_load(a) + gather_d8(p, c * cs));
-        }
-        for (int s = 1; s < sets; ++s)
-            for (int64_t i = 0; i < set_size; i += 8) d8_store(acc + i, d8_load(acc + i) + d8_load(acc + s * set_size + i));
-        for (int64_t j = 0; j < nr; ++j) {
-            double* o = target + (t - r0 + j) * ld;
-            for (int k = 0; k < K; ++k) o[k] = acc[8 * k + j];
+        for (; x < len; ++x) {  // the last rows, or every row when rows are strided
+            int64_t i = 0;
+            for (int64_t r = rb; r < re; ++r) {
+                const int64_t end = G.run_end[r];
+                double a = 0.0;
+                for (; i < end; ++i) a += scalar(gb[order[i] * cs + x * rs]);
+                buf[G.run_label[r] * L + x] += a;
+            }
         }
     }
-}
-
-// Columns contiguous: each column's run of rows [r0, r1) adds, widened vector by vector, into
-// its label's buffer buf[label][0..len); the K x len buffer is then transposed into the target.
-template <class T>
-void build_cols_t(const Matrix& A, int64_t r0, int64_t r1, int64_t c0, int64_t c1, const int32_t* lab, int K,
-                  double* target, int64_t ld, double* buf) {
-    const T* base = static_cast<const T*>(A.data) + r0 * A.row_stride;
-    const int64_t len = r1 - r0, L = col_buffer_stride(len);
-    for (int64_t i = 0; i < K * L; i += 8) d8_store(buf + i, d8_zero());
-    for (int64_t c = c0; c < c1; ++c)
-        add_run<+1>(base + c * A.col_stride, A.row_stride, len, buf + static_cast<int64_t>(lab[c]) * L);
     for (int64_t i = 0; i < len; ++i) {
         double* o = target + i * ld;
         for (int k = 0; k < K; ++k) o[k] = buf[k * L + i];
@@ -206,13 +319,13 @@ inline void on_dtype(DType d, F&& f) {
 template <class P>
 using elem_t = std::remove_const_t<std::remove_pointer_t<P>>;
 
-void build_rows(const Matrix& A, int64_t r0, int64_t r1, int64_t c0, int64_t c1, const int32_t* lab, int K,
+void build_rows(const Matrix& A, int64_t r0, int64_t r1, int64_t g0, int64_t g1, const LabelGroups& G, int K,
                 double* target, int64_t ld, double* scratch) {
-    on_dtype(A.dtype, [&](auto tag) { build_rows_t<elem_t<decltype(tag)>>(A, r0, r1, c0, c1, lab, K, target, ld, scratch); });
+    on_dtype(A.dtype, [&](auto tag) { build_rows_t<elem_t<decltype(tag)>>(A, r0, r1, g0, g1, G, K, target, ld, scratch); });
 }
-void build_cols(const Matrix& A, int64_t r0, int64_t r1, int64_t c0, int64_t c1, const int32_t* lab, int K,
+void build_cols(const Matrix& A, int64_t r0, int64_t r1, int64_t g0, int64_t g1, const LabelGroups& G, int K,
                 double* target, int64_t ld, double* scratch) {
-    on_dtype(A.dtype, [&](auto tag) { build_cols_t<elem_t<decltype(tag)>>(A, r0, r1, c0, c1, lab, K, target, ld, scratch); });
+    on_dtype(A.dtype, [&](auto tag) { build_cols_t<elem_t<decltype(tag)>>(A, r0, r1, g0, g1, G, K, target, ld, scratch); });
 }
 void update_rows(const Matrix& A, int64_t r0, int64_t r1, const Move* moves, int64_t n, const int32_t* touched,
                  int nt, int K, double* target, int64_t ld, double* scratch) {

@@ -75,7 +75,7 @@ def layouts(arr):
     return {k: v for k, v in out.items() if v[0].size > 0}
 
 
-SHAPES = [(1, 1), (1, 37), (37, 1), (37, 53), (8, 8), (9, 17), (5, 1500), (1500, 5), (130, 270)]
+SHAPES = [(1, 1), (1, 37), (37, 1), (37, 53), (8, 8), (9, 17), (5, 1500), (1500, 5), (260, 300)]
 
 
 def one_hot(labels, K):
@@ -106,7 +106,7 @@ def test_built_tables_equal_float64_one_hot_products(isa, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_updated_tables_equal_rebuilt_ones(isa, dtype, rng):
-    for shape in [(37, 53), (9, 1500), (1500, 9), (130, 270), (1, 40), (40, 1)]:
+    for shape in [(37, 53), (9, 1500), (1500, 9), (260, 300), (1, 40), (40, 1)]:
         arr, exact = make(shape, dtype, rng, extremes=False)
         for name, (view, ri, ci) in layouts(arr).items():
             X = exact[np.ix_(ri, ci)]

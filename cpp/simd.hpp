@@ -160,32 +160,29 @@ inline D8 to_d8(F8 a) {
     return {_mm256_cvtps_pd(_mm256_castps256_ps128(a)), _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1))};
 }
 #endif
-#elif defined(ULCMOD_SIMD_SSE2)
+#elif defined(ULCMOD_SIMD_SSE2) || defined(ULCMOD_SIMD_NEON)
+#if defined(ULCMOD_SIMD_SSE2)
+using F4 = __m128;
+inline F4 f4_load(const float* p) { return _mm_loadu_ps(p); }
+inline void f4_store(float* p, F4 a) { _mm_storeu_ps(p, a); }
+inline D2 low_d2(F4 a) { return _mm_cvtps_pd(a); }
+inline D2 high_d2(F4 a) { return _mm_cvtps_pd(_mm_movehl_ps(a, a)); }
+#else
+using F4 = float32x4_t;
+inline F4 f4_load(const float* p) { return vld1q_f32(p); }
+inline void f4_store(float* p, F4 a) { vst1q_f32(p, a); }
+inline D2 low_d2(F4 a) { return vcvt_f64_f32(vget_low_f32(a)); }
+inline D2 high_d2(F4 a) { return vcvt_high_f64_f32(a); }
+#endif
 struct F8 {
-    __m128 lo, hi;
+    F4 lo, hi;
 };
-inline F8 f8_load(const float* p) { return {_mm_loadu_ps(p), _mm_loadu_ps(p + 4)}; }
+inline F8 f8_load(const float* p) { return {f4_load(p), f4_load(p + 4)}; }
 inline void f8_store(float* p, F8 a) {
-    _mm_storeu_ps(p, a.lo);
-    _mm_storeu_ps(p + 4, a.hi);
+    f4_store(p, a.lo);
+    f4_store(p + 4, a.hi);
 }
-inline D8 to_d8(F8 a) {
-    return {{_mm_cvtps_pd(a.lo), _mm_cvtps_pd(_mm_movehl_ps(a.lo, a.lo)), _mm_cvtps_pd(a.hi),
-             _mm_cvtps_pd(_mm_movehl_ps(a.hi, a.hi))}};
-}
-#elif defined(ULCMOD_SIMD_NEON)
-struct F8 {
-    float32x4_t lo, hi;
-};
-inline F8 f8_load(const float* p) { return {vld1q_f32(p), vld1q_f32(p + 4)}; }
-inline void f8_store(float* p, F8 a) {
-    vst1q_f32(p, a.lo);
-    vst1q_f32(p + 4, a.hi);
-}
-inline D8 to_d8(F8 a) {
-    return {{vcvt_f64_f32(vget_low_f32(a.lo)), vcvt_high_f64_f32(a.lo), vcvt_f64_f32(vget_low_f32(a.hi)),
-             vcvt_high_f64_f32(a.hi)}};
-}
+inline D8 to_d8(F8 a) { return {{low_d2(a.lo), high_d2(a.lo), low_d2(a.hi), high_d2(a.hi)}}; }
 #else
 struct F8 {
     float v[8];

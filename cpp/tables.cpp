@@ -322,7 +322,7 @@ bool update_is_cheaper(const Matrix& A, int64_t n_moves) {
     // Measured with benchmarks/bench_table_update.py (results/table_update.md).
     const bool rows = A.row_contiguous();
     const int64_t item = A.itemsize();
-    const double per_moved = item == 2 ? (rows ? 2.5 : 2.0) : item == 4 ? (rows ? 2.0 : 1.5) : (rows ? 1.5 : 1.0);
+    const double per_moved = item == 2 ? (rows ? 2.5 : 2.0) : item == 4 ? (rows ? 1.3 : 1.5) : 1.0;
     return static_cast<double>(n_moves) * per_moved < static_cast<double>(A.cols);
 }
 

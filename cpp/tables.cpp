@@ -32,12 +32,13 @@ constexpr int64_t kColBufferBytes = int64_t{1} << 20;
 // Column-layout groups. With a long run of rows per column (at least kLongRun bytes: the
 // memory system streams each run well once started) a group is kFewStreams columns, and each
 // step prefetches kAheadRows further down the same columns. With short runs, a group is as many
-// columns as fill kColGroupBytes (at least kRunLength per label), and the next group is
+// columns as fill kColGroupBytes (at least kColRunLength per label), and the next group is
 // prefetched into L2 while this one is summed.
 constexpr int64_t kLongRun = int64_t{2} << 10;
 constexpr int64_t kFewStreams = 16;
 constexpr int64_t kAheadRows = 128;
-constexpr int64_t kColGroupBytes = int64_t{256} << 10;
+constexpr int64_t kColGroupBytes = int64_t{64} << 10;
+constexpr int64_t kColRunLength = 2;
 // tables larger than this (about the L3 cache) are written with non-temporal stores.
 constexpr int64_t kStreamBytes = int64_t{32} << 20;
 // columns (or moves) below which a range is not worth a partial table of its own.
@@ -256,7 +257,8 @@ void build_table(const Matrix& A, const int32_t* col_labels, int K, double* out)
     const bool long_runs = (n.row_layout ? A.cols : task_rows) * item >= kLongRun;
     int64_t group = std::min(std::max(kRowGroup, runs), kRowSlotBytes / (8 * item));
     if (!n.row_layout)
-        group = long_runs ? kFewStreams : std::clamp<int64_t>(std::max(kColGroupBytes / (task_rows * item), runs), 16, 4096);
+        group = long_runs ? kFewStreams
+                          : std::clamp<int64_t>(std::max(kColGroupBytes / (task_rows * item), kColRunLength * K), 16, 4096);
     const OwnedGroups groups(col_labels, A.cols, K, std::min(group, A.cols));
     LabelGroups G = groups.view();
     G.prefetch_ahead = long_runs ? kAheadRows : 0;

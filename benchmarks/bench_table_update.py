@@ -15,6 +15,8 @@ of process CPU times (all threads) is printed as well and is the steadier of the
 """
 
 
+from functools import partial
+
 import numpy as np
 
 from ulcmod import _core
@@ -47,12 +49,12 @@ def main():
             n_cols = view.shape[1]
             labels = rng.integers(0, K, n_cols).astype(np.int32)
             T = np.empty((view.shape[0], K))
-            b_wall, b_cpu = best_wall_and_cpu(lambda: _core.build_table(view, labels, K, out=T))
+            b_wall, b_cpu = best_wall_and_cpu(partial(_core.build_table, view, labels, K, out=T))
             ratios = []
             for moved in counts:
                 idx = np.sort(rng.choice(n_cols, moved, replace=False))
                 frm, to = labels[idx], ((labels[idx] + 1) % K).astype(np.int32)
-                u_wall, u_cpu = best_wall_and_cpu(lambda: _core.update_table(view, idx, frm, to, T))
+                u_wall, u_cpu = best_wall_and_cpu(partial(_core.update_table, view, idx, frm, to, T))
                 ratios.append(u_cpu / b_cpu)
                 rows.append([np.dtype(dtype).name, table, f"{moved:,} of {n_cols:,}", f"{b_wall:.3f}",
                              f"{u_wall:.3f}", f"{u_wall / b_wall:.2f}", f"{u_cpu / b_cpu:.2f}"])

@@ -22,20 +22,17 @@ Results: benchmarks/results/tables.md and benchmarks/results/pca.md.
 
 from __future__ import annotations
 
+from functools import partial
 
+import ml_dtypes
 import numpy as np
 
 from ulcmod import _core
-from ulcmod._pca import sample_pca
+from ulcmod.core._pca import sample_pca
 
 from _common import best_wall_and_cpu, write_table
 
-try:
-    import ml_dtypes
-
-    BF16 = ml_dtypes.bfloat16
-except ImportError:  # bfloat16 as its uint16 bit pattern, which the core reads the same way
-    BF16 = np.uint16
+BF16 = ml_dtypes.bfloat16
 
 CASES = [(100_000, 4_000, 10), (1_000_000, 500, 10), (1_000_000, 500, 64)]
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
@@ -54,7 +51,7 @@ def make(N, M, dtype, rng, order="C"):
 def pass_time(A):
     flat = A.reshape(-1, order="A").view(np.uint8)
     words = flat[: flat.size // 8 * 8].view(np.uint64)
-    return best_wall_and_cpu(lambda: np.bitwise_or.reduce(words), REPEAT)
+    return best_wall_and_cpu(partial(np.bitwise_or.reduce, words), REPEAT)
 
 
 def build_rows(name, A, K, rng, isas, threads, order="C"):
@@ -67,8 +64,8 @@ def build_rows(name, A, K, rng, isas, threads, order="C"):
     rows = []
     for isa in isas:
         _core._set_isa(isa)
-        for table, fn in (("R", lambda: _core.build_table(A, s, K, out=R)),
-                          ("C", lambda: _core.build_table(A.T, u, K, out=C))):
+        for table, fn in (("R", partial(_core.build_table, A, s, K, out=R)),
+                          ("C", partial(_core.build_table, A.T, u, K, out=C))):
             wall, cpu = best_wall_and_cpu(fn, REPEAT)
             rows.append([name, order, table, isa, f"{p_wall * 1e3:.1f}", f"{wall * 1e3:.1f}",
                          f"{A.nbytes / wall / 1e9:.1f}", f"{p_wall / wall:.2f}", f"{p_cpu / (cpu / threads):.2f}"])
@@ -115,16 +112,15 @@ def pca_rows(rng, threads, n_rows=16_384):
         A = make(100_000, 4_000, dtype, rng)
         ids = np.sort(rng.choice(A.shape[0], n_rows, replace=False))
         p_wall, p_cpu = pass_time(A)
-        copy_wall, copy_cpu = best_wall_and_cpu(lambda: A[ids], 3)
+        copy_wall, copy_cpu = best_wall_and_cpu(partial(A.__getitem__, ids), 3)
         sub = A[ids]
         for name, fn in (("NumPy (before)", numpy_sample_pca), ("core (cpp/pca.cpp)", sample_pca)):
-            wall, cpu = best_wall_and_cpu(lambda: fn(sub, 16, np.random.default_rng(0)), 3)
+            wall, cpu = best_wall_and_cpu(partial(fn, sub, 16, np.random.default_rng(0)), 3)
             rows.append([dtype, name, f"{p_wall * 1e3:.1f}", f"{wall:.3f}", f"{wall / p_wall:.1f}",
                          f"{cpu / threads / p_cpu:.1f}"])
             print(rows[-1], flush=True)
         rows.append([dtype, "A[rows] copy (iterd.py, before either)", f"{p_wall * 1e3:.1f}", f"{copy_wall:.3f}",
                      f"{copy_wall / p_wall:.1f}", f"{copy_cpu / p_cpu:.1f}"])
-        del A, sub
     return rows
 
 
@@ -162,9 +158,9 @@ def main():
                 "python benchmarks/bench_tables.py",
                 ["dtype", "implementation", "pass ms (all of A)", "seconds", "passes (wall)", "passes (CPU)"],
                 pca_rows(rng, threads),
-                notes=[f"ISA level {info['isa']}, {threads} threads; best of 3 runs on the shared machine. passes (CPU): "
-                       "CPU time per thread over the pass's CPU time, the figure with the threads to itself "
-                       "(NumPy's BLAS threads count like ours).",
+                notes=[f"ISA level {info['isa']}, {threads} threads; best of 3 runs on the shared machine. "
+                       "passes (CPU): CPU time per thread over the pass's CPU time, the figure with the threads "
+                       "to itself (NumPy's BLAS threads count like ours).",
                        "Passes are over the whole of A (100,000 x 4,000), as iterd() reports its time; the "
                        "PCA itself reads only the 16,384 sampled rows, 4 times, and is bound by its GEMMs "
                        "(4 x 24 multiply-adds per element per pass)."])

@@ -1,8 +1,9 @@
 """Table kernels and the PCA pass of the core, on every compiled ISA level this CPU runs.
 
 Every result is checked against an independent float64 NumPy computation (one-hot products on
-the upcast array), for every dtype (float16, bfloat16 as ml_dtypes and as uint16 bits, float32,
-float64) and layout (C, F, negative strides, slices, one row or column, odd sizes).
+the upcast array), for every dtype (float16, bfloat16 as ml_dtypes arrays and as uint16 bit
+patterns viewed as bfloat16 in place, float32, float64) and layout (C, F, negative strides,
+slices, one row or column, odd sizes).
 """
 
 import os
@@ -10,14 +11,13 @@ import subprocess
 import sys
 import warnings
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 import ulcmod
 from ulcmod import _core
 from ulcmod.core._pca import sample_pca
-
-ml_dtypes = pytest.importorskip("ml_dtypes")
 
 ISAS = _core.build_info()["isa_supported"]
 DTYPES = ["float16", "bfloat16", "bfloat16-bits", "float32", "float64"]
@@ -43,7 +43,8 @@ def special_values(dtype, extremes):
 
 
 def make(shape, dtype, rng, extremes=True):
-    """(array passed to the core, its exact float64 values). bfloat16-bits passes uint16 bits."""
+    """(array passed to the core, its exact float64 values). bfloat16-bits: raw uint16 bit patterns
+    (as read from a file or another library) viewed as bfloat16 without a copy."""
     base = rng.standard_normal(shape) * 3
     flat = base.reshape(-1)
     specials = special_values(dtype, extremes)
@@ -53,7 +54,7 @@ def make(shape, dtype, rng, extremes=True):
     arr = base.astype(np_dtype)
     exact = arr.astype(np.float64)
     if dtype == "bfloat16-bits":
-        arr = arr.view(np.uint16)
+        arr = np.array(arr.view(np.uint16)).view(ml_dtypes.bfloat16)
     return arr, exact
 
 
@@ -197,7 +198,7 @@ def test_pca_pass_equals_numpy(isa, dtype, rng):
         arr = (rng.standard_normal(shape) + 1.0).astype(np_dtype)
         exact = arr.astype(work)
         if dtype == "bfloat16-bits":
-            arr = arr.view(np.uint16)
+            arr = np.array(arr.view(np.uint16)).view(ml_dtypes.bfloat16)
         view, ri, ci = layouts(arr)[layout]
         X = exact[np.ix_(ri, ci)]
         width = min(9, view.shape[1])
@@ -252,3 +253,27 @@ def test_pca_pass_checks_its_arguments(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _core.pca_pass(A, np.array([0, 9]), np.zeros((6, 2)), True)
+
+
+class RowSource:
+    """An array-like with shape, dtype and row slicing only (as a cluster's activations are)."""
+
+    def __init__(self, A):
+        self.A, self.shape, self.dtype = A, A.shape, A.dtype
+
+    def __getitem__(self, rows):
+        return self.A[rows]
+
+
+def test_sample_pca_of_an_array_like_goes_block_by_block(rng, monkeypatch):
+    import ulcmod.core._pca as pca
+
+    A = rng.standard_normal((700, 90)).astype(np.float32)
+    A[:, :10] += 3 * rng.standard_normal((700, 1)).astype(np.float32)
+    whole = sample_pca(A, 4, np.random.default_rng(1))
+    monkeypatch.setattr(pca, "_BLOCK_BYTES", 64 * 4 * 90)  # blocks of 64 rows
+    blocks = sample_pca(RowSource(A), 4, np.random.default_rng(1))
+    np.testing.assert_allclose(np.abs(blocks), np.abs(whole), rtol=1e-4, atol=1e-4 * np.abs(whole).max())
+    A[650, 3] = np.inf
+    with pytest.raises(ValueError, match=r"first in row 1650"):
+        sample_pca(RowSource(A), 4, np.random.default_rng(1), row_ids=np.arange(1000, 1700))

@@ -15,7 +15,23 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
+from ._blocks import row_blocks
 from ._validation import check_finite
+
+# Rows per block when A is not an array (e.g. a cluster's rows, gathered block by block): a
+# float32 block of this size is what one core call widens and multiplies.
+_BLOCK_BYTES = 32 << 20
+
+
+def _row_blocks(A):
+    """(first row, block) for the core: all of an array at once, read in place; array-likes
+    (anything with shape, dtype and row slicing) in blocks."""
+    if isinstance(A, np.ndarray):
+        yield 0, A
+        return
+    N, M = A.shape
+    for r0, r1 in row_blocks(N, 4 * M, _BLOCK_BYTES):
+        yield r0, np.asarray(A[r0:r1])
 
 
 def sample_pca(
@@ -38,11 +54,17 @@ def sample_pca(
     Y, _ = np.linalg.qr(rng.standard_normal((M, width)))
     for it in range(n_iter):
         last = it == n_iter - 1
-        gram, Y_next, mu_z, bad = _core.pca_pass(A, None, np.ascontiguousarray(Y), last)
-        if bad >= 0:  # the first row whose mean is not finite, reported as check_finite does
-            means = np.zeros(N)
-            means[bad] = np.nan
-            check_finite(means, "A", along="row", ids=row_ids)
+        gram, Y_next, mu_z = np.zeros((width, width)), np.zeros((M, width)), np.zeros(width)
+        for r0, block in _row_blocks(A):
+            g, y, m, bad = _core.pca_pass(block, None, np.ascontiguousarray(Y), last)
+            if bad >= 0:  # the first row whose mean is not finite, reported as check_finite does
+                means = np.zeros(N)
+                means[r0 + bad] = np.nan
+                check_finite(means, "A", along="row", ids=row_ids)
+            gram += g
+            if not last:
+                Y_next += y
+                mu_z += m
         if not last:
             Y, _ = np.linalg.qr(Y_next - mu_z[None, :])
     w, V = np.linalg.eigh(gram)

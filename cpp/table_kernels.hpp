@@ -75,8 +75,9 @@ inline void store_rows(const double* acc, int K, int64_t nr, double* target, int
 // of scratch, still in the element type (16 bytes per column for 16-bit data); col_stride != 1
 // fills the slots element by element. Pass 2 walks the group's columns in label order, sums each
 // run of equal labels in registers (widened to double) and adds the run to its label's
-// accumulator once. A store per column into the accumulators would make the loads of A wait on
-// stores and throttle the stream from memory (benchmarks/results/tables.md). With short rows
+// accumulator once. A store per column into the accumulators makes the loads of A wait on
+// stores: streaming from DRAM ran at about half the in-cache speed that way (measured on the
+// Zen 4 development machine), much closer to it with the sums kept in registers. With short rows
 // (G.prefetch_next_tile), each step of pass 1 also prefetches as many bytes of the next tile's
 // rows as it reads: 8 short rows are 8 short streams, too short for hardware prefetchers.
 template <class T>

@@ -16,7 +16,8 @@
 namespace ulcmod {
 namespace {
 
-// Tuning numbers, chosen with benchmarks/bench_tables.py (results/tables.md):
+// Tuning numbers, chosen on the 2-core Zen 4 development machine by grids of per-thread CPU
+// time against a one-thread pass (the "fraction (CPU)" of benchmarks/results/tables.md):
 // elements per row-layout task: scheduling costs well under 1% while every thread gets many tasks.
 constexpr int64_t kTaskElements = int64_t{1} << 18;
 // columns per label-sorted group of a row-layout build: at least kRowGroup, and at least

@@ -1,6 +1,6 @@
 """Table builds against the memory bandwidth, per dtype, layout and ISA level; and the PCA pass.
 
-    python benchmarks/bench_tables.py
+    python benchmarks/bench_tables.py [--only tables|pca]
 
 A "pass" is one read of A's bytes by NumPy (`np.bitwise_or.reduce` over A viewed as uint64, one
 thread): the physical floor a table build competes with. For 100,000 x 4,000 (K=10) and
@@ -22,6 +22,7 @@ Results: benchmarks/results/tables.md and benchmarks/results/pca.md.
 
 from __future__ import annotations
 
+import argparse
 from functools import partial
 
 import ml_dtypes
@@ -125,9 +126,28 @@ def pca_rows(rng, threads, n_rows=16_384):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=["tables", "pca"], help="run one of the two parts")
+    only = parser.parse_args().only
     info = _core.build_info()
     isas, threads = info["isa_supported"], info["max_threads"]
     rng = np.random.default_rng(0)
+    if only != "pca":
+        tables(info, isas, threads, rng)
+    if only != "tables":
+        write_table("pca", "Randomized PCA of the initialisation: 16,384 sampled neurons of 100,000 x 4,000",
+                    "python benchmarks/bench_tables.py --only pca",
+                    ["dtype", "implementation", "pass ms (all of A)", "seconds", "passes (wall)", "passes (CPU)"],
+                    pca_rows(rng, threads),
+                    notes=[f"ISA level {info['isa']}, {threads} threads; best of 3 runs on the shared machine. "
+                           "passes (CPU): CPU time per thread over the pass's CPU time, the figure with the "
+                           "threads to itself (NumPy's BLAS threads count like ours).",
+                           "Passes are over the whole of A (100,000 x 4,000), as iterd() reports its time; the "
+                           "PCA itself reads only the 16,384 sampled rows, 4 times, and is bound by its GEMMs "
+                           "(4 x 24 multiply-adds per element per pass)."])
+
+
+def tables(info, isas, threads, rng):
     rows = []
     for N, M, K in CASES:
         for dtype in DTYPES:
@@ -151,19 +171,9 @@ def main():
         "label-sorted column groups summed in registers); C: columns contiguous (label-sorted groups of "
         "columns, 32 rows at a time, with software prefetch). Sums in float64.",
     ]
-    write_table("tables", "Table builds vs one pass over A", "python benchmarks/bench_tables.py",
+    write_table("tables", "Table builds vs one pass over A", "python benchmarks/bench_tables.py --only tables",
                 ["A, K", "order", "table", "ISA", "pass ms", "build ms", "GB/s", "fraction (wall)",
                  "fraction (CPU)"], rows, notes=notes)
-    write_table("pca", "Randomized PCA of the initialisation: 16,384 sampled neurons of 100,000 x 4,000",
-                "python benchmarks/bench_tables.py",
-                ["dtype", "implementation", "pass ms (all of A)", "seconds", "passes (wall)", "passes (CPU)"],
-                pca_rows(rng, threads),
-                notes=[f"ISA level {info['isa']}, {threads} threads; best of 3 runs on the shared machine. "
-                       "passes (CPU): CPU time per thread over the pass's CPU time, the figure with the threads "
-                       "to itself (NumPy's BLAS threads count like ours).",
-                       "Passes are over the whole of A (100,000 x 4,000), as iterd() reports its time; the "
-                       "PCA itself reads only the 16,384 sampled rows, 4 times, and is bound by its GEMMs "
-                       "(4 x 24 multiply-adds per element per pass)."])
 
 
 if __name__ == "__main__":

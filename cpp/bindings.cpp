@@ -10,10 +10,12 @@
 #include "dlpack.hpp"
 #include "fastica.hpp"
 #include "interrupt.hpp"
+#include "isa.hpp"
 #include "iterd.hpp"
 #include "binding_helpers.hpp"
 #include "parallel.hpp"
 #include "permute.hpp"
+#include "pca.hpp"
 #include "tables.hpp"
 
 namespace py = pybind11;
@@ -101,6 +103,14 @@ py::array dlpack_cpu_view(const py::capsule& cap) {
     py::array view(dtype, shape, strides, static_cast<char*>(t.data) + t.byte_offset, owner);
     py::detail::array_proxy(view.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
     return view;
+}
+
+void check_col_labels(const py::array_t<int32_t, py::array::c_style>& col_labels, const Matrix& mat, int K) {
+    if (K < 1) throw py::value_error("K must be >= 1");
+    if (col_labels.size() != mat.cols) throw py::value_error("col_labels must have A.shape[1] entries");
+    for (py::ssize_t c = 0; c < col_labels.size(); ++c)
+        if (col_labels.data()[c] < 0 || col_labels.data()[c] >= K)
+            throw py::value_error("col_labels out of range [0, K)");
 }
 
 std::vector<int32_t> as_labels(const py::array_t<int32_t, py::array::c_style>& a) {
@@ -289,10 +299,7 @@ PYBIND11_MODULE(_core, m) {
         "build_table",
         [](const py::array& A, const py::array_t<int32_t, py::array::c_style>& col_labels, int K) {
             const Matrix mat = as_matrix(A, "A");
-            if (col_labels.size() != mat.cols) throw py::value_error("col_labels must have A.shape[1] entries");
-            for (py::ssize_t c = 0; c < col_labels.size(); ++c)
-                if (col_labels.data()[c] < 0 || col_labels.data()[c] >= K)
-                    throw py::value_error("col_labels out of range [0, K)");
+            check_col_labels(col_labels, mat, K);
             py::array_t<double> out({mat.rows, static_cast<int64_t>(K)});
             double* dst = out.mutable_data();
             {
@@ -559,6 +566,70 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
         py::arg("A"), py::arg("out"), py::arg("seed"),
         R"pbdoc(Write each row of A into out in an independent random order drawn from (seed, row).)pbdoc");
 
+    m.def(
+        "build_table",
+        [](const py::array& A, const py::array_t<int32_t, py::array::c_style>& col_labels, int K,
+           py::array_t<double, py::array::c_style> out) {
+            const Matrix mat = as_matrix(A, "A");
+            check_col_labels(col_labels, mat, K);
+            if (out.ndim() != 2 || out.shape(0) != mat.rows || out.shape(1) != K)
+                throw py::value_error("out must be a C-ordered float64 array of shape (A.shape[0], K)");
+            double* dst = out.mutable_data();
+            {
+                LongCall call;
+                build_table(mat, col_labels.data(), K, dst);
+            }
+            return out;
+        },
+        py::arg("A"), py::arg("col_labels"), py::arg("K"), py::arg("out"),
+        R"pbdoc(The same, written into ``out`` (A.shape[0] x K, float64, C order), which is returned.)pbdoc");
+
+    m.def(
+        "pca_pass",
+        [](const py::array& A, py::object rows, const py::array_t<double, py::array::c_style>& Y, bool last) {
+            const Matrix mat = as_matrix(A, "A");
+            if (Y.ndim() != 2 || Y.shape(0) != mat.cols || Y.shape(1) < 1)
+                throw py::value_error("Y must be (A.shape[1], width) with width >= 1");
+            py::array_t<int64_t, py::array::c_style> ids;
+            const int64_t* row_ptr = nullptr;
+            int64_t n = mat.rows;
+            if (!rows.is_none()) {
+                ids = rows.cast<py::array_t<int64_t, py::array::c_style>>();
+                n = ids.size();
+                row_ptr = ids.data();
+                for (int64_t i = 0; i < n; ++i)
+                    if (row_ptr[i] < 0 || row_ptr[i] >= mat.rows) throw py::value_error("rows out of range [0, A.shape[0])");
+            }
+            const int64_t w = Y.shape(1);
+            PcaPass r;
+            {
+                LongCall call;
+                r = pca_pass(mat, row_ptr, n, Y.data(), w, last);
+            }
+            py::object y_next = py::none(), mu_z = py::none();
+            if (!last) {
+                y_next = to_numpy(r.y_next, mat.cols, w);
+                mu_z = to_numpy(r.mu_z);
+            }
+            return py::make_tuple(to_numpy(r.gram, w, w), y_next, mu_z, r.first_nonfinite);
+        },
+        py::arg("A"), py::arg("rows"), py::arg("Y"), py::arg("last"),
+        R"pbdoc(One pass of the samples' randomized PCA over rows of A (all when rows is None): X = the
+rows widened to float32 (float64 for float64 A), mu = row means, Z = X Y - mu y_sum^T. Returns
+(Z^T Z, X^T Z or None, mu^T Z or None, position in rows of the first row with NaN/inf or -1);
+the last two are skipped when ``last``.)pbdoc");
+
+    m.def(
+        "_set_isa", [](const std::string& name) {
+            try {
+                set_isa(name);
+            } catch (const std::invalid_argument& e) {
+                throw py::value_error(e.what());
+            }
+        },
+        py::arg("name"),
+        R"pbdoc(Use the table kernels of ISA level ``name`` ('default', 'avx2', 'avx512') from now on (tests).)pbdoc");
+
     m.def("build_info", []() {
         py::dict d;
 #ifdef _OPENMP
@@ -573,6 +644,13 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
 #endif
         d["max_threads"] = max_threads();
         d["compiler"] = std::string(__VERSION__);
+        d["isa"] = isa_name();
+        d["isa_compiled"] = isa_compiled();
+        d["isa_supported"] = isa_supported();
         return d;
-    }, R"pbdoc(What this build of the core was compiled with: OpenMP, CUDA, threads, compiler.)pbdoc");
+    }, R"pbdoc(What this build of the core was compiled with: OpenMP, CUDA, threads, compiler, and the
+table kernels' ISA levels: in use, compiled, supported by this CPU.)pbdoc");
+
+    if (const std::string problem = isa_env_problem(); !problem.empty())
+        if (PyErr_WarnEx(PyExc_RuntimeWarning, problem.c_str(), 1) < 0) throw py::error_already_set();
 }

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _device
 from ._blocks import row_blocks
 from ._validation import check_activations, check_finite
 
@@ -40,8 +41,12 @@ class ZScore:
         """z-score A (n_neurons x n_samples) block by block into `out` (a new array by default).
 
         `out` may be a memmap of the same shape (any layout); A is read in blocks along its
-        contiguous axis, so a disk-backed A is streamed once.
+        contiguous axis, so a disk-backed A is streamed once. A CUDA array (torch, CuPy) is
+        z-scored on its GPU into `out` (a new array of A's library by default; `dtype` may then
+        also be "bfloat16" for torch).
         """
+        if _device.is_cuda_array(A):
+            return _device.zscore_apply(A, self.mean, self.std, out, dtype)
         A = check_activations(A)
         if A.shape[0] != self.mean.size:
             raise ValueError(f"A has {A.shape[0]} neurons but the statistics have {self.mean.size}")
@@ -69,8 +74,12 @@ def fit_zscore(A) -> ZScore:
 
     Reads A once in blocks along its contiguous axis: for sample-major data (an extraction's
     ``Activations.A``) block statistics are merged with Chan et al.'s pairwise update, which
-    stays accurate where sum-of-squares formulas lose digits.
+    stays accurate where sum-of-squares formulas lose digits. A CUDA array (torch, CuPy) is read
+    once on its GPU (float64 sums of deviations from each neuron's first value).
     """
+    if _device.is_cuda_array(A):
+        mean, var = _device.to_device(A).row_stats()
+        return _finish_zscore(mean, var)
     A = check_activations(A)
     N, M = A.shape
     if _sample_major(A):
@@ -92,6 +101,10 @@ def fit_zscore(A) -> ZScore:
             block = A[r0:r1].astype(np.float64)
             mean[r0:r1] = block.mean(axis=1)
             var[r0:r1] = block.var(axis=1)
+    return _finish_zscore(mean, var)
+
+
+def _finish_zscore(mean, var) -> ZScore:
     check_finite(mean + var, "A", along="neuron")  # the sum is finite only where both are
     std = np.sqrt(var)
     std[std < MIN_STD] = 1.0

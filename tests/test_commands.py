@@ -403,6 +403,39 @@ def test_bad_arguments_end_with_one_line(args, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("ulcmod: error:") and message in err, err
+    assert not (tmp_path / "o").exists()  # a failed run leaves no folder behind
+
+
+def test_a_rerun_with_other_settings_fails_before_the_model_loads_unless_overwrite(quick_run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(quick_run, copy)
+    before = run_files(copy), (copy / "manifest.json").read_bytes()
+    args = ["discover", "--model", "/no/such/model/dir.gguf", "--quick", "--out", str(copy), "--no-progress"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a run with other settings (model: " in err and "dataset: " in err, err
+    assert "--overwrite" in err and "does not exist" not in err  # the model was never looked at
+    assert (run_files(copy), (copy / "manifest.json").read_bytes()) == before  # untouched
+    assert cli.main([*args, "--overwrite"]) == 2  # replaced; the new run then fails at its model ...
+    assert "does not exist" in capsys.readouterr().err
+    assert not copy.exists()  # ... and leaves nothing behind
+
+
+def test_a_rerun_with_the_same_extraction_keeps_only_the_activations(quick_run, tmp_path):
+    from ulcmod.app.run import prepare_folder
+
+    copy = tmp_path / "run"
+    shutil.copytree(quick_run, copy)
+    kept = {f for f, e in read_json(copy / "manifest.json")["files"].items() if e["stage"] == "extract"}
+    settings = {**read_json(copy / "manifest.json")["settings"], "ks": [4, 5], "top": 3}  # later stages' settings
+    assert not prepare_folder(copy, settings, same=discover.EXTRACTION_SETTINGS, keep_stage="extract")
+    assert kept and run_files(copy) == kept | {"manifest.json"}  # the rerun resumes these and redoes the rest
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("not a run")
+    with pytest.raises(ValueError, match="not a `ulcmod discover` run"):
+        prepare_folder(other, settings, same=discover.EXTRACTION_SETTINGS, keep_stage="extract", overwrite=True)
+    assert (other / "mine.txt").is_file()
 
 
 @pytest.mark.parametrize("args, message", [

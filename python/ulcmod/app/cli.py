@@ -67,7 +67,12 @@ def build_parser():
     q.add_argument("--label-endpoint", help="OpenAI-compatible URL to send the labelling prompts to")
     q.add_argument("--label-model", default=d.label_model,
                    help=f"model name sent to --label-endpoint (default {d.label_model!r})")
-    q.add_argument("--out", default=d.out, help="output folder (a rerun resumes its activations)")
+    q.add_argument("--out", default=d.out,
+                   help="output folder; a rerun with the same prompts, model, site, layers and max length resumes its "
+                        "activations and redoes the rest")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace the --out run folder when it holds a run with other prompts or extraction settings "
+                        "(without it that is an error, raised before the model loads)")
     q.add_argument("--quick", action="store_true",
                    help=f"a minutes-long run: {QUICK['n_train']}+{QUICK['n_test']} prompts per category, "
                         f"K={','.join(map(str, QUICK['ks']))}")
@@ -125,6 +130,7 @@ def config_from(args):
         "model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "ks", "n_train", "n_test",
         "max_length", "batch_size", "n_subclusters", "top", "seed", "label_endpoint", "label_model", "out"))
     cfg.label_with_categories = args.label_with_categories
+    cfg.overwrite = args.overwrite
     cfg.ks = tuple(cfg.ks)
     cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     return cfg

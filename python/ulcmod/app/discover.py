@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from .run import (
     ZSCORED,
     load_run,
     new_manifest,
+    prepare_folder,
     read_json,
     record,
     write_json,
@@ -99,6 +101,14 @@ class DiscoverConfig:
     label_with_categories: bool = False  # tag labelling samples with their category (steers the labeller)
     out: str = "runs/default"
     progress: bool = True  # progress lines and bars (not a setting of the results)
+    overwrite: bool = False  # replace an --out run folder whose extraction settings differ (not a setting either)
+
+
+# The settings the activations depend on: a rerun into a folder that holds a run with other
+# values fails before the model loads (or, with overwrite, replaces the folder); a rerun with the
+# same values resumes its activations and redoes every later stage.
+EXTRACTION_SETTINGS = ("model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "n_train",
+                       "n_test", "max_length", "seed")
 
 
 # `--quick`: a minutes-long run on the default model, a few prompts per category and two K.
@@ -134,19 +144,23 @@ def load_dataset(cfg: DiscoverConfig):
                      f".csv/.parquet file with text and label columns")
 
 
+def _settings(cfg: DiscoverConfig) -> dict:
+    """The settings the manifest records: every field but those that do not change the results."""
+    return {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite")}
+
+
 def choose_prompts(cfg: DiscoverConfig) -> Path:
-    """Stage 1: check the settings, split the dataset's prompts per category, start the manifest.
+    """Stage 1: split the dataset's prompts per category, start the manifest (in a folder that
+    :func:`discover` has checked the settings for and prepared).
 
     Returns the run folder, ``cfg.out``.
     """
-    check_config(cfg)
     prompts = load_dataset(cfg)
     present = {p.category for p in prompts}
     categories = [c for c in CATEGORIES if c in present] + sorted(present - set(CATEGORIES))
     train, test = split_by_category(prompts, cfg.n_train, cfg.n_test, categories=categories,
                                     random_state=cfg.seed)
-    settings = {k: v for k, v in asdict(cfg).items() if k != "progress"}
-    new_manifest(cfg.out, settings, categories, train + test)
+    new_manifest(cfg.out, _settings(cfg), categories, train + test)
     return Path(cfg.out)
 
 
@@ -432,13 +446,27 @@ STAGES = (
 
 
 def discover(cfg: DiscoverConfig) -> dict:
-    """Run every stage into ``cfg.out``; returns the metrics (as in metrics.json)."""
+    """Run every stage into ``cfg.out``; returns the metrics (as in metrics.json).
+
+    The settings are checked, against those of a run already in ``cfg.out`` too, before anything
+    slow runs. A run that fails (or is interrupted) before it has extracted any sample leaves no
+    folder behind; one that has extracted some keeps them, for a rerun to resume.
+    """
+    check_config(cfg)
+    created = prepare_folder(cfg.out, _settings(cfg), same=EXTRACTION_SETTINGS, keep_stage="extract",
+                             overwrite=cfg.overwrite)
     clock = Clock(cfg.progress)
-    with clock.stage("prompts"):
-        run = choose_prompts(cfg)
-    for name, stage in STAGES:
-        with clock.stage(name):
-            stage(run, progress=cfg.progress)
+    try:
+        with clock.stage("prompts"):
+            run = choose_prompts(cfg)
+        for name, stage in STAGES:
+            with clock.stage(name):
+                stage(run, progress=cfg.progress)
+    except BaseException:
+        done = Path(cfg.out).glob(EXTRACTION.format(split="*") + "/done.npy")  # samples extracted
+        if created and not any(np.load(p).any() for p in done):
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
     write_json(run / TIMINGS, clock.total())
     record(run, "discover", [TIMINGS])
     metrics = write_report(run)

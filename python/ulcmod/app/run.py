@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,6 +83,42 @@ def new_manifest(folder, settings: dict, categories, prompts) -> dict:
     }
     write_json(folder / MANIFEST, manifest)
     return manifest
+
+
+def prepare_folder(folder, settings: dict, *, same: tuple, keep_stage: str, overwrite: bool = False) -> bool:
+    """Make `folder` ready for a run with `settings`, before anything slow runs; returns whether
+    it was created (nothing of an earlier run is in it).
+
+    A missing or empty folder is used as is. A run folder whose `same` settings (those the files
+    of its `keep_stage` depend on) equal `settings`' keeps that stage's files, for the rerun to
+    resume; every other file it recorded is removed, since the rerun writes them anew. A run
+    folder that differs in one of `same` raises ``ValueError`` naming the differences, unless
+    `overwrite`, which removes the folder first. Any other non-empty folder raises ``ValueError``:
+    it is not ulcmod's to replace.
+    """
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()):
+        if not (folder / MANIFEST).is_file():
+            raise ValueError(f"--out {folder} is a non-empty folder but not a `ulcmod discover` run (no {MANIFEST}); "
+                             f"choose another --out")
+        old = read_json(folder / MANIFEST)
+        new = json.loads(json.dumps(settings, default=_jsonable))  # tuples as lists, as the manifest has them
+        differ = [f"{k}: {old.get('settings', {}).get(k)!r} -> {new.get(k)!r}" for k in same
+                  if old.get("settings", {}).get(k) != new.get(k)]
+        if old.get("format") != FORMAT:
+            differ.insert(0, f"manifest format: {old.get('format')!r} -> {FORMAT}")
+        if not differ:
+            for name, entry in old.get("files", {}).items():
+                if entry.get("stage") != keep_stage and name != MANIFEST:
+                    (folder / name).unlink(missing_ok=True)
+            return False
+        if not overwrite:
+            raise ValueError(f"--out {folder} holds a run with other settings ({'; '.join(differ)}); use another "
+                             f"--out, or --overwrite (DiscoverConfig.overwrite=True) to replace it")
+        shutil.rmtree(folder)
+    created = not folder.is_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
 
 
 def record(folder, stage: str, files, **sections) -> None:

@@ -441,11 +441,26 @@ def test_a_rerun_with_the_same_extraction_keeps_only_the_activations(quick_run, 
 @pytest.mark.parametrize("args, message", [
     (["--run", "/no/such/run"], "is not a `ulcmod discover` folder"),
     (["--prune-fraction", "2"], "--prune-fraction must be in (0, 1]"),
+    (["--threads", "0"], "threads must be >= 1"),
 ])
 def test_analyze_bad_arguments_end_with_one_line(args, message, capsys):
     assert cli.main(["analyze", "--no-progress", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_torch_threads_follow_the_load_unless_given():
+    torch = pytest.importorskip("torch")
+    from ulcmod.app.threads import default_threads, torch_threads
+
+    assert default_threads(5.0, 2) == default_threads(2.0, 2) == 1  # the cores are taken: one thread
+    assert default_threads(1.5, 2) is None and default_threads(7.0, 16) is None  # torch's default
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    args = cli.build_parser().parse_args(["analyze", "--threads", "3"])
+    assert cli.analyze_config_from(args).threads == 3 and analyze.AnalyzeConfig().threads is None
 
 
 def test_argparse_errors_are_one_line_too(capsys):

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from ..analyses import module_name
 from .progress import Clock, quiet_libraries, ticking
 from .run import load_run, read_json, record, write_json
+from .threads import torch_threads
 
 EDITING = "analysis/editing.json"
 PRUNING = "analysis/pruning.json"
@@ -91,6 +92,7 @@ class AnalyzeConfig:
     batch_size: int = 8  # texts per forward pass of the LM evaluations
     seed: int = 0
     quick: bool = False  # set by --quick: its numbers are marked low-sample
+    threads: int | None = None  # torch's CPU threads (None: by the machine's load, see ulcmod.app.threads)
     progress: bool = True
 
 
@@ -352,7 +354,8 @@ def write_analysis(run, cfg: AnalyzeConfig, seconds: float, timings: dict | None
             fig / "analysis_lorenz_auc.png", "Lorenz AUC (0.5 even, 1 one expert)",
             f"How each IterD module (K={K}) spreads over {moe['n_experts']} MoEfication experts per layer "
             f"(trained model)")
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("run", "progress")}  # not results' settings
+    # not settings of the results
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("run", "threads", "progress")}
     result = {"K": K, "site": r.model["site"], "settings": settings, "counts": edit.get("counts", {}),
               "low_sample": (["a --quick analysis"] if cfg.quick else []) + low_sample(edit, pruning),
               "baseline": base, "editing": editing,
@@ -374,13 +377,16 @@ def analyze(cfg: AnalyzeConfig) -> dict:
     returns what analysis.json holds."""
     from .discover import write_browser
 
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(f"threads must be >= 1 (or None to choose by the machine's load), got {cfg.threads}")
     cfg = replace(cfg, k=module_k(load_run(cfg.run).path, cfg.k, cfg.quick))
     clock = Clock(cfg.progress, "ulcmod analyze")
-    with clock.stage("model"), quiet_libraries(not cfg.progress):
-        models = load_models(cfg.run, cfg.seed)
-    for stage in STAGES:
-        with clock.stage(stage.__name__.replace("_", " ")):
-            stage(cfg.run, cfg, models)
+    with torch_threads(cfg.threads):
+        with clock.stage("model"), quiet_libraries(not cfg.progress):
+            models = load_models(cfg.run, cfg.seed)
+        for stage in STAGES:
+            with clock.stage(stage.__name__.replace("_", " ")):
+                stage(cfg.run, cfg, models)
     timings = clock.total()
     result = write_analysis(cfg.run, cfg, timings["total"], timings)
     write_browser(cfg.run, progress=cfg.progress)

@@ -94,6 +94,9 @@ def build_parser():
                    help=f"MoEfication experts per layer (default {a_d.n_experts})")
     a.add_argument("--seed", type=int, help=f"seed of the random controls, random model, ICA and experts "
                                             f"(default {a_d.seed})")
+    a.add_argument("--threads", type=int,
+                   help="CPU threads of the model's forward passes (default: one per core, or 1 when other "
+                        "processes already keep the cores busy, where more threads only wait on each other)")
     a.add_argument("--quick", action="store_true",
                    help="a few-minutes version on few prompts and questions; its numbers are marked low-sample")
     a.add_argument("--no-progress", action="store_true",
@@ -116,7 +119,7 @@ def analyze_config_from(args):
     from .analyze import QUICK_ANALYZE, AnalyzeConfig
 
     cfg = _config(AnalyzeConfig, QUICK_ANALYZE, args, ("run", "k", "n_eval", "n_mmlu", "prune_fraction",
-                                                        "n_experts", "seed"))
+                                                        "n_experts", "seed", "threads"))
     if not 0 < cfg.prune_fraction <= 1:
         raise ValueError(f"--prune-fraction must be in (0, 1], got {cfg.prune_fraction}")
     return cfg

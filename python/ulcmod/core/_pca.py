@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._blocks import row_blocks
-from ._validation import check_finite
+from ._validation import check_finite, largest_abs, overflow_error
 
 # Rows per block: a float32 block of this size and its products with the small basis stay in
 # cache-sized working memory while the pass streams A.
@@ -41,23 +41,33 @@ def sample_pca(
     ids = row_ids if row_ids is not None else np.arange(N)
     Y, _ = np.linalg.qr(rng.standard_normal((M, width)))
     for it in range(n_iter):
-        last = it == n_iter - 1
-        Yw = Y.astype(work)
-        y_sum = Y.sum(axis=0)
-        Y_next = np.zeros((M, width))
-        mu_z = np.zeros(width)
-        gram = np.zeros((width, width))
-        for r0, r1 in row_blocks(N, 4 * M, _BLOCK_BYTES):
-            block = np.asarray(A[r0:r1], dtype=work)
-            mu = block.mean(axis=1, dtype=np.float64)
-            check_finite(mu, "A", along="row", ids=ids[r0:r1])
-            Z = block @ Yw - np.outer(mu, y_sum)
-            gram += Z.T @ Z
-            if not last:
-                Y_next += block.T @ Z.astype(work)
-                mu_z += mu @ Z
-        if not last:
-            Y, _ = np.linalg.qr(Y_next - mu_z[None, :])
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below, with its cause
+            Y, gram = _power_pass(A, Y, work, ids, last=it == n_iter - 1)
     w, V = np.linalg.eigh(gram)
     top = np.argsort(w)[::-1][:c]
     return (Y @ V[:, top]) * np.sqrt(np.maximum(w[top], 0.0))
+
+
+def _power_pass(A, Y, work, ids, *, last: bool):
+    """One pass over A: ``(Y for the next pass, Gram matrix of the projections)``."""
+    N, M = A.shape
+    width = Y.shape[1]
+    Yw = Y.astype(work)
+    y_sum = Y.sum(axis=0)
+    Y_next = np.zeros((M, width))
+    mu_z = np.zeros(width)
+    gram = np.zeros((width, width))
+    for r0, r1 in row_blocks(N, 4 * M, _BLOCK_BYTES):
+        block = np.asarray(A[r0:r1], dtype=work)
+        mu = block.mean(axis=1, dtype=np.float64)
+        check_finite(mu, "A", along="row", ids=ids[r0:r1], source=lambda r, r0=r0: A[r0 + r])
+        Z = block @ Yw - np.outer(mu, y_sum)
+        gram += Z.T @ Z
+        if not last:
+            Y_next += block.T @ Z.astype(work)
+            mu_z += mu @ Z
+    if not (np.isfinite(gram).all() and np.isfinite(Y_next).all()):  # A is finite (its means are)
+        raise overflow_error("A", largest_abs(A), what=f"the {np.dtype(work).name} products of its PCA overflow")
+    if not last:
+        Y, _ = np.linalg.qr(Y_next - mu_z[None, :])
+    return Y, gram

@@ -25,6 +25,8 @@ from ._validation import (
     check_n_modules,
     check_random_state,
     check_tol,
+    largest_abs,
+    overflow_error,
     seed_from,
 )
 from .balanced_kmeans import run_kmeans
@@ -156,13 +158,37 @@ def _sample_scores(A, init, given, pca_neurons, rng):
     return scores, time.perf_counter() - t_start
 
 
-def _run(state, max_iter, order, verbose, bar, L0, t_init):
+def _new_state(A, K, u0, s0, tol, seed):
+    """The core's IterD state on A; finite values whose float64 sums overflow are told apart from
+    NaN/inf (the core sees only the non-finite row sums)."""
+    try:
+        return _core.IterDState(A, K, u0, s0, tol, seed)
+    except ValueError as err:
+        if "NaN or infinity" in str(err):
+            _check_sums(A, float("inf"))
+        raise
+
+
+def _check_sums(A, L) -> None:
+    """Raise the overflow error when A is finite but L (from its float64 sums) is not."""
+    if not np.isfinite(L):
+        for r0 in range(0, A.shape[0], 4096):  # the failure path only: find a non-finite row, if any
+            bad = ~np.isfinite(A[r0:r0 + 4096]).all(axis=1)
+            if bad.any():
+                raise ValueError(f"A contains NaN or infinity (first in row {r0 + int(np.argmax(bad))}); replace "
+                                 f"or drop the non-finite values first")
+        raise overflow_error("A", largest_abs(A))
+
+
+def _run(state, A, max_iter, order, verbose, bar, L0, t_init):
+    _check_sums(A, L0)
     rows = [(L0, 0, 0, t_init)]
     converged = False
     for it in range(1, max_iter + 1):
         t0 = time.perf_counter()
         moved_n, moved_s = state.iterate(order)
         L = _objective(state).L
+        _check_sums(A, L)  # never report a non-finite L, let alone as converged
         rows.append((L, moved_n, moved_s, time.perf_counter() - t0))
         if verbose:
             print(f"IterD iteration {it}: L={L:.6g}, neurons moved={moved_n}, samples moved={moved_s}, "
@@ -182,10 +208,10 @@ def _best_run(A, K, init, given, scores, t_pca, n_init, max_iter, tol, order, rn
     for restart in range(n_init):
         t0 = time.perf_counter()
         u0, s0 = given if given is not None else _initial_labels(A, K, init, rng, scores)
-        state = _core.IterDState(A, K, u0, s0, tol, seed_from(rng))
+        state = _new_state(A, K, u0, s0, tol, seed_from(rng))
         L0 = _objective(state).L
         t_init = time.perf_counter() - t0 + (t_pca if restart == 0 else 0.0)
-        rows, converged = _run(state, max_iter, order, verbose, bar, L0, t_init)
+        rows, converged = _run(state, A, max_iter, order, verbose, bar, L0, t_init)
         if verbose and n_init > 1:
             print(f"IterD restart {restart + 1}/{n_init}: L={rows[-1][0]:.6g}", flush=True)
         if best is None or rows[-1][0] > best[1][-1][0]:

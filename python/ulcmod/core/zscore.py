@@ -72,6 +72,16 @@ def fit_zscore(A) -> ZScore:
     stays accurate where sum-of-squares formulas lose digits.
     """
     A = check_activations(A)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported with its cause below
+        mean, var = _moments(A)
+    check_finite(mean + var, "A", along="neuron", source=lambda i: A[i])  # finite only where both are
+    std = np.sqrt(var)
+    std[std < MIN_STD] = 1.0
+    return ZScore(mean, std)
+
+
+def _moments(A: np.ndarray):
+    """Per-row mean and population variance of A, in float64, in one blocked pass."""
     N, M = A.shape
     if _sample_major(A):
         count, mean, m2 = 0, np.zeros(N), np.zeros(N)
@@ -92,10 +102,7 @@ def fit_zscore(A) -> ZScore:
             block = A[r0:r1].astype(np.float64)
             mean[r0:r1] = block.mean(axis=1)
             var[r0:r1] = block.var(axis=1)
-    check_finite(mean + var, "A", along="neuron")  # the sum is finite only where both are
-    std = np.sqrt(var)
-    std[std < MIN_STD] = 1.0
-    return ZScore(mean, std)
+    return mean, var
 
 
 def zscore_files(train, test=None, *, out_dir, dtype=np.float32):

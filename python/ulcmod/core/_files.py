@@ -95,17 +95,20 @@ def read_npz(path):
     """The open ``.npz`` archive in `path`; ValueError naming the file when it is damaged."""
     path = Path(path)
     try:
-        f = np.load(path, allow_pickle=False)
+        fid = open(path, "rb")  # ours to close: np.load leaks it when the archive is damaged
     except FileNotFoundError:
         raise ValueError(f"{path} is missing") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a valid .npz file ({_reason(err)}); it is damaged or truncated") from None
-    if not isinstance(f, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is a .npy array, not a .npz archive")
-    try:
-        yield _CheckedNpz(f, path)
-    finally:
-        f.close()
+    with fid:
+        try:
+            f = np.load(fid, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{path} is not a valid .npz file ({_reason(err)}); it is damaged or truncated") from None
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path} is a .npy array, not a .npz archive")
+        try:
+            yield _CheckedNpz(f, path)
+        finally:
+            f.close()
 
 
 class _CheckedNpz:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .. import _core
 from ._estimator import ParamsMixin, fit_function_signature
+from ._files import read_npz
 from ._pca import sample_pca
 from ._validation import (
     check_activations,
@@ -96,8 +97,8 @@ class IterDResult:
 
     @classmethod
     def load(cls, path) -> IterDResult:
-        """Read a result written by :meth:`save`."""
-        with np.load(path) as f:
+        """Read a result written by :meth:`save` (ValueError naming the file when it is damaged)."""
+        with read_npz(path) as f:
             history = IterDHistory(**{g.name: f[f"history_{g.name}"] for g in fields(IterDHistory)})
             values = {g.name: f[g.name] for g in fields(cls) if g.name != "history"}
         # 0-d arrays hold the scalar fields (L, n_iter, converged, ...): back to Python scalars

@@ -104,3 +104,19 @@ def test_a_ragged_list_is_named():
         ulcmod.iterd([[1.0, 2.0], [3.0]], 2)
     with pytest.raises(ValueError, match="X is a ragged list"):
         ulcmod.balanced_kmeans([[1.0, 2.0], [3.0]], 2)
+
+
+def test_kmeans_and_ica_take_bfloat16_like_iterd():
+    # Found by tests/test_properties.py: "X must be a real numeric array, got dtype bfloat16".
+    import ml_dtypes
+
+    X = np.random.default_rng(1).laplace(size=(60, 3))
+    B = X.astype(ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(ulcmod.balanced_kmeans(B, 3, random_state=0)[1],
+                                  ulcmod.balanced_kmeans(B.astype(np.float64), 3, random_state=0)[1])
+    assert ulcmod.FastICA(2, random_state=0, max_iter=1000, tol=1e-3).fit_transform(B).shape == (60, 2)
+
+
+def test_objective_of_labels_sharing_no_module():
+    # Found by tests/test_properties.py: ZeroDivisionError when no diagonal block holds anything.
+    assert ulcmod.objective(G[:2, :2], [0, 0], [1, 1], n_modules=2, allow_empty=True) == (0.0, 0.0, 0.0)

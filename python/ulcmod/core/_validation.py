@@ -90,7 +90,7 @@ def check_real_matrix(X, name: str = "X", *, rows: str = "samples", min_rows: in
                       keep_float32: bool = False) -> np.ndarray:
     """A 2-D real array as a C-contiguous float64 copy (or float32 kept with keep_float32)."""
     arr = as_array(X, name)
-    if arr.dtype.kind not in "fiu":
+    if arr.dtype.kind not in "fiu" and not is_bfloat16(arr.dtype):
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(

@@ -75,7 +75,7 @@ def objective(A, neuron_labels, sample_labels, *, n_modules: int | None = None,
     if not np.isfinite(D):  # every column sum is finite (checked), so their total overflowed
         raise overflow_error("A", largest_abs(A))
     nm = np.bincount(u, minlength=K).astype(np.float64) * np.bincount(s, minlength=K)
-    xi = D / float(nm.sum())
+    xi = D / float(nm.sum()) if nm.any() else 0.0  # no diagonal block holds anything: no mean to take
     if (nm == 0).any():
         return Objective(0.0, xi, 0.0)
     B = K / float((1.0 / nm).sum())

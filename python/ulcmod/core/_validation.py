@@ -87,8 +87,13 @@ def check_activations(A, name: str = "A") -> np.ndarray:
 
 
 def check_real_matrix(X, name: str = "X", *, rows: str = "samples", min_rows: int = 1,
-                      keep_float32: bool = False) -> np.ndarray:
-    """A 2-D real array as a C-contiguous float64 copy (or float32 kept with keep_float32)."""
+                      keep_float32: bool = False, squares: str | None = None) -> np.ndarray:
+    """A 2-D real array as a C-contiguous float64 copy (or float32 kept with keep_float32).
+
+    `squares` names the sums of squares the caller computes over X ("its squared distances"):
+    values so large (or small) that they would overflow (or underflow) are then refused here,
+    before the core or LAPACK sees them.
+    """
     arr = as_array(X, name)
     if arr.dtype.kind not in "fiu" and not is_bfloat16(arr.dtype):
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
@@ -100,7 +105,10 @@ def check_real_matrix(X, name: str = "X", *, rows: str = "samples", min_rows: in
     if arr.shape[0] < min_rows or arr.shape[1] < 1:
         raise ValueError(f"{name} needs at least {min_rows} {rows} and 1 feature, got shape {arr.shape}")
     dtype = np.float32 if keep_float32 and arr.dtype == np.float32 else np.float64
-    return np.ascontiguousarray(arr, dtype=dtype)
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if squares is not None:
+        check_magnitude(arr, name, arr.size, squares)
+    return arr
 
 
 def as_array(X, name: str) -> np.ndarray:

@@ -9,22 +9,14 @@ import numpy as np
 
 from .. import _core
 from ._estimator import ParamsMixin, fit_function_signature
-from ._validation import (
-    check_finite,
-    check_int,
-    check_magnitude,
-    check_random_state,
-    check_real_matrix,
-    check_tol,
-    seed_from,
-)
+from ._validation import check_finite, check_int, check_random_state, check_real_matrix, check_tol, seed_from
 from .exceptions import ConvergenceWarning
 
 
 def _check_points(X, name: str = "X") -> np.ndarray:
-    arr = check_real_matrix(X, name, rows="points")  # small inputs: a float64 copy is cheap
+    # small inputs: a float64 copy is cheap
+    arr = check_real_matrix(X, name, rows="points", squares="its squared distances")
     check_finite(arr, name)
-    check_magnitude(arr, name, arr.size, "its squared distances")
     return arr
 
 

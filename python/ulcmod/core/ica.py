@@ -15,15 +15,7 @@ import numpy as np
 
 from .. import _core
 from ._estimator import ParamsMixin, fit_function_signature
-from ._validation import (
-    check_choice,
-    check_finite,
-    check_int,
-    check_magnitude,
-    check_random_state,
-    check_real_matrix,
-    check_tol,
-)
+from ._validation import check_choice, check_finite, check_int, check_random_state, check_real_matrix, check_tol
 from .exceptions import ConvergenceWarning
 
 FUNS = ("logcosh", "exp", "cube")
@@ -33,9 +25,7 @@ WHITEN = ("unit-variance", "arbitrary-variance")
 
 def _check_data(X) -> np.ndarray:
     # float32 stays float32; NaN/inf are caught by the core's column sums (no extra pass)
-    X = check_real_matrix(X, min_rows=2, keep_float32=True)
-    check_magnitude(X, "X", X.shape[0], "the sums of squares of its whitening")  # before LAPACK sees them
-    return X
+    return check_real_matrix(X, min_rows=2, keep_float32=True, squares="the sums of squares of its whitening")
 
 
 def _check_w_init(w_init, c: int, dtype) -> np.ndarray:

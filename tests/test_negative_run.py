@@ -129,7 +129,11 @@ def test_a_changed_batch_size_or_model_path_still_resumes(quick_run, tiny_model_
     out = tmp_path / "run"
     shutil.copytree(quick_run, out)
     moved = shutil.copytree(tiny_model_dir, tmp_path / "moved")  # same files elsewhere
+    leftover = out / "activations" / ".zscored.12345.tmp"  # of a writer killed mid-write
+    leftover.mkdir()
+    (out / "labels" / ".iterd_K4.npz.12345.tmp").write_bytes(b"half")
     started(quick(str(moved), dataset, out, batch_size=3))
+    assert not leftover.exists() and not (out / "labels" / ".iterd_K4.npz.12345.tmp").exists()
     assert read_json(out / "manifest.json")["settings"]["batch_size"] == 3
     ulcmod.load_run(out, verify=True)
 

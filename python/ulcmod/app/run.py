@@ -329,6 +329,7 @@ def open_run(folder, settings: dict, categories, prompts, fingerprint: dict, *, 
     :func:`lock_run`.
     """
     folder = Path(folder)
+    _remove_leftovers(folder)
     try:
         old = read_json(folder / MANIFEST) if (folder / MANIFEST).is_file() else None
     except ValueError as err:
@@ -355,6 +356,16 @@ def open_run(folder, settings: dict, categories, prompts, fingerprint: dict, *, 
              if f != MANIFEST and (folder / f).is_file() and (not differences or e.get("stage") == "extract")}
     sections = {k: old[k] for k in ("model",) if k in old and (keep or not differences)}
     return new_manifest(folder, settings, categories, prompts, fingerprint, files, sections)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Delete the temporary files and folders of writers that were killed before their rename
+    (``.{name}.{pid}.tmp`` / ``.old``); only the lock holder calls this, so none is in use."""
+    for path in sorted(folder.rglob(".*.*.tmp")) + sorted(folder.rglob(".*.*.old")):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _remove_outputs(folder: Path, files: dict, *, keep_extraction: bool) -> None:

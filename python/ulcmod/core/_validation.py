@@ -146,20 +146,23 @@ def check_finite(values, name: str, *, along: str | None = None, ids=None, sourc
 
 
 def largest_abs(A, block_bytes: int = 64 << 20) -> float:
-    """max |A| in float64, read in row blocks (bounded memory for memory-mapped A); NaN ignored."""
-    A = np.asarray(A)
-    if A.ndim < 2:
-        return float(np.nanmax(np.abs(A.astype(np.float64)), initial=0.0))
-    step = max(1, block_bytes // max(1, A[0].nbytes))
-    return max(float(np.nanmax(np.abs(A[r:r + step].astype(np.float64)), initial=0.0))
-               for r in range(0, A.shape[0], step))
+    """max |A| in float64, read in row blocks (bounded memory for memory-mapped A, and for
+    array-likes read by row slices such as a cluster's); NaN ignored."""
+    if np.ndim(A) < 2:
+        return float(np.nanmax(np.abs(np.asarray(A, dtype=np.float64)), initial=0.0))
+    step = max(1, block_bytes // max(1, A.shape[1] * np.dtype(A.dtype).itemsize))
+    return max((float(np.nanmax(np.abs(np.asarray(A[r:r + step], dtype=np.float64)), initial=0.0))
+                for r in range(0, A.shape[0], step)), default=0.0)
 
 
-def overflow_error(name: str, largest: float, where: str = "", what: str = "its float64 sums overflow") -> ValueError:
-    """The error for finite values too large for the arithmetic on them (told apart from NaN/inf)."""
+def overflow_error(name: str, largest: float | None, where: str = "",
+                   what: str = "its float64 sums overflow") -> ValueError:
+    """The error for finite values too large for the arithmetic on them (told apart from NaN/inf);
+    `largest` is max |values| where known."""
     at = f" in {where}" if where else ""
+    reach = f"|{name}| reaches {largest:.3g}{at}" if largest is not None else f"they are{at}"
     return ValueError(
-        f"{name} holds no NaN or infinity, but its values are too large: |{name}| reaches {largest:.3g}{at}, "
+        f"{name} holds no NaN or infinity, but its values are too large: {reach}, "
         f"so {what}; rescale {name} first, e.g. divide it by np.abs({name}).max() (the result does not "
         f"depend on the scale)"
     )

@@ -6,6 +6,7 @@ The Python side validates, initialises and records history; every sweep runs in 
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 import warnings
@@ -15,11 +16,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import _core
+from . import _device
 from ._estimator import ParamsMixin, fit_function_signature
 from ._files import read_npz
 from ._pca import sample_pca
 from ._validation import (
-    check_activations,
     check_choice,
     check_int,
     check_labels,
@@ -108,7 +109,7 @@ class IterDResult:
 def _objective(state) -> Objective:
     """L, xi and B of a core ``IterDState`` (the one place that reads the core's objective)."""
     obj = state.objective()
-    return Objective(obj["L"], obj["xi"], obj["B"])
+    return Objective(obj.L, obj.xi, obj.B)
 
 
 def _initial_labels(A, K, init, rng, scores):
@@ -155,15 +156,15 @@ def _sample_scores(A, init, given, pca_neurons, rng):
         rows = None
         if pca_neurons is not None and N > pca_neurons:
             rows = np.sort(rng.choice(N, pca_neurons, replace=False))
-        scores = sample_pca(A if rows is None else A[rows], PCA_COMPONENTS, rng, row_ids=rows)
+        scores = sample_pca(A, PCA_COMPONENTS, rng, rows=rows)
     return scores, time.perf_counter() - t_start
 
 
-def _new_state(A, K, u0, s0, tol, seed):
-    """The core's IterD state on A; finite values whose float64 sums overflow are told apart from
-    NaN/inf (the core sees only the non-finite row sums)."""
+def _new_state(A, source, K, u0, s0, tol, seed):
+    """The core's IterD state on ``source()`` (A, or a backend holding it); finite values whose
+    float64 sums overflow are told apart from NaN/inf (the core sees only the non-finite row sums)."""
     try:
-        return _core.IterDState(A, K, u0, s0, tol, seed)
+        return _core.IterDState(source(), K, u0, s0, tol, seed)
     except ValueError as err:
         if "NaN or infinity" in str(err):
             _check_sums(A, float("inf"))
@@ -172,13 +173,14 @@ def _new_state(A, K, u0, s0, tol, seed):
 
 def _check_sums(A, L) -> None:
     """Raise the overflow error when A is finite but L (from its float64 sums) is not."""
-    if not np.isfinite(L):
-        for r0 in range(0, A.shape[0], 4096):  # the failure path only: find a non-finite row, if any
-            bad = ~np.isfinite(A[r0:r0 + 4096]).all(axis=1)
+    if not np.isfinite(L):  # the failure path only: a GPU's A is copied to look at it
+        host = _device.to_host(A) if _device.on_device(A) else A
+        for r0 in range(0, host.shape[0], 4096):
+            bad = ~np.isfinite(np.asarray(host[r0:r0 + 4096])).all(axis=1)
             if bad.any():
                 raise ValueError(f"A contains NaN or infinity (first in row {r0 + int(np.argmax(bad))}); replace "
                                  f"or drop the non-finite values first")
-        raise overflow_error("A", largest_abs(A))
+        raise overflow_error("A", largest_abs(host))
 
 
 def _run(state, A, max_iter, order, verbose, bar, L0, t_init):
@@ -203,13 +205,14 @@ def _run(state, A, max_iter, order, verbose, bar, L0, t_init):
     return rows, converged
 
 
-def _best_run(A, K, init, given, scores, t_pca, n_init, max_iter, tol, order, rng, verbose, bar):
-    """(state, history rows, converged) of the restart with the highest final L."""
+def _best_run(A, source, K, init, given, scores, t_pca, n_init, max_iter, tol, order, rng, verbose, bar):
+    """(state, history rows, converged) of the restart with the highest final L. ``source()`` gives
+    what each restart's state reads: A itself, or a backend holding it elsewhere."""
     best = None
     for restart in range(n_init):
         t0 = time.perf_counter()
         u0, s0 = given if given is not None else _initial_labels(A, K, init, rng, scores)
-        state = _new_state(A, K, u0, s0, tol, seed_from(rng))
+        state = _new_state(A, source, K, u0, s0, tol, seed_from(rng))
         L0 = _objective(state).L
         t_init = time.perf_counter() - t0 + (t_pca if restart == 0 else 0.0)
         rows, converged = _run(state, A, max_iter, order, verbose, bar, L0, t_init)
@@ -242,10 +245,19 @@ def _result(state, rows, converged) -> IterDResult:
     )
 
 
+def _cluster_input(A):
+    """A dask array or sharded activations, as IterD runs them on a Dask cluster
+    (:mod:`ulcmod.distributed`); None for anything else."""
+    if "dask.array" not in sys.modules and "ulcmod.distributed" not in sys.modules:
+        return None  # neither kind of input can exist before its module is imported
+    return importlib.import_module("ulcmod.distributed").cluster_input(A)
+
+
 def _fit(A, n_modules, *, init, n_init, max_iter, tol, order, random_state, verbose, progress,
-         pca_neurons) -> IterDResult:
+         pca_neurons, device) -> IterDResult:
     """IterD on A with the estimator's parameters (see :class:`IterD`)."""
-    A = check_activations(A)
+    cluster = _cluster_input(A)
+    A = _device.prepare_activations(A, device) if cluster is None else cluster
     N, M = A.shape
     K = check_n_modules(n_modules, N, M)
     n_init = check_int(n_init, "n_init", minimum=1)
@@ -261,8 +273,10 @@ def _fit(A, n_modules, *, init, n_init, max_iter, tol, order, random_state, verb
     bar = tqdm(total=n_init * max_iter, desc="IterD", unit="it", leave=False,
                disable=not _show_progress(progress, N, M))
     try:
-        state, rows, converged = _best_run(A, K, init, given, scores, t_pca, n_init, max_iter, tol,
-                                           order, rng, verbose, bar)
+        # Arrays in host memory are read by the CPU backend; a cluster's or a GPU's data by its own.
+        source = (lambda: A.backend(K)) if hasattr(A, "backend") else (lambda: A)
+        state, rows, converged = _best_run(A, source, K, init, given, scores, t_pca, n_init, max_iter,
+                                           tol, order, rng, verbose, bar)
     finally:
         bar.close()
     if not converged and max_iter > 0:
@@ -320,6 +334,11 @@ class IterD(ParamsMixin):
         The (k-means) initialisations compute the samples' PCA on this many neurons drawn at
         random (seeded), which keeps the PCA to a small fraction of the run on large models.
         IterD itself always uses every neuron. None runs the PCA on all neurons, as published.
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        Where the work runs: "auto" where A lives, "cpu" (a CUDA array is copied to the host),
+        "cuda" (a host array is copied to the GPU; needs the CUDA build and a GPU). On the GPU the
+        PCA, the block-sum tables and the scoring of every row run there; k-means and the exact
+        acceptance of each move stay on the host.
 
     Attributes
     ----------
@@ -342,7 +361,7 @@ class IterD(ParamsMixin):
 
     def __init__(self, n_modules=8, *, init="balanced-kmeans", n_init=1, max_iter=100, tol=1e-9,
                  order="parallel", random_state=None, verbose=False, progress="auto",
-                 pca_neurons=16384):
+                 pca_neurons=16384, device="auto"):
         self.n_modules = n_modules
         self.init = init
         self.n_init = n_init
@@ -353,6 +372,7 @@ class IterD(ParamsMixin):
         self.verbose = verbose
         self.progress = progress
         self.pca_neurons = pca_neurons
+        self.device = device
 
     def fit(self, A, y=None):
         """Partition the neurons (rows) and samples (columns) of A; returns self.
@@ -360,7 +380,8 @@ class IterD(ParamsMixin):
         A : array of shape (n_neurons, n_samples), float16, float32 or float64
             Activations (usually z-scored per neuron). C- or F-ordered arrays, slices and
             memmaps are read in place; a copy is made only for non-arrays (lists), non-native
-            byte order or strides that are not whole elements.
+            byte order or strides that are not whole elements. CUDA arrays (torch, CuPy; also
+            bfloat16) are read in place on their GPU through DLPack (see ``device``).
         """
         res = _fit(A, **self.get_params())
         self.result_ = res

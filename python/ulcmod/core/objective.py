@@ -7,7 +7,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _core
-from ._validation import check_activations, check_finite, check_int, check_labels, largest_abs, overflow_error
+from . import _device
+from ._validation import check_finite, check_int, check_labels, largest_abs, overflow_error
 
 
 class Objective(NamedTuple):
@@ -31,12 +32,17 @@ def _n_modules(neuron_labels, n_modules) -> int:
     return int(labels.max()) + 1
 
 
+def _on_host(A) -> np.ndarray:
+    """A as a host array, to look at its values once a check failed (a GPU array is copied)."""
+    return _device.to_host(A) if _device.on_device(A) else A
+
+
 def _sample_block_sums(A: np.ndarray, neuron_labels: np.ndarray, K: int) -> np.ndarray:
     """C[j, k] = sum of A[i, j] over neurons i in module k: one pass over A, in float64."""
-    C = _core.build_table(A.T, neuron_labels, K)
+    C = A.table(neuron_labels, K, "samples") if _device.on_device(A) else _core.build_table(A.T, neuron_labels, K)
     with np.errstate(over="ignore", invalid="ignore"):
         totals = C.sum(axis=1)
-    check_finite(totals, "A", along="column", source=lambda j: A[:, j])
+    check_finite(totals, "A", along="column", source=lambda j: _on_host(A)[:, j])
     return C
 
 
@@ -64,7 +70,7 @@ def objective(A, neuron_labels, sample_labels, *, n_modules: int | None = None,
     >>> ulcmod.objective(A, [0, 1], [0, 1]).xi
     2.0
     """
-    A = check_activations(A)
+    A = _device.prepare_activations(A, "auto")  # CUDA arrays stay on their GPU
     N, M = A.shape
     K = _n_modules(neuron_labels, n_modules)
     u = check_labels(neuron_labels, N, K, "neuron_labels", require_all=not allow_empty)
@@ -73,7 +79,7 @@ def objective(A, neuron_labels, sample_labels, *, n_modules: int | None = None,
     with np.errstate(over="ignore"):
         D = float(C[np.arange(M), s].sum())
     if not np.isfinite(D):  # every column sum is finite (checked), so their total overflowed
-        raise overflow_error("A", largest_abs(A))
+        raise overflow_error("A", largest_abs(_on_host(A)))
     nm = np.bincount(u, minlength=K).astype(np.float64) * np.bincount(s, minlength=K)
     xi = D / float(nm.sum()) if nm.any() else 0.0  # no diagonal block holds anything: no mean to take
     if (nm == 0).any():
@@ -95,7 +101,7 @@ def module_features(A, neuron_labels, *, n_modules: int | None = None) -> np.nda
     array([[2., 5.],
            [3., 6.]])
     """
-    A = check_activations(A)
+    A = _device.prepare_activations(A, "auto")  # CUDA arrays stay on their GPU
     K = _n_modules(neuron_labels, n_modules)
     n = np.shape(neuron_labels)
     if len(n) == 1 and n[0] != A.shape[0]:

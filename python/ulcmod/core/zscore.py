@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _device
 from ._blocks import row_blocks
 from ._validation import check_activations, check_finite
 
@@ -40,8 +41,12 @@ class ZScore:
         """z-score A (n_neurons x n_samples) block by block into `out` (a new array by default).
 
         `out` may be a memmap of the same shape (any layout); A is read in blocks along its
-        contiguous axis, so a disk-backed A is streamed once.
+        contiguous axis, so a disk-backed A is streamed once. A CUDA array (torch, CuPy) is
+        z-scored on its GPU into `out` (a new array of A's library by default; `dtype` may then
+        also be "bfloat16" for torch).
         """
+        if _device.is_cuda_array(A):
+            return _device.zscore_apply(A, self.mean, self.std, out, dtype)
         A = check_activations(A)
         if A.shape[0] != self.mean.size:
             raise ValueError(f"A has {A.shape[0]} neurons but the statistics have {self.mean.size}")
@@ -69,15 +74,16 @@ def fit_zscore(A) -> ZScore:
 
     Reads A once in blocks along its contiguous axis: for sample-major data (an extraction's
     ``Activations.A``) block statistics are merged with Chan et al.'s pairwise update, which
-    stays accurate where sum-of-squares formulas lose digits.
+    stays accurate where sum-of-squares formulas lose digits. A CUDA array (torch, CuPy) is read
+    once on its GPU (float64 sums of deviations from each neuron's first value).
     """
+    if _device.is_cuda_array(A):
+        mean, var = _device.to_device(A).row_stats()
+        return _finish_zscore(mean, var)
     A = check_activations(A)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported with its cause below
         mean, var = _moments(A)
-    check_finite(mean + var, "A", along="neuron", source=lambda i: A[i])  # finite only where both are
-    std = np.sqrt(var)
-    std[std < MIN_STD] = 1.0
-    return ZScore(mean, std)
+    return _finish_zscore(mean, var, source=lambda i: A[i])
 
 
 def _moments(A: np.ndarray):
@@ -103,6 +109,15 @@ def _moments(A: np.ndarray):
             mean[r0:r1] = block.mean(axis=1)
             var[r0:r1] = block.var(axis=1)
     return mean, var
+
+
+def _finish_zscore(mean, var, source=None) -> ZScore:
+    """The ZScore of per-neuron moments; `source(i)` gives neuron i's raw row, so that a finite
+    row whose moments overflowed is reported as such (check_finite)."""
+    check_finite(mean + var, "A", along="neuron", source=source)  # the sum is finite only where both are
+    std = np.sqrt(var)
+    std[std < MIN_STD] = 1.0
+    return ZScore(mean, std)
 
 
 def zscore_files(train, test=None, *, out_dir, dtype=np.float32):

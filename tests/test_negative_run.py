@@ -268,7 +268,7 @@ def test_a_repeated_k_runs_once_with_a_warning():
     with pytest.warns(UserWarning, match=r"repeats K=\[4\]; each K runs once: \[4, 7\]"):
         discover.check_config(cfg)
     assert cfg.ks == (4, 7)
-    with pytest.raises(ValueError, match="every K must be an integer, got 4.5"):
+    with pytest.raises(TypeError, match=r"the K list must hold integers, got 4.5 \(float\)"):
         discover.check_config(discover.DiscoverConfig(ks=(4.5, 7)))
 
 

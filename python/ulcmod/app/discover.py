@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import csv
 import io
-import numbers
 import os
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 
 from ..analyses.baselines import METHODS, failure_reason
 from ..core._files import atomic_file, save_npy, save_npz
+from ..core._validation import unique_ks
 from ..lm._store import STORAGE_DTYPES
 from ..lm.prompts import CATEGORIES, load_corpus, load_infinity_instruct, load_prompts, split_by_category
 from ..lm.sites import parse_site
@@ -120,19 +119,9 @@ def check_config(cfg: DiscoverConfig) -> None:
 
     A K listed twice is run once (with a warning): ``cfg.ks`` loses its duplicates.
     """
-    if not cfg.ks:
-        raise ValueError("the K list is empty; give at least one number of modules, e.g. --k 4,7")
-    bad = [k for k in cfg.ks if isinstance(k, bool) or not isinstance(k, numbers.Integral)]
-    if bad:
-        raise ValueError(f"every K must be an integer, got {bad[0]!r} in {list(cfg.ks)}")
-    if any(int(k) < 2 for k in cfg.ks):
+    cfg.ks = unique_ks(cfg.ks, "the K list", "--k 4,7")
+    if any(k < 2 for k in cfg.ks):
         raise ValueError(f"every K must be >= 2, got {list(cfg.ks)}")
-    unique = tuple(dict.fromkeys(int(k) for k in cfg.ks))
-    if len(unique) < len(cfg.ks):
-        repeated = sorted({int(k) for k in cfg.ks if list(cfg.ks).count(k) > 1})
-        warnings.warn(f"the K list {list(cfg.ks)} repeats K={repeated}; each K runs once: {list(unique)}",
-                      UserWarning, stacklevel=3)
-        cfg.ks = unique
     if cfg.storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, got {cfg.storage_dtype!r}")
     parse_site(cfg.site)

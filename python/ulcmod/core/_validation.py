@@ -7,6 +7,7 @@ content) with the argument's name, what was seen and how to fix it.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
@@ -200,6 +201,27 @@ def check_n_modules(n_modules, n_neurons: int, n_samples: int, name: str = "n_mo
             f"needs at least one of each, so use {name} <= {min(n_neurons, n_samples)}"
         )
     return K
+
+
+def unique_ks(ks, name: str, example: str) -> tuple:
+    """A list of numbers of modules as integers, each once, in the order given: a K listed twice
+    is dropped with a warning (it would be computed and reported twice). `example` shows a good
+    value in the caller's terms. The range of each K is the caller's to check."""
+    try:
+        values = list(ks)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of numbers of modules, e.g. {example}, got {ks!r}") from None
+    if not values:
+        raise ValueError(f"{name} is empty; give at least one number of modules, e.g. {example}")
+    for k in values:
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool):
+            raise TypeError(f"{name} must hold integers, got {k!r} ({type(k).__name__}) in {values}")
+    unique = tuple(dict.fromkeys(int(k) for k in values))
+    if len(unique) < len(values):
+        repeated = sorted({k for k in unique if values.count(k) > 1})
+        warnings.warn(f"{name} {[int(k) for k in values]} repeats K={repeated}; each K runs once: {list(unique)}",
+                      UserWarning, stacklevel=3)
+    return unique
 
 
 def check_labels(labels, n: int, K: int, name: str, *, require_all: bool = True) -> np.ndarray:

@@ -10,6 +10,11 @@ import pytest
 import ulcmod
 from ulcmod.app import cli
 
+N_NULL, N_RUNS = 5, 3  # --significance and --stability of the shared quick run
+# What the shared quick run sets beyond --quick: a resume of a copy of it must say the same.
+QUICK_RUN_SETTINGS = {"significance": N_NULL, "stability": N_RUNS}
+QUICK_RUN_FLAGS = ["--significance", str(N_NULL), "--stability", str(N_RUNS)]
+
 
 def brute_objective(A, u, s, K):
     """(L, xi, B) by explicit block sums over the K diagonal blocks, in float64."""
@@ -102,6 +107,6 @@ def quick_run(tiny_model_dir, dataset_rows, tmp_path_factory):
     data.write_text("\n".join(json.dumps(r) for r in dataset_rows))
     out = folder / "run"
     assert cli.main(["discover", "--model", tiny_model_dir, "--dataset", str(data), "--quick", "--out", str(out),
-                     "--no-progress"]) == 0
+                     *QUICK_RUN_FLAGS, "--no-progress"]) == 0
     data.unlink()
     return out

@@ -22,6 +22,8 @@ import ulcmod
 from ulcmod.app import cli, discover, run
 from ulcmod.app.run import read_json
 
+from conftest import QUICK_RUN_FLAGS, QUICK_RUN_SETTINGS  # noqa: E402
+
 pytest.importorskip("transformers")
 
 
@@ -111,7 +113,7 @@ def test_a_changed_setting_names_the_cli_fix_and_overwrite_keeps_matching_activa
     out = tmp_path / "run"
     shutil.copytree(quick_run, out)
     err = one_line_error(capsys, ["discover", "--model", tiny_model_dir, "--dataset", dataset, "--quick", "--k", "4",
-                                  "--out", str(out), "--no-progress"])
+                                  *QUICK_RUN_FLAGS, "--out", str(out), "--no-progress"])
     assert "holds a run made with another setting ks ([4, 7] -> [4]); rerun with --overwrite" in err
     acts = out / "activations" / "train" / "activations.npy"
     inode = acts.stat().st_ino
@@ -132,7 +134,7 @@ def test_a_changed_batch_size_or_model_path_still_resumes(quick_run, tiny_model_
     leftover = out / "activations" / ".zscored.12345.tmp"  # of a writer killed mid-write
     leftover.mkdir()
     (out / "labels" / ".iterd_K4.npz.12345.tmp").write_bytes(b"half")
-    started(quick(str(moved), dataset, out, batch_size=3))
+    started(quick(str(moved), dataset, out, batch_size=3, **QUICK_RUN_SETTINGS))
     assert not leftover.exists() and not (out / "labels" / ".iterd_K4.npz.12345.tmp").exists()
     assert read_json(out / "manifest.json")["settings"]["batch_size"] == 3
     ulcmod.load_run(out, verify=True)

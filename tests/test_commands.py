@@ -1,7 +1,7 @@
 """The `ulcmod discover` and `ulcmod analyze` commands, their stages, run folders and `load_run`.
 
-One quick discover run on a tiny random model (built here) from a local dataset file is shared
-by the tests; the file is deleted as soon as discover finishes, so everything after it (load_run,
+One quick discover run on a tiny random model (built in conftest.py) from a local dataset file is
+shared by the tests; the file is deleted as soon as discover finishes, so everything after it (load_run,
 each stage rerun alone, analyze) shows that it reads only the run folder.
 """
 
@@ -21,56 +21,9 @@ from ulcmod.analyses.model_selection import recommend_k
 from ulcmod.app import analyze, cli, discover
 from ulcmod.app.run import read_json
 
+from conftest import N_NULL, N_RUNS  # noqa: E402
+
 N_NEURONS, N_TRAIN, N_TEST = 4 * 48, 7 * 12, 7 * 4  # the tiny model's neurons; --quick's prompts
-N_NULL, N_RUNS = 5, 3  # --significance and --stability of the shared quick run
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A tiny random Llama with a byte-level BPE tokenizer trained on corpus text, saved to a folder."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    core.train_from_iterator([p.text for p in ulcmod.load_corpus(split="test")],
-                             trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<eos>"],
-                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
-    tok.chat_template = ("{% for m in messages %}<eos>{{ m['content'] }}{% endfor %}"
-                         "{% if add_generation_prompt %}<eos>{% endif %}")
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=400, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2))
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def dataset_rows():
-    """20 corpus prompts per category, as rows of a local dataset file."""
-    rows = []
-    for c in ulcmod.CATEGORIES:
-        rows += [{"text": p.text, "label": p.category} for p in ulcmod.load_corpus(split="test", categories=[c])[:20]]
-    return rows
-
-
-@pytest.fixture(scope="module")
-def quick_run(tiny_model_dir, dataset_rows, tmp_path_factory):
-    """`ulcmod discover --quick` from a dataset file that is deleted right after."""
-    folder = tmp_path_factory.mktemp("quick")
-    data = folder / "prompts.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in dataset_rows))
-    out = folder / "run"
-    assert cli.main(["discover", "--model", tiny_model_dir, "--dataset", str(data), "--quick", "--out", str(out),
-                     "--significance", str(N_NULL), "--stability", str(N_RUNS), "--no-progress"]) == 0
-    data.unlink()
-    return out
 
 
 def run_files(folder) -> set:
@@ -98,7 +51,12 @@ def test_quick_run_writes_every_file_and_the_manifest_names_them(quick_run, tiny
 
     manifest = read_json(quick_run / "manifest.json")
     assert set(manifest["files"]) == run_files(quick_run)  # what produced every file, and nothing else
-    assert manifest["files"]["labels/iterd_K7.npz"] == {"stage": "find_modules"}
+    entry = manifest["files"]["labels/iterd_K7.npz"]
+    assert entry["stage"] == "find_modules" and entry["size"] == (quick_run / "labels/iterd_K7.npz").stat().st_size
+    assert entry["fingerprint"] == manifest["fingerprint"]["run"]
+    extraction = manifest["files"]["activations/train/activations.npy"]
+    assert extraction["fingerprint"] == manifest["fingerprint"]["extraction"]
+    ulcmod.load_run(quick_run, verify=True)  # every file's size and checksum as recorded
     assert manifest["software"]["ulcmod"] == ulcmod.__version__ and "torch" in manifest["software"]
     assert manifest["settings"]["model"] == tiny_model_dir and manifest["settings"]["ks"] == [4, 7]
     model = manifest["model"]

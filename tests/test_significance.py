@@ -290,6 +290,15 @@ def test_recommend_k_rule():
     assert model_selection.recommend_k(ks, [0.2] * 4, ari, 0.05) is None
 
 
+def test_select_k_runs_a_repeated_k_once_with_a_warning(planted_tests):
+    # Before: a repeated K was dropped silently (and `discover --k 4,4` ran everything twice).
+    _, A, _, _ = planted_tests[0]
+    with pytest.warns(UserWarning, match=r"ks \[3, 2, 3\] repeats K=\[3\]; each K runs once: \[3, 2\]"):
+        sel = ulcmod.select_k(A, [3, 2, 3], n_null=2, n_runs=2, alpha=0.5, iterd_params=FAST, random_state=0,
+                              progress=False)
+    assert sel.ks.tolist() == [2, 3] and len(sel.null_tests) == 2
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, error, match", [

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core._validation import check_choice, check_int, check_n_modules
+from ..core._validation import check_choice, check_int, check_n_modules, unique_ks
 from ._resampling import prepare, real_run, warn_not_converged
 from .module_stability import RESAMPLES, StabilityResult, stability_runs, summarise_stability
 from .significance import NullTestResult, null_runs, summarise_null
@@ -74,16 +74,7 @@ def recommend_k(ks, p_values, mean_ari, alpha: float):
 
 
 def _check_ks(ks, N: int, M: int) -> list:
-    try:
-        values = list(ks)
-    except TypeError:
-        raise TypeError(f"ks must be a list of numbers of modules, e.g. [2, 3, 4, 5], got {ks!r}") from None
-    if not values:
-        raise ValueError("ks is empty; give at least one number of modules, e.g. ks=range(2, 9)")
-    for k in values:
-        if not isinstance(k, numbers.Integral) or isinstance(k, bool):
-            raise TypeError(f"ks must hold integers, got {k!r} ({type(k).__name__})")
-    return sorted({check_n_modules(k, N, M, name="ks") for k in values})
+    return sorted(check_n_modules(k, N, M, name="ks") for k in unique_ks(ks, "ks", "ks=range(2, 9)"))
 
 
 def _check_results(results, ks) -> dict:

@@ -44,7 +44,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .run import load_run, read_json, record, write_json
+from ..core._files import save_npz
+from .run import load_run, lock_run, read_json, record, write_json
 
 EDITING = "analysis/editing.json"
 PRUNING = "analysis/pruning.json"
@@ -186,7 +187,7 @@ def prune_categories(run, cfg: AnalyzeConfig, models: Models) -> None:
     eval_sets = _per_category(r.split("test"), categories, cfg.n_eval)
     effects = cross_effects(models.trained, tok, eval_sets, sets["trained"], **_site(r), **kw)
     (r.path / PRUNING).parent.mkdir(exist_ok=True)
-    np.savez(r.path / PRUNING_MASKS, **{f"{name}/{c}": m for name, masks in sets.items() for c, m in masks.items()})
+    save_npz(r.path / PRUNING_MASKS, **{f"{name}/{c}": m for name, masks in sets.items() for c, m in masks.items()})
     write_json(r.path / PRUNING, {"fraction": cfg.prune_fraction, "cross_effects": effects,
                                   "overlap": {name: overlap(masks) for name, masks in sets.items()}})
     record(run, "analyze.prune_categories", [PRUNING, PRUNING_MASKS])
@@ -209,7 +210,7 @@ def find_networks(run, cfg: AnalyzeConfig, models: Models | None = None) -> None
     module_masks = np.stack([module_mask(labels, k) for k in range(K)])
     iou = pairwise_iou(nets.masks, module_masks) if nets.masks.any() else np.zeros((K, K))
     (r.path / ICA).parent.mkdir(exist_ok=True)
-    np.savez(r.path / ICA_MASKS, masks=nets.masks)
+    save_npz(r.path / ICA_MASKS, masks=nets.masks)
     write_json(r.path / ICA, {"n_samples": int(min(cfg.ica_samples, samples.shape[0])), "threshold": Z_THRESHOLD,
                               "converged": not caught, "network_sizes": nets.masks.sum(axis=1),
                               "best_iou_with_a_module": iou.max(axis=1), "best_module": iou.argmax(axis=1)})
@@ -300,14 +301,20 @@ STAGES = (edit_modules, prune_categories, find_networks, moefication_aucs)
 
 
 def analyze(cfg: AnalyzeConfig) -> dict:
-    """Run every analysis on a discover run's folder; returns what analysis.json holds."""
+    """Run every analysis on a discover run's folder; returns what analysis.json holds.
+
+    Holds the folder's writer lock, and first checks every file the run recorded against its
+    size and checksum (:meth:`~ulcmod.app.run.Run.verify`).
+    """
     t_start = time.perf_counter()
-    cfg = replace(cfg, k=module_k(load_run(cfg.run).path, cfg.k))
-    if cfg.progress:
-        print("[ulcmod analyze] model ...", flush=True)
-    models = load_models(cfg.run, cfg.seed)
-    for stage in STAGES:
+    path = load_run(cfg.run).path
+    with lock_run(path):
+        cfg = replace(cfg, k=module_k(load_run(path, verify=True).path, cfg.k))
         if cfg.progress:
-            print(f"[ulcmod analyze] {stage.__name__.replace('_', ' ')} ...", flush=True)
-        stage(cfg.run, cfg, models)
-    return write_analysis(cfg.run, cfg, time.perf_counter() - t_start)
+            print("[ulcmod analyze] model ...", flush=True)
+        models = load_models(cfg.run, cfg.seed)
+        for stage in STAGES:
+            if cfg.progress:
+                print(f"[ulcmod analyze] {stage.__name__.replace('_', ' ')} ...", flush=True)
+            stage(cfg.run, cfg, models)
+        return write_analysis(cfg.run, cfg, time.perf_counter() - t_start)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from .. import __version__
 
@@ -34,6 +35,7 @@ def _int_list(text):
 def build_parser():
     """The argument parser of `ulcmod` (discover, analyze)."""
     from ..analyses.baselines import METHODS
+    from ..lm._store import STORAGE_DTYPES
     from .analyze import AnalyzeConfig
     from .discover import QUICK, DiscoverConfig
 
@@ -73,6 +75,13 @@ def build_parser():
                    help=f"a minutes-long run: {QUICK['n_train']}+{QUICK['n_test']} prompts per category, "
                         f"K={','.join(map(str, QUICK['ks']))}")
     q.add_argument("--no-progress", action="store_true")
+    # The run folder and what it stores (issue 15).
+    q.add_argument("--storage-dtype", choices=STORAGE_DTYPES,
+                   help=f"dtype of the stored raw activations (default {d.storage_dtype}: half the disk of float32, "
+                        f"values up to 65504; bfloat16 keeps float32's range)")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace a run in --out that was made with another model, prompts or settings (its "
+                        "activations are kept when they still match)")
     a = sub.add_parser("analyze", help="editing, selective pruning and MoEfication on a discover run's modules")
     a.add_argument("--run", help=f"the discover output folder (default {a_d.run})")
     a.add_argument("--k", type=int, help="IterD K to analyse (default: the run's K closest to its categories)")
@@ -117,7 +126,8 @@ def config_from(args):
     cfg = _config(DiscoverConfig, QUICK, args, (
         "model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "ks", "n_train", "n_test",
         "max_length", "batch_size", "n_subclusters", "top", "seed", "significance", "stability", "label_endpoint",
-        "label_model", "out"))
+        "label_model", "out", "storage_dtype"))
+    cfg.overwrite = args.overwrite
     cfg.ks = tuple(cfg.ks)
     cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     return cfg
@@ -135,6 +145,17 @@ def main(argv=None) -> int:
     if args.command not in ("discover", "analyze"):
         build_parser().print_help()
         return 2
+    with warnings.catch_warnings():
+        formatwarning = warnings.formatwarning
+        warnings.formatwarning = lambda message, *args, **kwargs: f"ulcmod: warning: {message}\n"
+        try:
+            return _run_command(args)
+        finally:
+            warnings.formatwarning = formatwarning
+
+
+def _run_command(args) -> int:
+    """Run a parsed command; bad input ends with one line on stderr and exit status 2."""
     try:
         if args.command == "analyze":
             from .analyze import analyze

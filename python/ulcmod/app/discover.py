@@ -23,6 +23,7 @@ write_report            manifest, the .json files, timings.json      metrics.jso
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
 from contextlib import contextmanager
@@ -31,7 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analyses.baselines import METHODS
+from ..analyses.baselines import METHODS, failure_reason
+from ..core._files import atomic_file, save_npy, save_npz, write_text
+from ..core._validation import unique_ks
+from ..lm._store import STORAGE_DTYPES
 from ..lm.prompts import CATEGORIES, load_corpus, load_infinity_instruct, load_prompts, split_by_category
 from ..lm.sites import parse_site
 from .run import (
@@ -39,18 +43,22 @@ from .run import (
     LABELS,
     NEURON_PCS,
     NEURON_TABLE,
+    OBJECTIVE,
     ZSCORED,
+    fingerprint,
     load_run,
-    new_manifest,
+    lock_run,
+    model_fingerprint,
+    open_run,
     read_json,
     record,
+    replace_folder,
     write_json,
 )
 
 DEFAULT_KS = (4, 7, 10, 16)
 
 # Stage outputs read by the report (and by users), relative to the run folder.
-OBJECTIVE = "objective.json"  # {"table1": rows of L, xi, B per method and K}
 INFORMATIVENESS = "informativeness.json"  # {"table2": rows of I(F) per method and K}
 SIMILARITY = "similarity.json"  # {"category_similarity": {K: categories x categories}}
 SIGNIFICANCE = "significance/results.json"  # null test and stability of IterD's modules per K, recommended K
@@ -95,6 +103,18 @@ class DiscoverConfig:
     label_model: str = "gpt-4o-mini"
     out: str = "runs/default"
     progress: bool = True  # progress lines and bars (not a setting of the results)
+    storage_dtype: str = "float16"  # of the raw activations: half of float32's disk; values above 65504 need float32
+    overwrite: bool = False  # replace a run in `out` made with other settings (not a setting of the results)
+
+
+# Settings that change no result by their value, so a run resumes whatever it is: where the run
+# goes, how it is shown, the batch size (padding never counts), the model's path (its files count
+# by content) and what chooses the prompts (they count by content, split included).
+NOT_RESULTS = ("out", "progress", "overwrite", "batch_size", "model", "gguf_file", "dataset", "text_column",
+               "label_column", "n_train", "n_test")
+# Settings the activations do not depend on.
+AFTER_EXTRACTION = ("ks", "methods", "n_subclusters", "top", "seed", "significance", "stability", "label_endpoint",
+                    "label_model")
 
 
 # `--quick`: a minutes-long run on the default model, a few prompts per category and two K.
@@ -102,11 +122,15 @@ QUICK = {"n_train": 12, "n_test": 4, "max_length": 48, "ks": (4, 7), "n_subclust
 
 
 def check_config(cfg: DiscoverConfig) -> None:
-    """Fail early, with one clear message, on settings that would fail later."""
-    if not cfg.ks:
-        raise ValueError("the K list is empty; give at least one number of modules, e.g. --k 4,7")
-    if any(int(k) < 2 for k in cfg.ks):
+    """Fail early, with one clear message, on settings that would fail later.
+
+    A K listed twice is run once (with a warning): ``cfg.ks`` loses its duplicates.
+    """
+    cfg.ks = unique_ks(cfg.ks, "the K list", "--k 4,7")
+    if any(k < 2 for k in cfg.ks):
         raise ValueError(f"every K must be >= 2, got {list(cfg.ks)}")
+    if cfg.storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, got {cfg.storage_dtype!r}")
     parse_site(cfg.site)
     bad = [m for m in cfg.methods if m not in METHODS]
     if bad or "iterd" not in cfg.methods:
@@ -137,16 +161,24 @@ def load_dataset(cfg: DiscoverConfig):
 def choose_prompts(cfg: DiscoverConfig) -> Path:
     """Stage 1: check the settings, split the dataset's prompts per category, start the manifest.
 
-    Returns the run folder, ``cfg.out``.
+    A folder that holds a run already is resumed only if that run was made from the same model
+    files, prompts and settings (see :func:`ulcmod.app.run.open_run`); this is checked here,
+    before any model is loaded. Returns the run folder, ``cfg.out``.
     """
     check_config(cfg)
     prompts = load_dataset(cfg)
     present = {p.category for p in prompts}
+    if len(present) < 2:
+        raise ValueError(f"the dataset {cfg.dataset!r} holds {len(present)} category ({sorted(present)}); modules "
+                         f"are compared across categories, so it needs at least 2 (is --label-column "
+                         f"{cfg.label_column!r} the right column?)")
     categories = [c for c in CATEGORIES if c in present] + sorted(present - set(CATEGORIES))
     train, test = split_by_category(prompts, cfg.n_train, cfg.n_test, categories=categories,
                                     random_state=cfg.seed)
-    settings = {k: v for k, v in asdict(cfg).items() if k != "progress"}
-    new_manifest(cfg.out, settings, categories, train + test)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite")}
+    fp = fingerprint(settings, train + test, model_fingerprint(cfg.model, cfg.gguf_file), ignore=NOT_RESULTS,
+                     after_extraction=AFTER_EXTRACTION)
+    open_run(cfg.out, settings, categories, train + test, fp, ignore=NOT_RESULTS, overwrite=cfg.overwrite)
     return Path(cfg.out)
 
 
@@ -164,7 +196,8 @@ def extract(run, *, progress: bool = False) -> None:
     folders = {split: EXTRACTION.format(split=split) for split in ("train", "test")}
     acts = {split: extract_activations(model, tok, [p.text for p in r.split(split)], r.path / folder,
                                        site=s["site"], layers=s["layers"], max_length=s["max_length"],
-                                       batch_size=s["batch_size"], progress=progress)
+                                       batch_size=s["batch_size"], dtype=s.get("storage_dtype", "float16"),
+                                       progress=progress)
             for split, folder in folders.items()}
     where = {k: acts["train"].meta[k] for k in ("site", "layers", "widths", "n_neurons")}
     record(run, "extract", folders.values(), model={**model_identity(model, s["model"], s["gguf_file"]), **where},
@@ -176,7 +209,10 @@ def zscore(run, *, progress: bool = False) -> None:
     from ..core.zscore import zscore_files
 
     r = load_run(run)
-    zscore_files(r.extraction("train"), r.extraction("test"), out_dir=r.path / ZSCORED)
+    tmp = r.path / ZSCORED
+    tmp = tmp.with_name(f".{tmp.name}.{os.getpid()}.tmp")  # written whole, then put in place
+    zscore_files(r.extraction("train"), r.extraction("test"), out_dir=tmp)
+    replace_folder(tmp, r.path / ZSCORED)
     record(run, "zscore", [ZSCORED])
 
 
@@ -191,18 +227,18 @@ def find_modules(run, *, progress: bool = False) -> None:
     rows, labels, iterd_results = compare_methods(
         Z, s["ks"], methods=s["methods"], random_state=s["seed"], n_subclusters=s["n_subclusters"],
         features=features, progress=progress)
-    (r.path / LABELS).parent.mkdir(exist_ok=True)
-    files = [LABELS.format(method=m, K=K) for m, K in labels]
+    files = [LABELS.format(method=m, K=K) for m, K in labels]  # a failed baseline has none (see Table 1)
     for (method, K), (u, samples) in labels.items():
         path = r.path / LABELS.format(method=method, K=K)
         if method == "iterd":
-            iterd_results[K].save(path)
+            with atomic_file(path) as f:
+                iterd_results[K].save(f)
         else:
-            np.savez(path, neuron_labels=u, sample_labels=samples)
+            save_npz(path, neuron_labels=u, sample_labels=samples)
     _write_neuron_table(r.path / NEURON_TABLE, r.neuron_layer, r.neuron_position, iterd_results)
     files.append(NEURON_TABLE)
     if features is not None:
-        np.save(r.path / NEURON_PCS, features.X[:, :2])
+        save_npy(r.path / NEURON_PCS, features.X[:, :2])
         files.append(NEURON_PCS)
     write_json(r.path / OBJECTIVE, {"table1": rows})
     record(run, "find_modules", [*files, OBJECTIVE])
@@ -247,7 +283,7 @@ def assess_modules(run, *, progress: bool = False) -> None:
                   "modules agree most between runs):", "", *sr.selection_table(selection), ""]
     for K, t, st in per_k:
         lines += [f"K={K}:", "", *sr.module_table(t, st), ""]
-    (r.path / SIGNIFICANCE_TABLES).write_text("\n".join(lines))
+    write_text(r.path / SIGNIFICANCE_TABLES, "\n".join(lines))
     sr.significance_figure(r.path / SIGNIFICANCE_FIGURE, null_tests=tests, stabilities=stabilities,
                            selection=selection)
     record(run, "assess_modules", [folder.name])
@@ -268,11 +304,13 @@ def _assessment(test, stab) -> dict:
 def _write_neuron_table(path, layer, position, iterd_results) -> None:
     """CSV of every neuron: its index (the matrices' row), layer, position and IterD module per K."""
     ks = sorted(iterd_results)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["neuron", "layer", "position", *(f"module_K{K}" for K in ks)])
-        w.writerows(zip(range(len(layer)), layer.tolist(), position.tolist(),
-                        *(iterd_results[K].neuron_labels.tolist() for K in ks)))
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["neuron", "layer", "position", *(f"module_K{K}" for K in ks)])
+    w.writerows(zip(range(len(layer)), layer.tolist(), position.tolist(),
+                    *(iterd_results[K].neuron_labels.tolist() for K in ks)))
+    with atomic_file(path, "w") as f:
+        f.write(text.getvalue())
 
 
 def score_informativeness(run, *, progress: bool = False) -> None:
@@ -281,11 +319,21 @@ def score_informativeness(run, *, progress: bool = False) -> None:
 
     r = load_run(run)
     Z_train, Z_test, y_train, y_test = r.train, r.test, r.y("train"), r.y("test")
+    failed = r.failed
     table2 = []
     for K in r.ks:
         for method in r.methods:
-            scores = informativeness(Z_train, y_train, Z_test, y_test, r.labels(method, K).neuron_labels,
-                                     n_modules=K, random_state=r.settings["seed"])
+            if (method, K) in failed:
+                table2.append({"method": method, "K": K, "failed": failed[(method, K)]})
+                continue
+            try:
+                scores = informativeness(Z_train, y_train, Z_test, y_test, r.labels(method, K).neuron_labels,
+                                         n_modules=K, random_state=r.settings["seed"])
+            except Exception as err:  # noqa: BLE001 - one baseline's failure must not cost the run
+                if method == "iterd":
+                    raise
+                table2.append({"method": method, "K": K, "failed": failure_reason(err)})
+                continue
             table2.append({"method": method, "K": K,
                            **{f"{m}_{k}": v for m, d in scores.items() for k, v in d.items()}})
     write_json(r.path / INFORMATIVENESS, {"table2": table2})
@@ -387,14 +435,14 @@ def write_report(run, *, progress: bool = False) -> dict:
 
 def _verdicts(table1, table2) -> dict:
     """Does IterD's L beat every baseline at every K (Table 1), and how does I(F) compare (Table 2)?"""
-    by = {(r["method"], r["K"]): r for r in table1}
+    by = {(r["method"], r["K"]): r for r in table1 if not r.get("failed")}
     ks = sorted({r["K"] for r in table1})
     beaten, lost = [], []
     for K in ks:
         for (m, k), r in by.items():
             if k == K and m != "iterd":
                 (beaten if by[("iterd", K)]["L"] > r["L"] else lost).append(f"{m} at K={K}")
-    inf = {(r["method"], r["K"]): r for r in table2}
+    inf = {(r["method"], r["K"]): r for r in table2 if not r.get("failed")}
     best_inf = []
     for K in ks:
         rows = [r for (m, k), r in inf.items() if k == K]
@@ -402,7 +450,8 @@ def _verdicts(table1, table2) -> dict:
         best_inf.append({"K": K, "best_method": top["method"], "best_accuracy": top["logreg_accuracy"],
                          "iterd_accuracy": inf[("iterd", K)]["logreg_accuracy"]})
     return {"iterd_L_beats_every_baseline_at_every_K": not lost, "iterd_L_loses_to": lost,
-            "informativeness_logreg_by_K": best_inf}
+            "informativeness_logreg_by_K": best_inf,
+            "failed": [f"{r['method']} at K={r['K']}: {r['failed']}" for r in table1 if r.get("failed")]}
 
 
 # The stages after choose_prompts, in order, with the name their time is reported under.
@@ -436,13 +485,15 @@ class _Clock:
 
 
 def discover(cfg: DiscoverConfig) -> dict:
-    """Run every stage into ``cfg.out``; returns the metrics (as in metrics.json)."""
+    """Run every stage into ``cfg.out``, holding its writer lock; returns the metrics (as in metrics.json)."""
+    check_config(cfg)
     clock = _Clock(cfg.progress)
-    with clock.stage("prompts"):
-        run = choose_prompts(cfg)
-    for name, stage in STAGES:
-        with clock.stage(name):
-            stage(run, progress=cfg.progress)
-    write_json(run / TIMINGS, clock.total())
-    record(run, "discover", [TIMINGS])
-    return write_report(run)
+    with lock_run(cfg.out):
+        with clock.stage("prompts"):
+            run = choose_prompts(cfg)
+        for name, stage in STAGES:
+            with clock.stage(name):
+                stage(run, progress=cfg.progress)
+        write_json(run / TIMINGS, clock.total())
+        record(run, "discover", [TIMINGS])
+        return write_report(run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core._files import write_text
+
 
 def markdown_table(header, rows) -> list:
     """The lines of a markdown table: `header`, then one line per row of `rows` (values as str)."""
@@ -39,15 +41,20 @@ def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files:
              "## Table 1: objective (L = xi * B; the paper prints L and B x 1e-6)", ""]
     lines += markdown_table(
         ("method", "K", "L", "L x1e-6", "xi", "B", "B x1e-6", "empty sample modules", "seconds"),
-        [(r["method"], r["K"], _fmt(r["L"]), f"{r['L_e6']:.6f}", _fmt(r["xi"]), _fmt(r["B"]), f"{r['B_e6']:.6f}",
+        [(r["method"], r["K"], f"failed: {r['failed']}", *["-"] * 5, f"{r['seconds']:.1f}") if r.get("failed") else
+         (r["method"], r["K"], _fmt(r["L"]), f"{r['L_e6']:.6f}", _fmt(r["xi"]), _fmt(r["B"]), f"{r['B_e6']:.6f}",
           r["empty_sample_modules"], f"{r['seconds']:.1f}") for r in metrics["table1"]])
     claim = ("yes" if v["iterd_L_beats_every_baseline_at_every_K"]
              else "no, it loses to " + ", ".join(v["iterd_L_loses_to"]))
-    lines += ["", f"**Does IterD's L beat every baseline at every K?** {claim}.", "",
+    lines += ["", f"**Does IterD's L beat every baseline at every K?** {claim}."]
+    if v.get("failed"):
+        lines.append(f"Failed baselines (left out of the comparison): {'; '.join(v['failed'])}.")
+    lines += ["",
               "## Table 2: informativeness I(F) on held-out samples (module features, linear classifiers)", ""]
     lines += markdown_table(
         ("method", "K", "LogReg accuracy", "LogReg macro-F1", "LinearSVC accuracy", "LinearSVC macro-F1"),
-        [(r["method"], r["K"], *(f"{r[k]:.3f}" for k in ("logreg_accuracy", "logreg_macro_f1", "linear_svc_accuracy",
+        [(r["method"], r["K"], f"failed: {r['failed']}", "-", "-", "-") if r.get("failed") else
+         (r["method"], r["K"], *(f"{r[k]:.3f}" for k in ("logreg_accuracy", "logreg_macro_f1", "linear_svc_accuracy",
                                                          "linear_svc_macro_f1"))) for r in metrics["table2"]])
     lines += [""] + [f"- K={b['K']}: best LogReg accuracy {b['best_accuracy']:.3f} ({b['best_method']}); "
                      f"IterD {b['iterd_accuracy']:.3f}" for b in v["informativeness_logreg_by_K"]]
@@ -63,7 +70,7 @@ def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files:
     lines += [f"- K={K}: {_link(p, folder)}" for K, p in labelling_files.items()]
     lines += ["", "## Timings (seconds)", ""]
     lines += markdown_table(("stage", "seconds"), [(k, f"{t:.1f}") for k, t in timings.items()])
-    (folder / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(folder / "report.md", "\n".join(lines) + "\n")
 
 
 def _significance_heading(sig: dict) -> str:
@@ -113,4 +120,4 @@ def analysis_report(folder: Path, r: dict, figures: dict, categories) -> None:
                                 [(n, f"{v:.3f}", f"{m['mean_auc']['random'][n]:.3f}")
                                  for n, v in m["mean_auc"]["trained"].items()])
     lines += ["", "## Figures", ""] + [f"- {_link(p, folder, n)}" for n, p in figures.items()]
-    (folder / "analysis.md").write_text("\n".join(lines) + "\n")
+    write_text(folder / "analysis.md", "\n".join(lines) + "\n")

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "backend.hpp"
+#include "interrupt.hpp"
 #include "parallel.hpp"
 #include "simd_clones.hpp"
 
@@ -87,13 +88,19 @@ public:
             built_[t] && (policy_ == TablePolicy::Update ||
                           (policy_ == TablePolicy::Auto &&
                            update_is_cheaper(view, static_cast<int64_t>(pending.size()))));
-        if (update) {
-            update_table(view, pending, K_, table_[t].data());
-            stats_.update_reads += static_cast<int64_t>(pending.size()) * view.rows;
-        } else {
-            build_table(view, labels_[index_of(other_side(side))].data(), K_, table_[t].data());
-            ++stats_.builds;
-            built_[t] = true;
+        try {
+            if (update) {
+                update_table(view, pending, K_, table_[t].data());
+                stats_.update_reads += static_cast<int64_t>(pending.size()) * view.rows;
+            } else {
+                build_table(view, labels_[index_of(other_side(side))].data(), K_, table_[t].data());
+                ++stats_.builds;
+                built_[t] = true;
+            }
+        } catch (const Interrupted&) {  // the table is half done: the next refresh rebuilds it
+            built_[t] = false;
+            pending.clear();
+            throw;
         }
         pending.clear();
         scanned_[t] = false;  // remembered margins belong to the old table

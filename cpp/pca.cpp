@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "blas.hpp"
+#include "interrupt.hpp"
 #include "isa.hpp"
 #include "parallel.hpp"
 
@@ -69,6 +70,7 @@ PcaPass pass_typed(const Matrix& A, const int64_t* rows, int64_t n_rows, const d
         for (int64_t t = t0; t < t1; ++t) {
             Partial& p = parts[t];
             for (int64_t b = n_blocks * t / threads; b < n_blocks * (t + 1) / threads; ++b) {
+                if (interrupt_requested()) break;  // Ctrl-C: thrown once the region is over
                 const int64_t r0 = b * block, r1 = std::min(n_rows, r0 + block), n = r1 - r0;
                 widen(ks, A, rows, r0, r1, p.X.data(), p.mu.data());
                 for (int64_t i = 0; i < n; ++i) {
@@ -90,6 +92,7 @@ PcaPass pass_typed(const Matrix& A, const int64_t* rows, int64_t n_rows, const d
             }
         }
     });
+    check_interrupt();
 
     PcaPass out;
     out.gram.assign(w * w, 0.0);

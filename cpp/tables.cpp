@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "interrupt.hpp"
 #include "isa.hpp"
 #include "parallel.hpp"
 
@@ -55,7 +56,8 @@ int64_t col_task_rows(int K) { return std::clamp<int64_t>(kColBufferBytes / (8 *
 
 // Runs task(t, scratch) for t in [0, n) on OpenMP threads, each thread with its own 64-byte
 // aligned scratch of `scratch_doubles`, allocated before the parallel region (a failed
-// allocation then throws normally instead of terminating inside it).
+// allocation then throws normally instead of terminating inside it). Ctrl-C skips the tasks
+// not yet started and throws Interrupted once the region is over (the output is then incomplete).
 template <class F>
 void run_tasks(int64_t n, int64_t elements, int64_t scratch_doubles, F&& task) {
     const int64_t useful = elements < kMinParallelElements ? 1 : n;
@@ -65,19 +67,24 @@ void run_tasks(int64_t n, int64_t elements, int64_t scratch_doubles, F&& task) {
     double* base = memory.data();
     while (reinterpret_cast<uintptr_t>(base) % 64 != 0) ++base;
     if (threads == 1) {
-        for (int64_t t = 0; t < n; ++t) task(t, base);
+        for (int64_t t = 0; t < n; ++t) {
+            check_interrupt();
+            task(t, base);
+        }
         return;
     }
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
 #endif
     for (int64_t t = 0; t < n; ++t) {
+        if (interrupt_requested()) continue;
 #ifdef _OPENMP
         task(t, base + omp_get_thread_num() * stride);
 #else
         task(t, base);
 #endif
     }
+    check_interrupt();
 }
 
 // How a table's work is cut: view rows [b * block, (b + 1) * block) for b < n_blocks, each block

@@ -1,7 +1,21 @@
-"""Shared helpers: independent (brute-force) computations."""
+"""Shared helpers: independent (brute-force) computations, and one quick discover run on a tiny
+random model (built here) that every command test reads (copying it before changing anything)."""
+
+import contextlib
+import io
+import json
+import os
 
 import numpy as np
 import pytest
+
+import ulcmod
+from ulcmod.app import cli
+
+N_NULL, N_RUNS = 5, 3  # --significance and --stability of the shared quick run
+# What the shared quick run sets beyond --quick: a resume of a copy of it must say the same.
+QUICK_RUN_SETTINGS = {"significance": N_NULL, "stability": N_RUNS}
+QUICK_RUN_FLAGS = ["--significance", str(N_NULL), "--stability", str(N_RUNS)]
 
 
 def brute_objective(A, u, s, K):
@@ -35,6 +49,72 @@ def best_single_move_gain(A, u, s, K):
     return best
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hash_cache(tmp_path_factory):
+    """The model files' hash cache of the tests, away from the user's ~/.cache."""
+    before = os.environ.get("ULCMOD_CACHE_DIR")
+    os.environ["ULCMOD_CACHE_DIR"] = str(tmp_path_factory.mktemp("ulcmod-cache"))
+    yield os.environ["ULCMOD_CACHE_DIR"]
+    if before is None:
+        del os.environ["ULCMOD_CACHE_DIR"]
+    else:
+        os.environ["ULCMOD_CACHE_DIR"] = before
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Llama with a byte-level BPE tokenizer trained on corpus text, saved to a folder."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.train_from_iterator([p.text for p in ulcmod.load_corpus(split="test")],
+                             trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<eos>"],
+                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+    tok.chat_template = ("{% for m in messages %}<eos>{{ m['content'] }}{% endfor %}"
+                         "{% if add_generation_prompt %}<eos>{% endif %}")
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=400, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2))
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def dataset_rows():
+    """20 corpus prompts per category, as rows of a local dataset file."""
+    rows = []
+    for c in ulcmod.CATEGORIES:
+        rows += [{"text": p.text, "label": p.category} for p in ulcmod.load_corpus(split="test", categories=[c])[:20]]
+    return rows
+
+
+@pytest.fixture(scope="session")
+def quick_run(tiny_model_dir, dataset_rows, tmp_path_factory):
+    """`ulcmod discover --quick` from a dataset file that is deleted right after."""
+    folder = tmp_path_factory.mktemp("quick")
+    data = folder / "prompts.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in dataset_rows))
+    out = folder / "run"
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        assert cli.main(["discover", "--model", tiny_model_dir, "--dataset", str(data), "--quick", "--out", str(out),
+                         *QUICK_RUN_FLAGS, "--no-progress"]) == 0
+    data.unlink()
+    # --no-progress: no stage lines, no bars (ulcmod's or transformers'), only the closing summary
+    assert errors.getvalue() == ""
+    lines = printed.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("found IterD modules at K=4,7") and "index.html" in lines[1], lines
+    return out

@@ -1,7 +1,7 @@
 """The `ulcmod discover` and `ulcmod analyze` commands, their stages, run folders and `load_run`.
 
-One quick discover run on a tiny random model (built here) from a local dataset file is shared
-by the tests; the file is deleted as soon as discover finishes, so everything after it (load_run,
+One quick discover run on a tiny random model (built in conftest.py) from a local dataset file is
+shared by the tests; the file is deleted as soon as discover finishes, so everything after it (load_run,
 each stage rerun alone, analyze) shows that it reads only the run folder.
 """
 
@@ -21,64 +21,13 @@ import pytest
 
 import ulcmod
 from ulcmod.analyses import baselines
+from ulcmod.analyses.model_selection import recommend_k
 from ulcmod.app import analyze, cli, discover
 from ulcmod.app.run import read_json
 
+from conftest import N_NULL, N_RUNS  # noqa: E402
+
 N_NEURONS, N_TRAIN, N_TEST = 4 * 48, 7 * 12, 7 * 4  # the tiny model's neurons; --quick's prompts
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A tiny random Llama with a byte-level BPE tokenizer trained on corpus text, saved to a folder."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    core.train_from_iterator([p.text for p in ulcmod.load_corpus(split="test")],
-                             trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<eos>"],
-                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
-    tok.chat_template = ("{% for m in messages %}<eos>{{ m['content'] }}{% endfor %}"
-                         "{% if add_generation_prompt %}<eos>{% endif %}")
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=400, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2))
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def dataset_rows():
-    """20 corpus prompts per category, as rows of a local dataset file."""
-    rows = []
-    for c in ulcmod.CATEGORIES:
-        rows += [{"text": p.text, "label": p.category} for p in ulcmod.load_corpus(split="test", categories=[c])[:20]]
-    return rows
-
-
-@pytest.fixture(scope="module")
-def quick_run(tiny_model_dir, dataset_rows, tmp_path_factory):
-    """`ulcmod discover --quick` from a dataset file that is deleted right after."""
-    folder = tmp_path_factory.mktemp("quick")
-    data = folder / "prompts.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in dataset_rows))
-    out = folder / "run"
-    printed, errors = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
-        assert cli.main(["discover", "--model", tiny_model_dir, "--dataset", str(data), "--quick", "--out", str(out),
-                         "--no-progress"]) == 0
-    data.unlink()
-    # --no-progress: no stage lines, no bars (ulcmod's or transformers'), only the closing summary
-    assert errors.getvalue() == ""
-    lines = printed.getvalue().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("found IterD modules at K=4,7") and "index.html" in lines[1]
-    return out
 
 
 def run_files(folder) -> set:
@@ -104,10 +53,17 @@ def test_quick_run_writes_every_file_and_the_manifest_names_them(quick_run, tiny
     assert "[analysis.md](analysis.md)" in report and "[index.html](index.html)" in report
     assert "Low-sample numbers" in report and "on 28 held-out prompts" in report and "| M6 |" in report
     assert "(category:" not in (quick_run / "labelling" / "modules_K4.md").read_text()  # no tags by default
+    assert "## How real are the modules?" in report and "(significance/figure.png)" in report
+    assert (quick_run / "significance" / "figure.png").stat().st_size > 1000
 
     manifest = read_json(quick_run / "manifest.json")
     assert set(manifest["files"]) == run_files(quick_run)  # what produced every file, and nothing else
-    assert manifest["files"]["labels/iterd_K7.npz"] == {"stage": "find_modules"}
+    entry = manifest["files"]["labels/iterd_K7.npz"]
+    assert entry["stage"] == "find_modules" and entry["size"] == (quick_run / "labels/iterd_K7.npz").stat().st_size
+    assert entry["fingerprint"] == manifest["fingerprint"]["run"]
+    extraction = manifest["files"]["activations/train/activations.npy"]
+    assert extraction["fingerprint"] == manifest["fingerprint"]["extraction"]
+    ulcmod.load_run(quick_run, verify=True)  # every file's size and checksum as recorded
     assert manifest["software"]["ulcmod"] == ulcmod.__version__ and "torch" in manifest["software"]
     assert manifest["settings"]["model"] == tiny_model_dir and manifest["settings"]["ks"] == [4, 7]
     model = manifest["model"]
@@ -150,6 +106,25 @@ def test_load_run_gives_the_matrices_prompts_and_every_method_s_labels(quick_run
         run.labels("nope", 4)
     with pytest.raises(ValueError, match="is not a `ulcmod discover` folder"):
         ulcmod.load_run(quick_run / "labels")
+
+
+def test_significance_and_stability_score_the_reported_modules(quick_run):
+    run = ulcmod.load_run(quick_run)
+    sig = read_json(quick_run / "metrics.json")["significance"]
+    assert (sig["null_runs"], sig["stability_runs"]) == (N_NULL, N_RUNS)
+    for K in run.ks:
+        reported = run.iterd(K)
+        test = ulcmod.null_test(run.train, K, N_NULL, result=reported, random_state=0, progress=False)
+        stab = ulcmod.stability(run.train, K, N_RUNS, reference=reported, random_state=0, progress=False)
+        got = sig["by_K"][str(K)]
+        assert got["L"] == reported.L and got["p_value"] == test.p_value
+        assert got["module_p_value"] == test.module_p_values.tolist()
+        assert got["module_stability"] == stab.module_stability.tolist() and got["mean_ari"] == stab.mean_ari
+        sizes = np.bincount(reported.neuron_labels, minlength=K)
+        table = (quick_run / "significance" / "tables.md").read_text()
+        assert f"| M{K - 1} | {sizes[-1]:,} |" in table
+    p, ari = [sig["by_K"][str(K)]["p_value"] for K in run.ks], [sig["by_K"][str(K)]["mean_ari"] for K in run.ks]
+    assert sig["recommended_k"] == recommend_k(run.ks, p, ari, sig["alpha"])
 
 
 def _without_timing(x):
@@ -201,6 +176,7 @@ def rerun_stage(folder, copy, outputs, run_stage) -> dict:
     (discover.extract, ["activations/train", "activations/test"]),
     (discover.zscore, ["activations/zscored"]),
     (discover.find_modules, ["labels", "neurons.csv", "neuron_pcs.npy", "objective.json"]),
+    (discover.assess_modules, ["significance"]),
     (discover.score_informativeness, ["informativeness.json"]),
     (discover.draw_figures, ["figures", "similarity.json"]),
     (discover.write_labelling, ["labelling"]),
@@ -395,6 +371,8 @@ def test_browser_check_script_finds_no_problem_in_headless_chromium(quick_run, t
     (["--dataset", "no-such-dataset"], "unknown dataset 'no-such-dataset'"),
     (["--n-train", "2000"], "category 'Coding' has 1200 prompts, fewer than n_train + n_test"),
     (["--methods", "kmeans"], "methods must include 'iterd'"),
+    (["--significance", "1"], "--significance takes 0 (off) or at least 2 runs per K, got 1"),
+    (["--stability", "-3"], "--stability takes 0 (off) or at least 2 runs per K, got -3"),
     (["--k", "x"], "expected comma-separated integers"),
     (["--model", "/no/such/model/dir.gguf"], "does not exist"),
 ])
@@ -404,38 +382,6 @@ def test_bad_arguments_end_with_one_line(args, message, capsys, tmp_path):
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("ulcmod: error:") and message in err, err
     assert not (tmp_path / "o").exists()  # a failed run leaves no folder behind
-
-
-def test_a_rerun_with_other_settings_fails_before_the_model_loads_unless_overwrite(quick_run, tmp_path, capsys):
-    copy = tmp_path / "run"
-    shutil.copytree(quick_run, copy)
-    before = run_files(copy), (copy / "manifest.json").read_bytes()
-    args = ["discover", "--model", "/no/such/model/dir.gguf", "--quick", "--out", str(copy), "--no-progress"]
-    assert cli.main(args) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "holds a run with other settings (model: " in err and "dataset: " in err, err
-    assert "--overwrite" in err and "does not exist" not in err  # the model was never looked at
-    assert (run_files(copy), (copy / "manifest.json").read_bytes()) == before  # untouched
-    assert cli.main([*args, "--overwrite"]) == 2  # replaced; the new run then fails at its model ...
-    assert "does not exist" in capsys.readouterr().err
-    assert not copy.exists()  # ... and leaves nothing behind
-
-
-def test_a_rerun_with_the_same_extraction_keeps_only_the_activations(quick_run, tmp_path):
-    from ulcmod.app.run import prepare_folder
-
-    copy = tmp_path / "run"
-    shutil.copytree(quick_run, copy)
-    kept = {f for f, e in read_json(copy / "manifest.json")["files"].items() if e["stage"] == "extract"}
-    settings = {**read_json(copy / "manifest.json")["settings"], "ks": [4, 5], "top": 3}  # later stages' settings
-    assert not prepare_folder(copy, settings, same=discover.EXTRACTION_SETTINGS, keep_stage="extract")
-    assert kept and run_files(copy) == kept | {"manifest.json"}  # the rerun resumes these and redoes the rest
-    other = tmp_path / "notes"
-    other.mkdir()
-    (other / "mine.txt").write_text("not a run")
-    with pytest.raises(ValueError, match="not a `ulcmod discover` run"):
-        prepare_folder(other, settings, same=discover.EXTRACTION_SETTINGS, keep_stage="extract", overwrite=True)
-    assert (other / "mine.txt").is_file()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -477,6 +423,7 @@ def test_unknown_model_name_is_one_line_from_the_command(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("ulcmod: error: cannot load model 'no-such-org/no-such-model'")
     assert out.stderr.count("\n") == 1, out.stderr
+    assert not (tmp_path / "o").exists()  # the run failed before its first sample: no folder left behind
 
 
 @pytest.mark.slow

@@ -76,6 +76,18 @@ def test_write_then_load_sharded_is_the_same_matrix(tmp_path, rng, dtype):
     np.testing.assert_array_equal(ud.load_sharded(again.path / "manifest.json").compute(scheduler="sync"), A)
 
 
+def test_float16_shards_refuse_values_they_would_turn_into_inf(tmp_path, rng):
+    # Before: values above 65504 were written as inf, and IterD on the shards later failed with
+    # "NaN or infinity" and no hint why.
+    A = rng.normal(size=(8, 5)).astype(np.float32)
+    A[6, 2] = 1e5
+    with pytest.raises(ValueError, match=r"shard-00001.npy: A reaches 1e\+05, more than float16 can hold.*"
+                                         r"dtype='float32'"):
+        ud.write_sharded(A, tmp_path, rows_per_shard=4, dtype="float16")
+    stored = ud.write_sharded(A, tmp_path / "bf16", rows_per_shard=4, dtype="bfloat16")
+    assert np.isfinite(ud.load_sharded(stored.path).compute(scheduler="sync").astype(np.float32)).all()
+
+
 def test_sample_major_shards_with_row_chunks(tmp_path, rng):
     """The layout extraction writes: one samples x neurons file per block of samples."""
     A = rng.normal(size=(10, 7)).astype(np.float32)

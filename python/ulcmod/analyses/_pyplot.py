@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..core._files import atomic_file
 from ..core._optional import require
 
 
@@ -15,8 +16,12 @@ def pyplot():
 
 
 def save(fig, path):
-    """Lay out `fig`, write it to `path` as PNG, close it and return `path`."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    pyplot().close(fig)
+    """Lay out `fig`, write it to `path` as PNG (atomically: a reader never sees half a figure),
+    close it and return `path`."""
+    try:
+        fig.tight_layout()
+        with atomic_file(path) as f:
+            fig.savefig(f, dpi=120, format="png")
+    finally:
+        pyplot().close(fig)
     return path

@@ -91,6 +91,10 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
     sample labels)}. iterd_results: {K: IterDResult}. `features` may hold the neuron PCA already
     computed for A (it is computed on first need otherwise). `progress` shows one bar over the
     (K, method) runs, labelled with the one running (IterD's own bar stays off).
+
+    A baseline that fails (sklearn leaving a cluster empty, say) does not stop the others: its
+    row holds ``"failed"`` (the reason, one line) and None for every number, and it has no labels.
+    IterD's own errors propagate.
     """
     require("sklearn", "the baselines", "pip install 'ulcmod[report]'")
     A = check_activations(A)
@@ -109,17 +113,15 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
             if method == "iterd":
                 res = results[K] = iterd(A, K, random_state=seed, **{"progress": False, **(iterd_kwargs or {})})
                 u, s = res.neuron_labels, res.sample_labels
-            elif method == "spectral-coclustering":
-                from sklearn.cluster import SpectralCoclustering
-
-                shifted = np.asarray(A, dtype=np.float64) - float(np.min(A)) + 1e-6
-                model = SpectralCoclustering(K, random_state=seed, svd_method="randomized").fit(shifted)
-                u, s = model.row_labels_, model.column_labels_
             else:
-                if features is None:
-                    features = NeuronFeatures(A, n_subclusters, seed)
-                u = neuron_labels_of(method, features, K)
-                s = assign_samples(A, u, n_modules=K)
+                try:
+                    if features is None and method != "spectral-coclustering":
+                        features = NeuronFeatures(A, n_subclusters, seed)
+                    u, s = _baseline(method, A, K, features, seed)
+                except Exception as err:  # noqa: BLE001 - one baseline's failure must not cost the run
+                    rows.append({"method": method, "K": K, **dict.fromkeys(_NUMBERS), "failed": failure_reason(err),
+                                 "seconds": time.perf_counter() - t0})
+                    continue
             seconds = time.perf_counter() - t0
             u, s = np.asarray(u, dtype=np.int32), np.asarray(s, dtype=np.int32)
             obj = objective(A, u, s, n_modules=K, allow_empty=True)
@@ -134,3 +136,26 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
             bar.update()
     bar.close()
     return rows, labels, results
+
+
+_NUMBERS = ("L", "xi", "B", "L_e6", "B_e6", "empty_neuron_modules", "empty_sample_modules")
+
+
+def _baseline(method: str, A, K: int, features, seed: int):
+    """(neuron labels, sample labels) of a baseline."""
+    if method == "spectral-coclustering":
+        from sklearn.cluster import SpectralCoclustering
+
+        shifted = np.asarray(A, dtype=np.float64) - float(np.min(A)) + 1e-6
+        model = SpectralCoclustering(K, random_state=seed, svd_method="randomized").fit(shifted)
+        return model.row_labels_, model.column_labels_
+    u = np.asarray(neuron_labels_of(method, features, K), dtype=np.int32)
+    empty = np.flatnonzero(np.bincount(u, minlength=K) == 0)
+    if empty.size:
+        raise ValueError(f"{method} left module(s) {empty.tolist()} of K={K} without neurons")
+    return u, assign_samples(A, u, n_modules=K)
+
+
+def failure_reason(err: Exception) -> str:
+    """An error as one line: its type and message."""
+    return f"{type(err).__name__}: " + " ".join(str(err).split())

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..core._validation import check_choice, check_int, check_n_modules
+from ..core._validation import check_choice, check_int, check_n_modules, unique_ks
 from ._resampling import prepare, real_run, warn_not_converged
 from .module_stability import RESAMPLES, StabilityResult, stability_runs, summarise_stability
 from .significance import NullTestResult, null_runs, summarise_null
@@ -73,16 +74,18 @@ def recommend_k(ks, p_values, mean_ari, alpha: float):
 
 
 def _check_ks(ks, N: int, M: int) -> list:
-    try:
-        values = list(ks)
-    except TypeError:
-        raise TypeError(f"ks must be a list of numbers of modules, e.g. [2, 3, 4, 5], got {ks!r}") from None
-    if not values:
-        raise ValueError("ks is empty; give at least one number of modules, e.g. ks=range(2, 9)")
-    for k in values:
-        if not isinstance(k, numbers.Integral) or isinstance(k, bool):
-            raise TypeError(f"ks must hold integers, got {k!r} ({type(k).__name__})")
-    return sorted({check_n_modules(k, N, M, name="ks") for k in values})
+    return sorted(check_n_modules(k, N, M, name="ks") for k in unique_ks(ks, "ks", "ks=range(2, 9)"))
+
+
+def _check_results(results, ks) -> dict:
+    if results is None:
+        return {}
+    if not isinstance(results, Mapping):
+        raise TypeError(f"results must be a dict {{K: IterDResult}}, got {type(results).__name__}")
+    extra = sorted(set(results) - set(ks))
+    if extra:
+        raise ValueError(f"results holds runs for K={extra}, which are not in ks={ks}; add them to ks or drop them")
+    return dict(results)
 
 
 def _log_gap(test: NullTestResult) -> float:
@@ -99,7 +102,7 @@ def _check_alpha(alpha) -> float:
 
 
 def select_k(A, ks, *, n_null=20, n_runs=20, alpha=0.05, resample="bootstrap", iterd_params=None,
-             random_state=None, progress="auto") -> SelectKResult:
+             results=None, random_state=None, progress="auto") -> SelectKResult:
     """Significance against the row-permutation null and stability for every K; a recommended K.
 
     For each K, :func:`ulcmod.null_test` and :func:`ulcmod.stability` with these settings and
@@ -128,6 +131,10 @@ def select_k(A, ks, *, n_null=20, n_runs=20, alpha=0.05, resample="bootstrap", i
         As in :func:`ulcmod.stability`.
     iterd_params : dict, optional
         Settings of :func:`ulcmod.iterd` shared by every run (see :func:`ulcmod.null_test`).
+    results : dict {K: IterDResult}, optional
+        The runs on A to test and score for some or all of the Ks (e.g. the ones being reported),
+        made with the same settings; each is checked to belong to A, as ``result`` is in
+        :func:`ulcmod.null_test`. IterD runs on A here for the Ks it does not hold.
     random_state : None, int or numpy Generator
         Seeds everything; the same seed gives the same result.
     progress : "auto" or bool, default "auto"
@@ -153,7 +160,8 @@ def select_k(A, ks, *, n_null=20, n_runs=20, alpha=0.05, resample="bootstrap", i
     alpha = _check_alpha(alpha)
     resample = check_choice(resample, "resample", RESAMPLES)
 
-    reals = {K: real_run(A, K, settings, entropy, None, "result") for K in ks}
+    results = _check_results(results, ks)
+    reals = {K: real_run(A, K, settings, entropy, results.get(K), f"results[{K}]") for K in ks}
     nulls = null_runs(A, ks, n_null, settings, entropy, show)
     runs = stability_runs(A, ks, n_runs, resample, settings, entropy, show)
     tests: list[NullTestResult] = []

@@ -50,8 +50,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..analyses import module_name
+from ..core._files import save_npz
 from .progress import Clock, quiet_libraries, ticking
-from .run import load_run, read_json, record, write_json
+from .run import load_run, lock_run, read_json, record, write_json
 from .threads import torch_threads
 
 EDITING = "analysis/editing.json"
@@ -226,7 +227,7 @@ def prune_categories(run, cfg: AnalyzeConfig, models: Models) -> None:
     eval_sets = _per_category(r.split("test"), categories, cfg.n_eval)
     effects = cross_effects(models.trained, tok, eval_sets, sets["trained"], progress=cfg.progress, **_site(r), **kw)
     (r.path / PRUNING).parent.mkdir(exist_ok=True)
-    np.savez(r.path / PRUNING_MASKS, **{f"{name}/{c}": m for name, masks in sets.items() for c, m in masks.items()})
+    save_npz(r.path / PRUNING_MASKS, **{f"{name}/{c}": m for name, masks in sets.items() for c, m in masks.items()})
     write_json(r.path / PRUNING, {"fraction": cfg.prune_fraction, "cross_effects": effects,
                                   "counts": {"score_prompts_per_category": cfg.n_pruning_texts,
                                              "eval_prompts_per_category": cfg.n_eval},
@@ -251,7 +252,7 @@ def find_networks(run, cfg: AnalyzeConfig, models: Models | None = None) -> None
     module_masks = np.stack([module_mask(labels, k) for k in range(K)])
     iou = pairwise_iou(nets.masks, module_masks) if nets.masks.any() else np.zeros((K, K))
     (r.path / ICA).parent.mkdir(exist_ok=True)
-    np.savez(r.path / ICA_MASKS, masks=nets.masks)
+    save_npz(r.path / ICA_MASKS, masks=nets.masks)
     write_json(r.path / ICA, {"n_samples": int(min(cfg.ica_samples, samples.shape[0])), "threshold": Z_THRESHOLD,
                               "converged": not caught, "network_sizes": nets.masks.sum(axis=1),
                               "best_iou_with_a_module": iou.max(axis=1), "best_module": iou.argmax(axis=1)})
@@ -374,20 +375,26 @@ STAGES = (edit_modules, prune_categories, find_networks, moefication_aucs)
 
 def analyze(cfg: AnalyzeConfig) -> dict:
     """Run every analysis on a discover run's folder, then rewrite its browser (``index.html``);
-    returns what analysis.json holds."""
+    returns what analysis.json holds.
+
+    Holds the folder's writer lock, and first checks every file the run recorded against its
+    size and checksum (:meth:`~ulcmod.app.run.Run.verify`).
+    """
     from .discover import write_browser
 
     if cfg.threads is not None and cfg.threads < 1:
         raise ValueError(f"threads must be >= 1 (or None to choose by the machine's load), got {cfg.threads}")
-    cfg = replace(cfg, k=module_k(load_run(cfg.run).path, cfg.k, cfg.quick))
-    clock = Clock(cfg.progress, "ulcmod analyze")
-    with torch_threads(cfg.threads):
-        with clock.stage("model"), quiet_libraries(not cfg.progress):
-            models = load_models(cfg.run, cfg.seed)
-        for stage in STAGES:
-            with clock.stage(stage.__name__.replace("_", " ")):
-                stage(cfg.run, cfg, models)
-    timings = clock.total()
-    result = write_analysis(cfg.run, cfg, timings["total"], timings)
-    write_browser(cfg.run, progress=cfg.progress)
+    path = load_run(cfg.run).path
+    with lock_run(path):
+        cfg = replace(cfg, k=module_k(load_run(path, verify=True).path, cfg.k, cfg.quick))
+        clock = Clock(cfg.progress, "ulcmod analyze")
+        with torch_threads(cfg.threads):
+            with clock.stage("model"), quiet_libraries(not cfg.progress):
+                models = load_models(cfg.run, cfg.seed)
+            for stage in STAGES:
+                with clock.stage(stage.__name__.replace("_", " ")):
+                    stage(cfg.run, cfg, models)
+        timings = clock.total()
+        result = write_analysis(cfg.run, cfg, timings["total"], timings)
+        write_browser(cfg.run, progress=cfg.progress)
     return result

@@ -27,10 +27,11 @@ EDIT_METRICS = (("token_ppl", "token ppl", False), ("word_ppl", "word ppl", Fals
 
 def _marked(rows, columns):
     """Rows of cells ``{"text", "best", "tie"}``: per column, every row at the best (highest)
-    value is marked best, and when more than one reaches it each is marked a tie."""
+    value is marked best, and when more than one reaches it each is marked a tie; a failed
+    method's cells read "failed"."""
     best = {}
     for key, *_ in columns:
-        values = [r[key] for r in rows if r[key] is not None and math.isfinite(r[key])]
+        values = [r[key] for r in rows if r.get(key) is not None and math.isfinite(r[key])]
         top = max(values) if values else None
         best[key] = (top, sum(v == top for v in values))
     out = []
@@ -38,6 +39,9 @@ def _marked(rows, columns):
         cells = []
         for key, _, fmt in columns:
             top, n = best[key]
+            if r.get(key) is None:  # a baseline that failed (its reason is in report.md)
+                cells.append({"text": "failed" if r.get("failed") else "-", "best": False, "tie": False})
+                continue
             is_best = r[key] == top and top is not None
             cells.append({"text": fmt.format(r[key]), "best": is_best, "tie": is_best and n > 1})
         out.append({"method": r["method"], "cells": cells, "row": r})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from .. import __version__
 
@@ -34,6 +35,7 @@ def _int_list(text):
 def build_parser():
     """The argument parser of `ulcmod` (discover, analyze)."""
     from ..analyses.baselines import METHODS
+    from ..lm._store import STORAGE_DTYPES
     from .analyze import AnalyzeConfig
     from .discover import QUICK, DiscoverConfig
 
@@ -64,15 +66,16 @@ def build_parser():
     q.add_argument("--top", type=int, default=d.top, help="samples per module in the labelling prompts")
     q.add_argument("--seed", type=int, default=d.seed,
                    help=f"seed of the train/test split, IterD and the baselines (default {d.seed})")
+    q.add_argument("--significance", type=int, nargs="?", const=100, metavar="N_NULL",
+                   help="test IterD's modules at every K against N_NULL row-permuted null matrices "
+                        "(default 100 when given: p < 0.01 becomes reachable)")
+    q.add_argument("--stability", type=int, nargs="?", const=20, metavar="N_RUNS",
+                   help="IterD at every K over N_RUNS bootstrap resamples: each module's stability "
+                        "(default 20 when given); with --significance also the K the data support")
     q.add_argument("--label-endpoint", help="OpenAI-compatible URL to send the labelling prompts to")
     q.add_argument("--label-model", default=d.label_model,
                    help=f"model name sent to --label-endpoint (default {d.label_model!r})")
-    q.add_argument("--out", default=d.out,
-                   help="output folder; a rerun with the same prompts, model, site, layers and max length resumes its "
-                        "activations and redoes the rest")
-    q.add_argument("--overwrite", action="store_true",
-                   help="replace the --out run folder when it holds a run with other prompts or extraction settings "
-                        "(without it that is an error, raised before the model loads)")
+    q.add_argument("--out", default=d.out, help="output folder (a rerun resumes its activations)")
     q.add_argument("--quick", action="store_true",
                    help=f"a minutes-long run: {QUICK['n_train']}+{QUICK['n_test']} prompts per category, "
                         f"K={','.join(map(str, QUICK['ks']))}")
@@ -81,6 +84,13 @@ def build_parser():
     q.add_argument("--label-with-categories", action="store_true",
                    help="tag each sample of the labelling prompts with its category (off by default: the tags "
                         "steer the labelling model toward the category names)")
+    # The run folder and what it stores (issue 15).
+    q.add_argument("--storage-dtype", choices=STORAGE_DTYPES,
+                   help=f"dtype of the stored raw activations (default {d.storage_dtype}: half the disk of float32, "
+                        f"values up to 65504; bfloat16 keeps float32's range)")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace a run in --out that was made with another model, prompts or settings (its "
+                        "activations are kept when they still match)")
     a = sub.add_parser("analyze", help="editing, selective pruning and MoEfication on a discover run's modules")
     a.add_argument("--run", help=f"the discover output folder (default {a_d.run})")
     a.add_argument("--k", type=int, help="IterD K to analyse (default: the run's K closest to its number of "
@@ -131,7 +141,8 @@ def config_from(args):
 
     cfg = _config(DiscoverConfig, QUICK, args, (
         "model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "ks", "n_train", "n_test",
-        "max_length", "batch_size", "n_subclusters", "top", "seed", "label_endpoint", "label_model", "out"))
+        "max_length", "batch_size", "n_subclusters", "top", "seed", "significance", "stability", "label_endpoint",
+        "label_model", "out", "storage_dtype"))
     cfg.label_with_categories = args.label_with_categories
     cfg.overwrite = args.overwrite
     cfg.ks = tuple(cfg.ks)
@@ -151,6 +162,17 @@ def main(argv=None) -> int:
     if args.command not in ("discover", "analyze"):
         build_parser().print_help()
         return 2
+    with warnings.catch_warnings():
+        formatwarning = warnings.formatwarning
+        warnings.formatwarning = lambda message, *args, **kwargs: f"ulcmod: warning: {message}\n"
+        try:
+            return _run_command(args)
+        finally:
+            warnings.formatwarning = formatwarning
+
+
+def _run_command(args) -> int:
+    """Run a parsed command; bad input ends with one line on stderr and exit status 2."""
     try:
         if args.command == "analyze":
             from .analyze import analyze

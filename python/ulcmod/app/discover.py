@@ -12,6 +12,7 @@ extract                 manifest (prompts, model, site, layers)      activations
 zscore                  activations/train/, activations/test/        activations/zscored/
 find_modules            activations/zscored/train.npy                labels/, neurons.csv, neuron_pcs.npy,
                                                                      objective.json
+assess_modules          zscored train.npy, labels/                   significance/ (when the settings ask)
 score_informativeness   zscored matrices, labels/, manifest          informativeness.json
 draw_figures            zscored matrices, labels/, neuron_pcs.npy    figures/, similarity.json
 write_labelling         zscored train.npy, labels/, manifest         labelling/
@@ -25,6 +26,7 @@ write_browser           manifest, metrics.json, figures/,            index.html
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import shutil
@@ -35,30 +37,40 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..analyses import module_name
-from ..analyses.baselines import METHODS
+from ..analyses.baselines import METHODS, failure_reason
+from ..core._files import atomic_file, save_npy, save_npz, write_text
+from ..core._validation import unique_ks
+from ..lm._store import STORAGE_DTYPES
 from ..lm.prompts import CATEGORIES, load_corpus, load_infinity_instruct, load_prompts, split_by_category
 from ..lm.sites import parse_site
 from .progress import Clock, quiet_libraries
 from .run import (
     EXTRACTION,
     LABELS,
+    LOCK,
     NEURON_PCS,
     NEURON_TABLE,
+    OBJECTIVE,
     ZSCORED,
+    fingerprint,
     load_run,
-    new_manifest,
-    prepare_folder,
+    lock_run,
+    model_fingerprint,
+    open_run,
     read_json,
     record,
+    replace_folder,
     write_json,
 )
 
 DEFAULT_KS = (4, 7, 10, 16)
 
 # Stage outputs read by the report (and by users), relative to the run folder.
-OBJECTIVE = "objective.json"  # {"table1": rows of L, xi, B per method and K}
 INFORMATIVENESS = "informativeness.json"  # {"table2": rows of I(F) per method and K}
 SIMILARITY = "similarity.json"  # {"category_similarity": {K: categories x categories}}
+SIGNIFICANCE = "significance/results.json"  # null test and stability of IterD's modules per K, recommended K
+SIGNIFICANCE_TABLES = "significance/tables.md"  # the same as markdown tables, inlined in report.md
+SIGNIFICANCE_FIGURE = "significance/figure.png"
 TIMINGS = "timings.json"
 METRICS = "metrics.json"
 LABELLING = "labelling/modules_K{K}.md"  # and the same as JSON: labelling/modules_K{K}.json
@@ -96,19 +108,25 @@ class DiscoverConfig:
     n_subclusters: int = 10000  # agglomerative/spectral cluster this many k-means centroids (they are O(n^2))
     top: int = 10  # samples per module in the labelling prompts (and the browser)
     seed: int = 0
+    significance: int = 0  # row-permutation null runs per K (ulcmod.null_test); 0: off, 100 reaches p < 0.01
+    stability: int = 0  # bootstrap runs per K (ulcmod.stability); 0: off
     label_endpoint: str | None = None
     label_model: str = "gpt-4o-mini"
     label_with_categories: bool = False  # tag labelling samples with their category (steers the labeller)
     out: str = "runs/default"
     progress: bool = True  # progress lines and bars (not a setting of the results)
-    overwrite: bool = False  # replace an --out run folder whose extraction settings differ (not a setting either)
+    storage_dtype: str = "float16"  # of the raw activations: half of float32's disk; values above 65504 need float32
+    overwrite: bool = False  # replace a run in `out` made with other settings (not a setting of the results)
 
 
-# The settings the activations depend on: a rerun into a folder that holds a run with other
-# values fails before the model loads (or, with overwrite, replaces the folder); a rerun with the
-# same values resumes its activations and redoes every later stage.
-EXTRACTION_SETTINGS = ("model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "n_train",
-                       "n_test", "max_length", "seed")
+# Settings that change no result by their value, so a run resumes whatever it is: where the run
+# goes, how it is shown, the batch size (padding never counts), the model's path (its files count
+# by content) and what chooses the prompts (they count by content, split included).
+NOT_RESULTS = ("out", "progress", "overwrite", "batch_size", "model", "gguf_file", "dataset", "text_column",
+               "label_column", "n_train", "n_test")
+# Settings the activations do not depend on.
+AFTER_EXTRACTION = ("ks", "methods", "n_subclusters", "top", "seed", "significance", "stability", "label_endpoint",
+                    "label_model")
 
 
 # `--quick`: a minutes-long run on the default model, a few prompts per category and two K.
@@ -116,11 +134,15 @@ QUICK = {"n_train": 12, "n_test": 4, "max_length": 48, "ks": (4, 7), "n_subclust
 
 
 def check_config(cfg: DiscoverConfig) -> None:
-    """Fail early, with one clear message, on settings that would fail later."""
-    if not cfg.ks:
-        raise ValueError("the K list is empty; give at least one number of modules, e.g. --k 4,7")
-    if any(int(k) < 2 for k in cfg.ks):
+    """Fail early, with one clear message, on settings that would fail later.
+
+    A K listed twice is run once (with a warning): ``cfg.ks`` loses its duplicates.
+    """
+    cfg.ks = unique_ks(cfg.ks, "the K list", "--k 4,7")
+    if any(k < 2 for k in cfg.ks):
         raise ValueError(f"every K must be >= 2, got {list(cfg.ks)}")
+    if cfg.storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, got {cfg.storage_dtype!r}")
     parse_site(cfg.site)
     bad = [m for m in cfg.methods if m not in METHODS]
     if bad or "iterd" not in cfg.methods:
@@ -128,6 +150,10 @@ def check_config(cfg: DiscoverConfig) -> None:
     for name in ("n_train", "n_test", "max_length", "batch_size", "top", "n_subclusters"):
         if int(getattr(cfg, name)) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("significance", "stability"):
+        runs = int(getattr(cfg, name))
+        if runs < 0 or runs == 1:
+            raise ValueError(f"--{name} takes 0 (off) or at least 2 runs per K, got {getattr(cfg, name)}")
 
 
 def load_dataset(cfg: DiscoverConfig):
@@ -144,23 +170,27 @@ def load_dataset(cfg: DiscoverConfig):
                      f".csv/.parquet file with text and label columns")
 
 
-def _settings(cfg: DiscoverConfig) -> dict:
-    """The settings the manifest records: every field but those that do not change the results."""
-    return {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite")}
-
-
 def choose_prompts(cfg: DiscoverConfig) -> Path:
-    """Stage 1: split the dataset's prompts per category, start the manifest (in a folder that
-    :func:`discover` has checked the settings for and prepared).
+    """Stage 1: check the settings, split the dataset's prompts per category, start the manifest.
 
-    Returns the run folder, ``cfg.out``.
+    A folder that holds a run already is resumed only if that run was made from the same model
+    files, prompts and settings (see :func:`ulcmod.app.run.open_run`); this is checked here,
+    before any model is loaded. Returns the run folder, ``cfg.out``.
     """
+    check_config(cfg)
     prompts = load_dataset(cfg)
     present = {p.category for p in prompts}
+    if len(present) < 2:
+        raise ValueError(f"the dataset {cfg.dataset!r} holds {len(present)} category ({sorted(present)}); modules "
+                         f"are compared across categories, so it needs at least 2 (is --label-column "
+                         f"{cfg.label_column!r} the right column?)")
     categories = [c for c in CATEGORIES if c in present] + sorted(present - set(CATEGORIES))
     train, test = split_by_category(prompts, cfg.n_train, cfg.n_test, categories=categories,
                                     random_state=cfg.seed)
-    new_manifest(cfg.out, _settings(cfg), categories, train + test)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite")}
+    fp = fingerprint(settings, train + test, model_fingerprint(cfg.model, cfg.gguf_file), ignore=NOT_RESULTS,
+                     after_extraction=AFTER_EXTRACTION)
+    open_run(cfg.out, settings, categories, train + test, fp, ignore=NOT_RESULTS, overwrite=cfg.overwrite)
     return Path(cfg.out)
 
 
@@ -179,7 +209,8 @@ def extract(run, *, progress: bool = False) -> None:
     folders = {split: EXTRACTION.format(split=split) for split in ("train", "test")}
     acts = {split: extract_activations(model, tok, [p.text for p in r.split(split)], r.path / folder,
                                        site=s["site"], layers=s["layers"], max_length=s["max_length"],
-                                       batch_size=s["batch_size"], progress=progress and f"activations ({split})")
+                                       batch_size=s["batch_size"], dtype=s.get("storage_dtype", "float16"),
+                                       progress=progress and f"activations ({split})")
             for split, folder in folders.items()}
     where = {k: acts["train"].meta[k] for k in ("site", "layers", "widths", "n_neurons")}
     record(run, "extract", folders.values(), model={**model_identity(model, s["model"], s["gguf_file"]), **where},
@@ -191,7 +222,10 @@ def zscore(run, *, progress: bool = False) -> None:
     from ..core.zscore import zscore_files
 
     r = load_run(run)
-    zscore_files(r.extraction("train"), r.extraction("test"), out_dir=r.path / ZSCORED)
+    tmp = r.path / ZSCORED
+    tmp = tmp.with_name(f".{tmp.name}.{os.getpid()}.tmp")  # written whole, then put in place
+    zscore_files(r.extraction("train"), r.extraction("test"), out_dir=tmp)
+    replace_folder(tmp, r.path / ZSCORED)
     record(run, "zscore", [ZSCORED])
 
 
@@ -206,44 +240,113 @@ def find_modules(run, *, progress: bool = False) -> None:
     rows, labels, iterd_results = compare_methods(
         Z, s["ks"], methods=s["methods"], random_state=s["seed"], n_subclusters=s["n_subclusters"],
         features=features, progress=progress)
-    (r.path / LABELS).parent.mkdir(exist_ok=True)
-    files = [LABELS.format(method=m, K=K) for m, K in labels]
+    files = [LABELS.format(method=m, K=K) for m, K in labels]  # a failed baseline has none (see Table 1)
     for (method, K), (u, samples) in labels.items():
         path = r.path / LABELS.format(method=method, K=K)
         if method == "iterd":
-            iterd_results[K].save(path)
+            with atomic_file(path) as f:
+                iterd_results[K].save(f)
         else:
-            np.savez(path, neuron_labels=u, sample_labels=samples)
+            save_npz(path, neuron_labels=u, sample_labels=samples)
     _write_neuron_table(r.path / NEURON_TABLE, r.neuron_layer, r.neuron_position, iterd_results)
     files.append(NEURON_TABLE)
     if features is not None:
-        np.save(r.path / NEURON_PCS, features.X[:, :2])
+        save_npy(r.path / NEURON_PCS, features.X[:, :2])
         files.append(NEURON_PCS)
     write_json(r.path / OBJECTIVE, {"table1": rows})
     record(run, "find_modules", [*files, OBJECTIVE])
 
 
+def assess_modules(run, *, progress: bool = False) -> None:
+    """Stage 5 (when the settings ask for it): IterD's modules at every K against the
+    row-permutation null (``significance`` runs) and over bootstrap resamples (``stability``
+    runs); with both, the K the data support (:func:`ulcmod.select_k`, on the reported runs)."""
+    from ..analyses import significance_report as sr
+    from ..analyses.model_selection import select_k
+    from ..analyses.module_stability import stability
+    from ..analyses.significance import null_test
+
+    r = load_run(run)
+    s = r.settings
+    n_null, n_runs = s.get("significance", 0), s.get("stability", 0)
+    if not (n_null or n_runs):
+        return
+    A, ks, seed = r.train, r.ks, s["seed"]
+    reported = {K: r.iterd(K) for K in ks}
+    if n_null and n_runs:
+        selection = select_k(A, ks, n_null=n_null, n_runs=n_runs, results=reported, random_state=seed,
+                             progress=progress)
+        tests, stabilities = list(selection.null_tests), list(selection.stabilities)
+    else:
+        selection = None
+        tests = [null_test(A, K, n_null, result=reported[K], random_state=seed, progress=progress)
+                 for K in ks] if n_null else []
+        stabilities = [stability(A, K, n_runs, reference=reported[K], random_state=seed, progress=progress)
+                       for K in ks] if n_runs else []
+    per_k = list(zip(ks, tests or [None] * len(ks), stabilities or [None] * len(ks)))
+    by_k = {str(K): _assessment(t, st) for K, t, st in per_k}
+    folder = (r.path / SIGNIFICANCE).parent
+    folder.mkdir(exist_ok=True)
+    write_json(r.path / SIGNIFICANCE, {
+        "null_runs": n_null, "stability_runs": n_runs, "alpha": sr.ALPHA, "stable_jaccard": sr.STABLE_JACCARD,
+        "recommended_k": None if selection is None else selection.recommended_k, "by_K": by_k})
+    lines = []
+    if selection is not None:
+        lines += ["Every K against its null and over resamples (recommended: the significant K whose "
+                  "modules agree most between runs):", "", *sr.selection_table(selection), ""]
+    for K, t, st in per_k:
+        lines += [f"K={K}:", "", *sr.module_table(t, st), ""]
+    write_text(r.path / SIGNIFICANCE_TABLES, "\n".join(lines))
+    sr.significance_figure(r.path / SIGNIFICANCE_FIGURE, null_tests=tests, stabilities=stabilities,
+                           selection=selection)
+    record(run, "assess_modules", [folder.name])
+
+
+def _assessment(test, stab) -> dict:
+    """The numbers of one K's null test and stability for results.json (None: not run)."""
+    out = {}
+    if test is not None:
+        out.update(L=test.L, null_L_mean=float(test.null_L.mean()), null_L_std=float(test.null_L.std(ddof=1)),
+                   z=test.z, p_value=test.p_value, module_block_mean=test.module_means.tolist(),
+                   module_p_value=test.module_p_values.tolist())
+    if stab is not None:
+        out.update(mean_ari=stab.mean_ari, module_stability=stab.module_stability.tolist())
+    return out
+
+
 def _write_neuron_table(path, layer, position, iterd_results) -> None:
     """CSV of every neuron: its index (the matrices' row), layer, position and IterD module per K."""
     ks = sorted(iterd_results)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["neuron", "layer", "position", *(f"module_K{K}" for K in ks)])
-        w.writerows(zip(range(len(layer)), layer.tolist(), position.tolist(),
-                        *(iterd_results[K].neuron_labels.tolist() for K in ks)))
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["neuron", "layer", "position", *(f"module_K{K}" for K in ks)])
+    w.writerows(zip(range(len(layer)), layer.tolist(), position.tolist(),
+                    *(iterd_results[K].neuron_labels.tolist() for K in ks)))
+    with atomic_file(path, "w") as f:
+        f.write(text.getvalue())
 
 
 def score_informativeness(run, *, progress: bool = False) -> None:
-    """Stage 5: Table 2, I(F) of every method's modules on the held-out samples."""
+    """Stage 6: Table 2, I(F) of every method's modules on the held-out samples."""
     from ..analyses.informativeness import informativeness
 
     r = load_run(run)
     Z_train, Z_test, y_train, y_test = r.train, r.test, r.y("train"), r.y("test")
+    failed = r.failed
     table2 = []
     tasks = [(K, method) for K in r.ks for method in r.methods]
     for K, method in tqdm(tasks, desc="informativeness", unit="method", disable=not progress):
-        scores = informativeness(Z_train, y_train, Z_test, y_test, r.labels(method, K).neuron_labels,
-                                 n_modules=K, random_state=r.settings["seed"])
+        if (method, K) in failed:
+            table2.append({"method": method, "K": K, "failed": failed[(method, K)]})
+            continue
+        try:
+            scores = informativeness(Z_train, y_train, Z_test, y_test, r.labels(method, K).neuron_labels,
+                                     n_modules=K, random_state=r.settings["seed"])
+        except Exception as err:  # noqa: BLE001 - one baseline's failure must not cost the run
+            if method == "iterd":
+                raise
+            table2.append({"method": method, "K": K, "failed": failure_reason(err)})
+            continue
         table2.append({"method": method, "K": K, "n_test": len(y_test),
                        **{f"{m}_{k}": v for m, d in scores.items() for k, v in d.items()}})
     write_json(r.path / INFORMATIVENESS, {"table2": table2})
@@ -251,7 +354,7 @@ def score_informativeness(run, *, progress: bool = False) -> None:
 
 
 def draw_figures(run, *, progress: bool = False) -> None:
-    """Stage 6: the figures of IterD's modules, and the category similarity of held-out samples."""
+    """Stage 7: the figures of IterD's modules, and the category similarity of held-out samples."""
     from ..analyses.informativeness import category_similarity, module_heatmap
     from ..core.objective import module_features
     from . import plots
@@ -282,7 +385,7 @@ def draw_figures(run, *, progress: bool = False) -> None:
 
 
 def write_labelling(run, *, progress: bool = False) -> None:
-    """Stage 7: one prompt per IterD module from its most active training samples (Appendix C),
+    """Stage 8: one prompt per IterD module from its most active training samples (Appendix C),
     and the LLM's answers when the settings name an endpoint."""
     from ..analyses import labelling
     from ..core.objective import module_features
@@ -352,7 +455,7 @@ def module_summaries(r, top: int) -> dict:
 
 
 def write_report(run, *, progress: bool = False) -> dict:
-    """Stage 8: ``metrics.json`` (every number of the report, and the settings) and ``report.md``.
+    """Stage 9: ``metrics.json`` (every number of the report, and the settings) and ``report.md``.
 
     Returns the metrics.
     """
@@ -376,14 +479,20 @@ def write_report(run, *, progress: bool = False) -> dict:
         "modules": module_summaries(r, r.settings["top"]),
         "verdict": _verdicts(table1, table2, n_test),
     }
+    assessed = (r.path / SIGNIFICANCE).is_file()
+    if assessed:
+        metrics["significance"] = read_json(r.path / SIGNIFICANCE)
     write_json(r.path / METRICS, metrics)
     figures = {f"K={K}": {name: r.path / path.format(K=K) for name, path in FIGURES_PER_K.items()
                           if (r.path / path.format(K=K)).is_file()} for K in r.ks}
     ks = r.ks
     figures.update({f"split K={a} -> K={b}": r.path / SPLIT_FIGURE.format(a=a, b=b) for a, b in zip(ks, ks[1:])})
     figures["IterD objective per iteration"] = r.path / HISTORY_FIGURE
+    if assessed:
+        figures["significance and stability"] = r.path / SIGNIFICANCE_FIGURE
     discover_report(r.path, metrics, figures, {K: r.path / LABELLING.format(K=K) for K in ks},
-                    read_json(r.path / TIMINGS))
+                    read_json(r.path / TIMINGS),
+                    (r.path / SIGNIFICANCE_TABLES).read_text() if assessed else None)
     record(run, "write_report", [METRICS, "report.md"])
     return metrics
 
@@ -395,7 +504,7 @@ def write_browser(run, *, progress: bool = False) -> None:
     from .browser import render_browser
 
     r = load_run(run)
-    (r.path / BROWSER).write_text(render_browser(r), encoding="utf-8")
+    write_text(r.path / BROWSER, render_browser(r))
     record(run, "write_browser", [BROWSER])
 
 
@@ -411,14 +520,14 @@ def _verdicts(table1, table2, n_test=None) -> dict:
     For Table 2 the best LogReg accuracy at each K comes with every method that reaches it (a
     tie is a tie), the number of held-out prompts it is over and its standard error.
     """
-    by = {(r["method"], r["K"]): r for r in table1}
+    by = {(r["method"], r["K"]): r for r in table1 if not r.get("failed")}
     ks = sorted({r["K"] for r in table1})
     beaten, lost = [], []
     for K in ks:
         for (m, k), r in by.items():
             if k == K and m != "iterd":
                 (beaten if by[("iterd", K)]["L"] > r["L"] else lost).append(f"{m} at K={K}")
-    inf = {(r["method"], r["K"]): r for r in table2}
+    inf = {(r["method"], r["K"]): r for r in table2 if not r.get("failed")}
     best_inf = []
     for K in ks:
         rows = [r for (m, k), r in inf.items() if k == K]
@@ -431,7 +540,8 @@ def _verdicts(table1, table2, n_test=None) -> dict:
                          "within_one_se": [r["method"] for r in rows if se is not None
                                            and r["logreg_accuracy"] >= top - se]})
     return {"iterd_L_beats_every_baseline_at_every_K": not lost, "iterd_L_loses_to": lost,
-            "informativeness_logreg_by_K": best_inf}
+            "informativeness_logreg_by_K": best_inf,
+            "failed": [f"{r['method']} at K={r['K']}: {r['failed']}" for r in table1 if r.get("failed")]}
 
 
 # The stages after choose_prompts, in order, with the name their time is reported under.
@@ -439,6 +549,7 @@ STAGES = (
     ("activations", extract),
     ("z-scoring", zscore),
     ("modules (IterD and baselines)", find_modules),
+    ("significance and stability", assess_modules),
     ("informativeness", score_informativeness),
     ("figures", draw_figures),
     ("labelling prompts", write_labelling),
@@ -446,29 +557,38 @@ STAGES = (
 
 
 def discover(cfg: DiscoverConfig) -> dict:
-    """Run every stage into ``cfg.out``; returns the metrics (as in metrics.json).
+    """Run every stage into ``cfg.out``, holding its writer lock; returns the metrics (as in metrics.json).
 
-    The settings are checked, against those of a run already in ``cfg.out`` too, before anything
-    slow runs. A run that fails (or is interrupted) before it has extracted any sample leaves no
-    folder behind; one that has extracted some keeps them, for a rerun to resume.
+    The settings are checked, against those of a run already in ``cfg.out`` too, before the model
+    loads. A new folder whose run fails (or is interrupted) before it has extracted any sample is
+    removed; one that has extracted some keeps them, for a rerun to resume.
     """
     check_config(cfg)
-    created = prepare_folder(cfg.out, _settings(cfg), same=EXTRACTION_SETTINGS, keep_stage="extract",
-                             overwrite=cfg.overwrite)
     clock = Clock(cfg.progress)
-    try:
-        with clock.stage("prompts"):
-            run = choose_prompts(cfg)
-        for name, stage in STAGES:
-            with clock.stage(name):
-                stage(run, progress=cfg.progress)
-    except BaseException:
-        done = Path(cfg.out).glob(EXTRACTION.format(split="*") + "/done.npy")  # samples extracted
-        if created and not any(np.load(p).any() for p in done):
-            shutil.rmtree(cfg.out, ignore_errors=True)
-        raise
-    write_json(run / TIMINGS, clock.total())
-    record(run, "discover", [TIMINGS])
-    metrics = write_report(run)
-    write_browser(run)
+    new = not Path(cfg.out).exists()
+    with lock_run(cfg.out):
+        try:
+            with clock.stage("prompts"):
+                run = choose_prompts(cfg)
+            for name, stage in STAGES:
+                with clock.stage(name):
+                    stage(run, progress=cfg.progress)
+        except BaseException:
+            if new:
+                _empty_if_unstarted(Path(cfg.out))
+            raise
+        write_json(run / TIMINGS, clock.total())
+        record(run, "discover", [TIMINGS])
+        metrics = write_report(run)
+        write_browser(run)
     return metrics
+
+
+def _empty_if_unstarted(folder: Path) -> None:
+    """Empty `folder` (but its lock; :func:`~ulcmod.app.run.lock_run` then removes it) unless it
+    holds an extracted sample: no skeleton of a run that failed before its first sample."""
+    if any(np.load(p).any() for p in folder.glob(EXTRACTION.format(split="*") + "/done.npy")):
+        return
+    for path in folder.iterdir():
+        if path.name != LOCK:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()

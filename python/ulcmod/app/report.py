@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core._files import write_text
+
 
 def markdown_table(header, rows) -> list:
     """The lines of a markdown table: `header`, then one line per row of `rows` (values as str)."""
@@ -31,6 +33,7 @@ def _methods(names) -> str:
 def _best_cells(rows, keys) -> set:
     """``(method, K, key)`` of every value that is the highest of its column at its K (ties included)."""
     out = set()
+    rows = [r for r in rows if not r.get("failed")]
     for key in keys:
         for K in {r["K"] for r in rows}:
             top = max(r[key] for r in rows if r["K"] == K)
@@ -64,12 +67,14 @@ def module_lines(summary: dict, categories) -> list:
                            "main categories of its samples"), rows)
 
 
-def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files: dict, timings: dict) -> None:
-    """Write ``report.md``: settings, Tables 1 and 2 with the verdicts, a summary of every module,
-    the figures (embedded), prompts, timings.
+def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files: dict, timings: dict,
+                    significance_tables: str | None = None) -> None:
+    """Write ``report.md``: settings, Tables 1 and 2 with the verdicts, the significance and
+    stability of the modules (when assessed), a summary of every module, the figures (embedded),
+    prompts, timings.
 
     `figures` maps a group name to a path or to ``{figure name: path}``; `labelling_files` maps
-    K to its labelling prompts file.
+    K to its labelling prompts file; `significance_tables` is the markdown of the assessment.
     """
     s, v = metrics["settings"], metrics["verdict"]
     n_test = metrics["n_test_samples"]
@@ -93,19 +98,23 @@ def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files:
               "The highest value of a column at each K is in bold (every one of them when tied).", ""]
     lines += markdown_table(
         ("method", "K", "L", "L x1e-6", "xi", "B", "B x1e-6", "empty sample modules", "seconds"),
-        [(r["method"], r["K"], _cell(r, "L", _fmt(r["L"]), best), _cell(r, "L", f"{r['L_e6']:.6f}", best),
+        [(r["method"], r["K"], f"failed: {r['failed']}", *["-"] * 5, f"{r['seconds']:.1f}") if r.get("failed") else
+         (r["method"], r["K"], _cell(r, "L", _fmt(r["L"]), best), _cell(r, "L", f"{r['L_e6']:.6f}", best),
           _cell(r, "xi", _fmt(r["xi"]), best), _cell(r, "B", _fmt(r["B"]), best),
           _cell(r, "B", f"{r['B_e6']:.6f}", best), r["empty_sample_modules"], f"{r['seconds']:.1f}") for r in t1])
     claim = ("yes" if v["iterd_L_beats_every_baseline_at_every_K"]
              else "no, it loses to " + ", ".join(v["iterd_L_loses_to"]))
-    lines += ["", f"**Does IterD's L beat every baseline at every K?** {claim}.", "",
-              f"## Table 2: informativeness I(F) on {n_test} held-out samples (module features, linear classifiers)",
-              ""]
+    lines += ["", f"**Does IterD's L beat every baseline at every K?** {claim}."]
+    if v.get("failed"):
+        lines.append(f"Failed baselines (left out of the comparison): {'; '.join(v['failed'])}.")
+    lines += ["", f"## Table 2: informativeness I(F) on {n_test} held-out samples (module features, linear "
+                  f"classifiers)", ""]
     keys = ("logreg_accuracy", "logreg_macro_f1", "linear_svc_accuracy", "linear_svc_macro_f1")
     best = _best_cells(t2, keys)
     lines += markdown_table(
         ("method", "K", "LogReg accuracy", "LogReg macro-F1", "LinearSVC accuracy", "LinearSVC macro-F1"),
-        [(r["method"], r["K"], *(_cell(r, k, f"{r[k]:.3f}", best) for k in keys)) for r in t2])
+        [(r["method"], r["K"], f"failed: {r['failed']}", "-", "-", "-") if r.get("failed") else
+         (r["method"], r["K"], *(_cell(r, k, f"{r[k]:.3f}", best) for k in keys)) for r in t2])
     lines.append("")
     for b in v["informativeness_logreg_by_K"]:
         se = f", standard error {b['standard_error']:.3f}" if b.get("standard_error") is not None else ""
@@ -113,6 +122,8 @@ def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files:
         lines.append(f"- K={b['K']}: best LogReg accuracy {b['best_accuracy']:.3f} on {b['n_test']} held-out prompts"
                      f"{se} ({_methods(b['best_methods'])}); IterD {b['iterd_accuracy']:.3f}"
                      + (f"; within one standard error: {', '.join(close)}" if close else ""))
+    if significance_tables is not None:
+        lines += ["", _significance_heading(metrics["significance"]), "", significance_tables.rstrip()]
     lines += ["", "## Modules", ""]
     for K, summary in metrics.get("modules", {}).items():
         lines += [f"### K={K}", ""] + module_lines(summary, metrics["categories"]) + [""]
@@ -126,7 +137,18 @@ def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files:
     lines += [f"- K={K}: {_link(p, folder)}" for K, p in labelling_files.items()]
     lines += ["", "## Timings (seconds)", ""]
     lines += markdown_table(("stage", "seconds"), [(k, f"{t:.1f}") for k, t in timings.items()])
-    (folder / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(folder / "report.md", "\n".join(lines) + "\n")
+
+
+def _significance_heading(sig: dict) -> str:
+    parts = []
+    if sig["null_runs"]:
+        parts.append(f"against {sig['null_runs']} row-permuted null matrices per K (a module is significant "
+                     f"at p <= {sig['alpha']:g}, family-wise over its K modules)")
+    if sig["stability_runs"]:
+        parts.append(f"over {sig['stability_runs']} bootstrap resamples of the samples per K (stable: mean "
+                     f"matched Jaccard >= {sig['stable_jaccard']:g})")
+    return "## How real are the modules? IterD " + " and ".join(parts)
 
 
 _EDIT_METRICS = {"token_ppl": "token ppl", "word_ppl": "word ppl", "top1": "top-1", "mmlu": "MMLU", "probe": "probe"}
@@ -184,4 +206,4 @@ def analysis_report(folder: Path, r: dict, figures: dict, categories) -> None:
     if r.get("timings"):
         lines += ["## Timings (seconds)", ""]
         lines += markdown_table(("stage", "seconds"), [(k, f"{t:.1f}") for k, t in r["timings"].items()])
-    (folder / "analysis.md").write_text("\n".join(lines) + "\n")
+    write_text(folder / "analysis.md", "\n".join(lines) + "\n")

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import _core
 from ._blocks import row_blocks
-from ._validation import check_finite
+from ._validation import check_finite, largest_abs, overflow_error
 
 # Rows per block when A is not an array (e.g. a cluster's rows, gathered block by block): a
 # float32 block of this size is what one core call widens and multiplies.
@@ -47,7 +47,8 @@ def _host_power_pass(A, Y: np.ndarray, last: bool, rows, row_ids):
         if bad >= 0:  # the first row whose mean is not finite, reported as check_finite does
             means = np.zeros(n)
             means[r0 + bad] = np.nan
-            check_finite(means, "A", along="row", ids=row_ids)
+            raw = (lambda i: A[i]) if rows is None else (lambda i: A[rows[i]])  # noqa: E731
+            check_finite(means, "A", along="row", ids=row_ids, source=raw)  # overflowed sums are told apart
         gram += g
         if not last:
             Y_next += y
@@ -91,9 +92,20 @@ def sample_pca(
         Y, _ = np.linalg.qr(rng.standard_normal((M, width)))
         for it in range(n_iter):
             last = it == n_iter - 1
-            gram, Y_next = power_pass(Y, last)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported with its cause below
+                gram, Y_next = power_pass(Y, last)
+            if not (np.isfinite(gram).all() and (last or np.isfinite(Y_next).all())):
+                raise _overflow(A if in_place else X, str(A.dtype), power_pass is host)
             if not last:
                 Y, _ = np.linalg.qr(Y_next)
         w, V = np.linalg.eigh(gram)
         top = np.argsort(w)[::-1][:c]
         return (Y @ V[:, top]) * np.sqrt(np.maximum(w[top], 0.0))
+
+
+def _overflow(X, dtype: str, on_host: bool) -> ValueError:
+    """The error for a PCA pass whose products overflowed: every row mean was finite, so the
+    values are, but too large for the pass's float32 (float64 for float64 A) products."""
+    largest = largest_abs(X) if on_host else None  # a GPU's rows are not copied back
+    work = "float64" if dtype == "float64" else "float32"  # what the passes multiply in
+    return overflow_error("A", largest, what=f"the {work} products of its PCA overflow")

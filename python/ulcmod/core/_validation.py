@@ -7,6 +7,7 @@ content) with the argument's name, what was seen and how to fix it.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def check_activations(A, name: str = "A") -> np.ndarray:
     elif hasattr(A, "__dlpack__"):
         arr = _from_dlpack(A, name)
     elif hasattr(A, "__array__") or isinstance(A, (list, tuple)):
-        arr = np.asarray(A)
+        arr = as_array(A, name)
     else:
         raise TypeError(
             f"{name} must be a 2-D array of activations (neurons x samples), got {type(A).__name__}"
@@ -87,10 +88,15 @@ def check_activations(A, name: str = "A") -> np.ndarray:
 
 
 def check_real_matrix(X, name: str = "X", *, rows: str = "samples", min_rows: int = 1,
-                      keep_float32: bool = False) -> np.ndarray:
-    """A 2-D real array as a C-contiguous float64 copy (or float32 kept with keep_float32)."""
-    arr = np.asarray(X)
-    if arr.dtype.kind not in "fiu":
+                      keep_float32: bool = False, squares: str | None = None) -> np.ndarray:
+    """A 2-D real array as a C-contiguous float64 copy (or float32 kept with keep_float32).
+
+    `squares` names the sums of squares the caller computes over X ("its squared distances"):
+    values so large (or small) that they would overflow (or underflow) are then refused here,
+    before the core or LAPACK sees them.
+    """
+    arr = as_array(X, name)
+    if arr.dtype.kind not in "fiu" and not is_bfloat16(arr.dtype):
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(
@@ -100,16 +106,30 @@ def check_real_matrix(X, name: str = "X", *, rows: str = "samples", min_rows: in
     if arr.shape[0] < min_rows or arr.shape[1] < 1:
         raise ValueError(f"{name} needs at least {min_rows} {rows} and 1 feature, got shape {arr.shape}")
     dtype = np.float32 if keep_float32 and arr.dtype == np.float32 else np.float64
-    return np.ascontiguousarray(arr, dtype=dtype)
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if squares is not None:
+        check_magnitude(arr, name, arr.size, squares)
+    return arr
 
 
-def check_finite(values, name: str, *, along: str | None = None, ids=None) -> None:
+def as_array(X, name: str) -> np.ndarray:
+    """``np.asarray(X)``, with a message naming `name` when X is a ragged nested list."""
+    try:
+        return np.asarray(X)
+    except ValueError as err:  # NumPy refuses inhomogeneous nested sequences
+        raise ValueError(f"{name} is a ragged list (its rows have different lengths); pass a rectangular "
+                         f"2-D array ({err})") from None
+
+
+def check_finite(values, name: str, *, along: str | None = None, ids=None, source=None) -> None:
     """Raise ``ValueError`` if `values` hold NaN or infinity.
 
     `values` is the array itself, or a per-row/per-column reduction of it (block means, column
     sums) in which a non-finite input shows up without a separate pass. `along` names what an
     index of a 1-D `values` counts ("row", "column", "neuron") so the message can say where the
     first one is; `ids` maps those indices to the caller's numbering (rows of a larger matrix).
+    `source(index)` gives the raw values behind a reduced entry: when they are all finite, the
+    reduction itself overflowed and the message says so (and how to rescale) instead.
     """
     bad = ~np.isfinite(values)
     if not bad.any():
@@ -117,8 +137,50 @@ def check_finite(values, name: str, *, along: str | None = None, ids=None) -> No
     where = ""
     if along is not None:
         first = int(np.flatnonzero(bad)[0])
-        where = f" (first in {along} {int(ids[first]) if ids is not None else first})"
+        label = int(ids[first]) if ids is not None else first
+        if source is not None:
+            raw = np.asarray(source(first))
+            if np.isfinite(raw).all():
+                raise overflow_error(name, largest_abs(raw), f"{along} {label}")
+        where = f" (first in {along} {label})"
     raise ValueError(f"{name} contains NaN or infinity{where}; replace or drop the non-finite values first")
+
+
+def largest_abs(A, block_bytes: int = 64 << 20) -> float:
+    """max |A| in float64, read in row blocks (bounded memory for memory-mapped A, and for
+    array-likes read by row slices such as a cluster's); NaN ignored."""
+    if np.ndim(A) < 2:
+        return float(np.nanmax(np.abs(np.asarray(A, dtype=np.float64)), initial=0.0))
+    step = max(1, block_bytes // max(1, A.shape[1] * np.dtype(A.dtype).itemsize))
+    return max((float(np.nanmax(np.abs(np.asarray(A[r:r + step], dtype=np.float64)), initial=0.0))
+                for r in range(0, A.shape[0], step)), default=0.0)
+
+
+def overflow_error(name: str, largest: float | None, where: str = "",
+                   what: str = "its float64 sums overflow") -> ValueError:
+    """The error for finite values too large for the arithmetic on them (told apart from NaN/inf);
+    `largest` is max |values| where known."""
+    at = f" in {where}" if where else ""
+    reach = f"|{name}| reaches {largest:.3g}{at}" if largest is not None else f"they are{at}"
+    return ValueError(
+        f"{name} holds no NaN or infinity, but its values are too large: {reach}, "
+        f"so {what}; rescale {name} first, e.g. divide it by np.abs({name}).max() (the result does not "
+        f"depend on the scale)"
+    )
+
+
+def check_magnitude(X: np.ndarray, name: str, n_terms: int, what: str) -> None:
+    """Raise if sums of `n_terms` squared differences of X's values (`what`) would overflow or
+    underflow X's dtype. X is a small in-memory array: one cheap pass, before the core runs."""
+    finfo = np.finfo(X.dtype)
+    largest = float(np.abs(X).max(initial=0.0))
+    if not np.isfinite(largest):
+        return  # NaN or infinity: the finiteness check names it
+    if largest > np.sqrt(float(finfo.max) / (4.0 * max(1, n_terms))):
+        raise overflow_error(name, largest, what=f"{what} overflow {X.dtype}")
+    if 0.0 < largest < np.sqrt(float(finfo.tiny)):
+        raise ValueError(f"{name}'s values are too small: |{name}| is at most {largest:.3g}, so their squares "
+                         f"underflow {X.dtype}; rescale {name} first, e.g. divide it by np.abs({name}).max()")
 
 
 def check_int(value, name: str, *, minimum: int) -> int:
@@ -139,6 +201,27 @@ def check_n_modules(n_modules, n_neurons: int, n_samples: int, name: str = "n_mo
             f"needs at least one of each, so use {name} <= {min(n_neurons, n_samples)}"
         )
     return K
+
+
+def unique_ks(ks, name: str, example: str) -> tuple:
+    """A list of numbers of modules as integers, each once, in the order given: a K listed twice
+    is dropped with a warning (it would be computed and reported twice). `example` shows a good
+    value in the caller's terms. The range of each K is the caller's to check."""
+    try:
+        values = list(ks)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of numbers of modules, e.g. {example}, got {ks!r}") from None
+    if not values:
+        raise ValueError(f"{name} is empty; give at least one number of modules, e.g. {example}")
+    for k in values:
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool):
+            raise TypeError(f"{name} must hold integers, got {k!r} ({type(k).__name__}) in {values}")
+    unique = tuple(dict.fromkeys(int(k) for k in values))
+    if len(unique) < len(values):
+        repeated = sorted({k for k in unique if values.count(k) > 1})
+        warnings.warn(f"{name} {[int(k) for k in values]} repeats K={repeated}; each K runs once: {list(unique)}",
+                      UserWarning, stacklevel=3)
+    return unique
 
 
 def check_labels(labels, n: int, K: int, name: str, *, require_all: bool = True) -> np.ndarray:

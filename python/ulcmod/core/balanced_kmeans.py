@@ -14,7 +14,8 @@ from .exceptions import ConvergenceWarning
 
 
 def _check_points(X, name: str = "X") -> np.ndarray:
-    arr = check_real_matrix(X, name, rows="points")  # small inputs: a float64 copy is cheap
+    # small inputs: a float64 copy is cheap
+    arr = check_real_matrix(X, name, rows="points", squares="its squared distances")
     check_finite(arr, name)
     return arr
 

@@ -26,7 +26,22 @@ WHITEN = ("unit-variance", "arbitrary-variance")
 
 def _check_data(X) -> np.ndarray:
     # float32 stays float32; NaN/inf are caught by the core's column sums (no extra pass)
-    return check_real_matrix(X, min_rows=2, keep_float32=True)
+    return check_real_matrix(X, min_rows=2, keep_float32=True, squares="the sums of squares of its whitening")
+
+
+def _check_w_init(w_init, c: int, dtype) -> np.ndarray:
+    """`w_init` as a (c, c) array of X's dtype: finite and invertible, as the fixed point needs."""
+    w = np.asarray(w_init)
+    if w.shape != (c, c):
+        raise ValueError(f"w_init has shape {w.shape}, expected ({c}, {c})")
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"w_init must be a real numeric array, got dtype {w.dtype}")
+    check_finite(w, "w_init")
+    rank = int(np.linalg.matrix_rank(w.astype(np.float64)))
+    if rank < c:
+        raise ValueError(f"w_init is singular (rank {rank} < {c}); the initial unmixing matrix must be invertible, "
+                         f"e.g. np.random.default_rng(0).standard_normal(({c}, {c}))")
+    return np.ascontiguousarray(w, dtype=dtype)
 
 
 class FastICA(ParamsMixin):
@@ -122,12 +137,9 @@ class FastICA(ParamsMixin):
                 raise ValueError(f"X has rank below n_components={c} (its centred data spans fewer directions); "
                                  f"lower n_components")
         if self.w_init is None:
-            w_init = check_random_state(self.random_state).standard_normal((c, c))
+            w_init = np.ascontiguousarray(check_random_state(self.random_state).standard_normal((c, c)), dtype=X.dtype)
         else:
-            w_init = np.asarray(self.w_init)
-            if w_init.shape != (c, c):
-                raise ValueError(f"w_init has shape {w_init.shape}, expected ({c}, {c})")
-        w_init = np.ascontiguousarray(w_init, dtype=X.dtype)
+            w_init = _check_w_init(self.w_init, c, X.dtype)
         iterate = _device.GpuIca.iterate if gpu else _core.ica_iterate
         W, n_iter, converged = iterate(X1, w_init, self.fun, alpha, self.algorithm == "deflation", tol, max_iter)
         if gpu:
@@ -174,6 +186,7 @@ class FastICA(ParamsMixin):
         X = _check_data(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {self.n_features_in_}")
+        check_finite(X, "X")  # as fit does: NaN in, NaN sources out would pass silently
         return (X - self.mean_) @ self.components_.T
 
     def inverse_transform(self, S):

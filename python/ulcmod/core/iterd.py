@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from .. import _core
 from . import _device
 from ._estimator import ParamsMixin, fit_function_signature
+from ._files import read_npz
 from ._pca import sample_pca
 from ._validation import (
     check_choice,
@@ -26,6 +27,8 @@ from ._validation import (
     check_n_modules,
     check_random_state,
     check_tol,
+    largest_abs,
+    overflow_error,
     seed_from,
 )
 from .balanced_kmeans import run_kmeans
@@ -95,8 +98,8 @@ class IterDResult:
 
     @classmethod
     def load(cls, path) -> IterDResult:
-        """Read a result written by :meth:`save`."""
-        with np.load(path) as f:
+        """Read a result written by :meth:`save` (ValueError naming the file when it is damaged)."""
+        with read_npz(path) as f:
             history = IterDHistory(**{g.name: f[f"history_{g.name}"] for g in fields(IterDHistory)})
             values = {g.name: f[g.name] for g in fields(cls) if g.name != "history"}
         # 0-d arrays hold the scalar fields (L, n_iter, converged, ...): back to Python scalars
@@ -157,13 +160,38 @@ def _sample_scores(A, init, given, pca_neurons, rng):
     return scores, time.perf_counter() - t_start
 
 
-def _run(state, max_iter, order, verbose, bar, L0, t_init):
+def _new_state(A, source, K, u0, s0, tol, seed):
+    """The core's IterD state on ``source()`` (A, or a backend holding it); finite values whose
+    float64 sums overflow are told apart from NaN/inf (the core sees only the non-finite row sums)."""
+    try:
+        return _core.IterDState(source(), K, u0, s0, tol, seed)
+    except ValueError as err:
+        if "NaN or infinity" in str(err):
+            _check_sums(A, float("inf"))
+        raise
+
+
+def _check_sums(A, L) -> None:
+    """Raise the overflow error when A is finite but L (from its float64 sums) is not."""
+    if not np.isfinite(L):  # the failure path only: a GPU's A is copied to look at it
+        host = _device.to_host(A) if _device.on_device(A) else A
+        for r0 in range(0, host.shape[0], 4096):
+            bad = ~np.isfinite(np.asarray(host[r0:r0 + 4096])).all(axis=1)
+            if bad.any():
+                raise ValueError(f"A contains NaN or infinity (first in row {r0 + int(np.argmax(bad))}); replace "
+                                 f"or drop the non-finite values first")
+        raise overflow_error("A", largest_abs(host))
+
+
+def _run(state, A, max_iter, order, verbose, bar, L0, t_init):
+    _check_sums(A, L0)
     rows = [(L0, 0, 0, t_init)]
     converged = False
     for it in range(1, max_iter + 1):
         t0 = time.perf_counter()
         moved_n, moved_s = state.iterate(order)
         L = _objective(state).L
+        _check_sums(A, L)  # never report a non-finite L, let alone as converged
         rows.append((L, moved_n, moved_s, time.perf_counter() - t0))
         if verbose:
             print(f"IterD iteration {it}: L={L:.6g}, neurons moved={moved_n}, samples moved={moved_s}, "
@@ -184,10 +212,10 @@ def _best_run(A, source, K, init, given, scores, t_pca, n_init, max_iter, tol, o
     for restart in range(n_init):
         t0 = time.perf_counter()
         u0, s0 = given if given is not None else _initial_labels(A, K, init, rng, scores)
-        state = _core.IterDState(source(), K, u0, s0, tol, seed_from(rng))
+        state = _new_state(A, source, K, u0, s0, tol, seed_from(rng))
         L0 = _objective(state).L
         t_init = time.perf_counter() - t0 + (t_pca if restart == 0 else 0.0)
-        rows, converged = _run(state, max_iter, order, verbose, bar, L0, t_init)
+        rows, converged = _run(state, A, max_iter, order, verbose, bar, L0, t_init)
         if verbose and n_init > 1:
             print(f"IterD restart {restart + 1}/{n_init}: L={rows[-1][0]:.6g}", flush=True)
         if best is None or rows[-1][0] > best[1][-1][0]:

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _core
 from . import _device
-from ._validation import check_finite, check_int, check_labels
+from ._validation import check_finite, check_int, check_labels, largest_abs, overflow_error
 
 
 class Objective(NamedTuple):
@@ -32,10 +32,17 @@ def _n_modules(neuron_labels, n_modules) -> int:
     return int(labels.max()) + 1
 
 
+def _on_host(A) -> np.ndarray:
+    """A as a host array, to look at its values once a check failed (a GPU array is copied)."""
+    return _device.to_host(A) if _device.on_device(A) else A
+
+
 def _sample_block_sums(A: np.ndarray, neuron_labels: np.ndarray, K: int) -> np.ndarray:
     """C[j, k] = sum of A[i, j] over neurons i in module k: one pass over A, in float64."""
     C = A.table(neuron_labels, K, "samples") if _device.on_device(A) else _core.build_table(A.T, neuron_labels, K)
-    check_finite(C.sum(axis=1), "A", along="column")
+    with np.errstate(over="ignore", invalid="ignore"):
+        totals = C.sum(axis=1)
+    check_finite(totals, "A", along="column", source=lambda j: _on_host(A)[:, j])
     return C
 
 
@@ -69,9 +76,12 @@ def objective(A, neuron_labels, sample_labels, *, n_modules: int | None = None,
     u = check_labels(neuron_labels, N, K, "neuron_labels", require_all=not allow_empty)
     s = check_labels(sample_labels, M, K, "sample_labels", require_all=not allow_empty)
     C = _sample_block_sums(A, u, K)
-    D = float(C[np.arange(M), s].sum())
+    with np.errstate(over="ignore"):
+        D = float(C[np.arange(M), s].sum())
+    if not np.isfinite(D):  # every column sum is finite (checked), so their total overflowed
+        raise overflow_error("A", largest_abs(_on_host(A)))
     nm = np.bincount(u, minlength=K).astype(np.float64) * np.bincount(s, minlength=K)
-    xi = D / float(nm.sum())
+    xi = D / float(nm.sum()) if nm.any() else 0.0  # no diagonal block holds anything: no mean to take
     if (nm == 0).any():
         return Objective(0.0, xi, 0.0)
     B = K / float((1.0 / nm).sum())
@@ -93,6 +103,10 @@ def module_features(A, neuron_labels, *, n_modules: int | None = None) -> np.nda
     """
     A = _device.prepare_activations(A, "auto")  # CUDA arrays stay on their GPU
     K = _n_modules(neuron_labels, n_modules)
+    n = np.shape(neuron_labels)
+    if len(n) == 1 and n[0] != A.shape[0]:
+        raise ValueError(f"A has {A.shape[0]} rows (neurons) but the modules hold {n[0]} neurons; pass the "
+                         f"activations of the same neurons, one row each, samples as columns")
     u = check_labels(neuron_labels, A.shape[0], K, "neuron_labels")
     return _sample_block_sums(A, u, K) / np.bincount(u, minlength=K)
 

@@ -81,6 +81,13 @@ def fit_zscore(A) -> ZScore:
         mean, var = _device.to_device(A).row_stats()
         return _finish_zscore(mean, var)
     A = check_activations(A)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported with its cause below
+        mean, var = _moments(A)
+    return _finish_zscore(mean, var, source=lambda i: A[i])
+
+
+def _moments(A: np.ndarray):
+    """Per-row mean and population variance of A, in float64, in one blocked pass."""
     N, M = A.shape
     if _sample_major(A):
         count, mean, m2 = 0, np.zeros(N), np.zeros(N)
@@ -101,11 +108,13 @@ def fit_zscore(A) -> ZScore:
             block = A[r0:r1].astype(np.float64)
             mean[r0:r1] = block.mean(axis=1)
             var[r0:r1] = block.var(axis=1)
-    return _finish_zscore(mean, var)
+    return mean, var
 
 
-def _finish_zscore(mean, var) -> ZScore:
-    check_finite(mean + var, "A", along="neuron")  # the sum is finite only where both are
+def _finish_zscore(mean, var, source=None) -> ZScore:
+    """The ZScore of per-neuron moments; `source(i)` gives neuron i's raw row, so that a finite
+    row whose moments overflowed is reported as such (check_finite)."""
+    check_finite(mean + var, "A", along="neuron", source=source)  # the sum is finite only where both are
     std = np.sqrt(var)
     std[std < MIN_STD] = 1.0
     return ZScore(mean, std)

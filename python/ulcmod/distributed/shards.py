@@ -226,11 +226,26 @@ def write_manifest(folder, shape, dtype, shards, *, row_chunks=None, **extra) ->
 
 def _write_shard(block, file, dtype):
     """Write one row block (neurons x samples) as an .npy file; returns its row count."""
-    block = _stored(np.asarray(block).astype(dtype, copy=False))
+    values = np.asarray(block)
+    with np.errstate(over="ignore"):  # overflow is reported with its cause below
+        block = values.astype(dtype, copy=False)
+    if block.dtype.itemsize < values.dtype.itemsize:
+        _check_narrowed(values, block, file)
+    block = _stored(block)
     out = np.lib.format.open_memmap(file, mode="w+", dtype=block.dtype, shape=block.shape)
     out[:] = block
     out.flush()
     return block.shape[0]
+
+
+def _check_narrowed(values, narrowed, file) -> None:
+    """Refuse finite values that a narrower storage dtype turned into inf (float16 above 65504)."""
+    lost = np.isinf(narrowed) & np.isfinite(values)
+    if lost.any():
+        name = narrowed.dtype.name
+        raise ValueError(f"{Path(file).name}: A reaches {float(np.abs(values[lost]).max()):.4g}, more than {name} "
+                         f"can hold, so storing it as {name} would give inf; pass dtype='float32' (or 'bfloat16' "
+                         f"above float16's 65504)")
 
 
 def write_sharded(A, out_dir, rows_per_shard: int, *, dtype=None) -> ShardedActivations:
@@ -246,7 +261,8 @@ def write_sharded(A, out_dir, rows_per_shard: int, *, dtype=None) -> ShardedActi
     rows_per_shard : int
         Neurons per shard file (the last one may hold fewer), e.g. one layer.
     dtype : {"float16", "bfloat16", "float32", "float64"}, optional
-        Storage dtype (default A's).
+        Storage dtype (default A's). Values it cannot hold (float16: above 65504) are refused
+        with a ValueError naming the shard, never stored as inf.
 
     Returns
     -------

@@ -5,6 +5,26 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_texts(texts, name: str = "texts") -> list:
+    """`texts` as a list of non-empty strings; TypeError/ValueError naming the first bad one."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"{name} is a single string; pass a list of strings, e.g. [text] (a string would be read "
+                        f"one character per sample)")
+    if texts is None or not hasattr(texts, "__iter__"):
+        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"{name} must be a non-empty list of strings, got an empty list")
+    for j, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{j}] is {type(t).__name__} ({str(t)[:40]!r}), not a string; {name} must be a "
+                            f"flat list of strings")
+        if not t.strip():
+            raise ValueError(f"{name}[{j}] is empty ({t!r}): it has no tokens to read; remove empty texts "
+                             f"(ulcmod.load_prompts skips them)")
+    return texts
+
+
 def encode(tokenizer, texts, chat_template: bool, max_length: int) -> list:
     """Token ids per text (truncated, unpadded); with `chat_template` each text is a user turn."""
     if chat_template:
@@ -15,6 +35,9 @@ def encode(tokenizer, texts, chat_template: bool, max_length: int) -> list:
         ]
     enc = tokenizer(list(texts), add_special_tokens=not chat_template, truncation=True,
                     max_length=max_length)
+    for text, ids in zip(texts, enc["input_ids"]):
+        if not ids:
+            raise ValueError(f"the text {text[:60]!r} gives no tokens; remove it")
     return enc["input_ids"]
 
 

@@ -9,23 +9,27 @@ memory stays bounded whatever the number of samples and neurons. An interrupted 
 it stopped when called again with the same folder.
 
 Folder layout: ``activations.npy`` (samples x neurons; ``Activations.A`` is its neurons x
-samples view), ``done.npy`` (samples finished), ``neurons.npz`` (layer and position of every
-neuron), ``meta.json`` (what was extracted, and from what).
+samples view), ``done.npy`` (samples finished), ``rows_crc32.npy`` (a checksum of every finished
+row), ``neurons.npz`` (layer and position of every neuron), ``meta.json`` (what was extracted,
+and from what: the model's weights and tokenizer by digest). A resume checks all of it (see
+:mod:`ulcmod.lm._store`): samples whose rows were lost are extracted again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._batches import encode, longest_first, pad_batch
-from .models import model_device, pad_token_id
+from ..core._files import read_json, read_npy, read_npz
+from ..core._validation import check_int
+from . import _store
+from ._batches import check_texts, encode, longest_first, pad_batch
+from ._store import STORAGE_DTYPES
+from .models import check_max_length, model_device, pad_token_id, tokenizer_digest, weights_digest
 from .sites import resolve_site
 
 REDUCTIONS = ("mean_abs", "mean", "max", "max_abs")
@@ -77,8 +81,10 @@ class Activations:
 
     @property
     def samples_by_neurons(self) -> np.ndarray:
-        """The activations as stored: (n_samples, n_neurons), memory-mapped."""
-        return np.load(self.path / "activations.npy", mmap_mode="r")
+        """The activations as stored: (n_samples, n_neurons), memory-mapped (bfloat16 storage as
+        ``ml_dtypes.bfloat16``)."""
+        return _store.as_values(read_npy(self.path / _store.ACTIVATIONS, mmap_mode="r"),
+                                self.meta.get("dtype", "float16"))
 
     @property
     def A(self) -> np.ndarray:
@@ -88,7 +94,7 @@ class Activations:
     @property
     def done(self) -> np.ndarray:
         """Which samples are extracted (all of them once the run completed)."""
-        return np.load(self.path / "done.npy")
+        return read_npy(self.path / _store.DONE)
 
     @property
     def complete(self) -> bool:
@@ -98,20 +104,28 @@ class Activations:
     @property
     def neuron_layer(self) -> np.ndarray:
         """Layer of every neuron."""
-        return np.load(self.path / "neurons.npz")["layer"]
+        with read_npz(self.path / _store.NEURONS) as f:
+            return f["layer"]
 
     @property
     def neuron_position(self) -> np.ndarray:
         """Position of every neuron within its layer."""
-        return np.load(self.path / "neurons.npz")["position"]
+        with read_npz(self.path / _store.NEURONS) as f:
+            return f["position"]
 
 
 def load_activations(path) -> Activations:
-    """Open an extraction folder written by :func:`extract_activations`."""
+    """Open an extraction folder written by :func:`extract_activations`.
+
+    Raises ``ValueError`` naming the file when the folder is damaged (a truncated activations
+    file, unreadable flags, ...).
+    """
     path = Path(path)
-    if not (path / "meta.json").is_file():
+    if not (path / _store.META).is_file():
         raise ValueError(f"{path} is not an extraction folder (no meta.json)")
-    return Activations(path, json.loads((path / "meta.json").read_text()))
+    meta = read_json(path / _store.META)
+    _store.check_folder(path, meta)
+    return Activations(path, meta)
 
 
 def _fingerprint(texts) -> str:
@@ -198,7 +212,7 @@ def token_statistics(model, tokenizer, texts, *, site: str = "mlp.act", layers=N
     One pass; ``sums / count`` is the mean absolute activation over tokens.
     """
     points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
-    ids = encode(tokenizer, list(texts), chat_template, max_length)
+    ids = encode(tokenizer, check_texts(texts), chat_template, check_max_length(model, max_length))
     sums, count = None, 0
     with _Capture(points, _SUM_ABS) as capture:
         for b0 in range(0, len(ids), batch_size):
@@ -212,59 +226,22 @@ def token_statistics(model, tokenizer, texts, *, site: str = "mlp.act", layers=N
 
 def _check_extraction(texts, reduction, dtype, batch_size, max_length) -> list:
     """The texts as a list, after checking every extraction setting."""
-    texts = list(texts)
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a non-empty list of strings")
+    texts = check_texts(texts)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
-    if dtype not in ("float16", "float32"):
-        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
-    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return texts
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}, got {dtype!r}")
+    return texts, check_int(batch_size, "batch_size", minimum=1), check_int(max_length, "max_length", minimum=1)
 
 
-def _open_folder(out: Path, meta: dict, points, widths, resume: bool):
-    """``(activations memmap, done flags)`` in `out`: those of the same extraction when resuming,
-    otherwise new ones, written with the neuron map and meta.json."""
-    out.mkdir(parents=True, exist_ok=True)
-    acts_path, done_path = out / "activations.npy", out / "done.npy"
-    if resume and (out / "meta.json").is_file():
-        old = json.loads((out / "meta.json").read_text())
-        if old != meta:
-            differ = sorted(k for k in meta if old.get(k) != meta[k])
-            raise ValueError(
-                f"{out} holds a different extraction (differs in {differ}); use another folder or "
-                f"resume=False to overwrite it"
-            )
-        return np.lib.format.open_memmap(acts_path, mode="r+"), np.load(done_path)
-    acts = np.lib.format.open_memmap(acts_path, mode="w+", dtype=meta["dtype"],
-                                     shape=(meta["n_samples"], meta["n_neurons"]))
-    done = np.zeros(meta["n_samples"], dtype=bool)
-    np.save(done_path, done)
-    layer_of = np.repeat([p.layer for p in points], widths).astype(np.int32)
-    position = np.concatenate([np.arange(w, dtype=np.int32) for w in widths])
-    np.savez(out / "neurons.npz", layer=layer_of, position=position)
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    return acts, done
-
-
-def _extract_samples(capture, model, ids, todo, acts, done, out: Path, pad_id, device, batch_size, progress):
-    """Run samples `todo` (token ids `ids`) and write each batch's rows and done flags at once."""
+def _extract_samples(capture, model, ids, todo, store, pad_id, device, batch_size, progress):
+    """Run samples `todo` (token ids `ids`) and store each batch's rows (with flags and checksums)."""
     bar = tqdm(total=int(todo.size), desc=progress if isinstance(progress, str) else "activations", unit="sample",
                disable=not progress)
     try:
         for batch in longest_first(ids, batch_size):
             input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
-            rows = capture.run(model, input_ids, mask)
-            sample_ids = todo[batch]
-            acts[sample_ids] = rows.astype(acts.dtype)
-            acts.flush()
-            done[sample_ids] = True
-            tmp = out / "done.tmp.npy"
-            np.save(tmp, done)
-            os.replace(tmp, out / "done.npy")  # atomic: an interruption never corrupts it
+            store.write(todo[batch], capture.run(model, input_ids, mask))
             bar.update(len(batch))
     finally:
         bar.close()
@@ -311,8 +288,10 @@ def extract_activations(
     chat_template : bool, optional
         Wrap each text as a user turn with a generation prompt (as the published code). Default:
         on when the tokenizer has a chat template.
-    dtype : {"float16", "float32"}
-        Storage dtype of the activations file.
+    dtype : {"float16", "bfloat16", "float32"}
+        Storage dtype of the activations file. float16 (the default, half the disk of float32)
+        holds values up to 65504: a larger activation raises ``ValueError`` while writing
+        (store as float32 or bfloat16 then); bfloat16 has float32's range with fewer digits.
     resume : bool
         False discards an existing extraction in `out_dir`.
     progress : bool or str
@@ -322,25 +301,28 @@ def extract_activations(
     -------
     Activations
     """
-    texts = _check_extraction(texts, reduction, dtype, batch_size, max_length)
+    texts, batch_size, max_length = _check_extraction(texts, reduction, dtype, batch_size, max_length)
     points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
+    check_max_length(model, max_length)
     out = Path(out_dir)
     with _Capture(points, reduction) as capture:
         widths = _probe_widths(capture, model, tokenizer.pad_token_id, device)
         meta = {
             "model": getattr(model.config, "_name_or_path", type(model).__name__),
             "model_type": getattr(model.config, "model_type", None),
+            "weights_digest": weights_digest(model), "tokenizer_digest": tokenizer_digest(tokenizer),
             "site": site, "layers": [p.layer for p in points], "widths": widths,
             "reduction": reduction, "max_length": max_length, "chat_template": chat_template,
             "dtype": dtype, "n_samples": len(texts), "n_neurons": sum(widths), "texts_sha256": _fingerprint(texts),
         }
-        acts, done = _open_folder(out, meta, points, widths, resume)
-        todo = np.flatnonzero(~done)
+        layer_of = np.repeat([p.layer for p in points], widths).astype(np.int32)
+        position = np.concatenate([np.arange(w, dtype=np.int32) for w in widths])
+        store = _store.open_folder(out, meta, layer_of, position, resume)
+        todo = np.flatnonzero(~store.done)
         if todo.size:
             ids = encode(tokenizer, [texts[j] for j in todo], chat_template, max_length)
-            _extract_samples(capture, model, ids, todo, acts, done, out, tokenizer.pad_token_id, device,
-                             batch_size, progress)
-        del acts
+            _extract_samples(capture, model, ids, todo, store, tokenizer.pad_token_id, device, batch_size, progress)
+        del store
     return load_activations(out)
 
 
@@ -354,7 +336,7 @@ def token_activations(model, tokenizer, text: str, *, site: str = "mlp.act", lay
     if not isinstance(text, str) or not text:
         raise ValueError("text must be a non-empty string")
     points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
-    ids = encode(tokenizer, [text], chat_template, max_length)[0]
+    ids = encode(tokenizer, [text], chat_template, check_max_length(model, max_length))[0]
     input_ids, mask = pad_batch([ids], tokenizer.pad_token_id, device)
     with _Capture(points, None) as capture:
         values = capture.run(model, input_ids, mask)[0]

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from ._batches import encode, longest_first, pad_batch, similar_lengths
-from .models import model_device, pad_token_id
+from ._batches import check_texts, encode, longest_first, pad_batch, similar_lengths
+from .models import check_max_length, model_device, pad_token_id
 
 
 def _logits(model, input_ids, mask):
@@ -38,8 +38,8 @@ def next_token_stats(model, tokenizer, texts, *, max_length: int = 256, batch_si
     import torch
 
     pad_id = pad_token_id(tokenizer)
-    texts = list(texts)
-    enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length,
+    texts = check_texts(texts)
+    enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=check_max_length(model, max_length),
                     return_offsets_mapping=True)
     ids = enc["input_ids"]
     # Words of the text actually evaluated: up to the last kept token's end (truncation aside,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import math
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
@@ -36,14 +38,21 @@ def _data_file(name: str):
     return resources.files("ulcmod").joinpath("data", name)
 
 
-def _jsonl_rows(lines) -> list[dict]:
-    return [json.loads(line) for line in lines if line.strip()]
+def _jsonl_records(lines, path: str):
+    """``(where, record)`` for every non-blank line of a JSON-lines file; `where` is "line N"."""
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield f"line {number}", json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); "
+                                 f"every line of a .jsonl file must be one JSON object") from None
 
 
 def _shipped_rows(name: str) -> list[dict]:
     """The rows of a gzip-compressed JSON-lines file shipped in ``ulcmod/data``."""
     with _data_file(name).open("rb") as f, gzip.open(f, "rt", encoding="utf-8") as lines:
-        return _jsonl_rows(lines)
+        return [row for _, row in _jsonl_records(lines, name)]
 
 
 def load_corpus(split: str | None = None, categories=None) -> list[Prompt]:
@@ -90,35 +99,85 @@ def load_prompts(path, *, text_column: str = "text", label_column: str = "label"
                  split_column: str | None = None) -> list[Prompt]:
     """Prompts from a local JSON lines (.jsonl), JSON list (.json), CSV (.csv) or parquet file.
 
-    Every row needs a text and a label (category) column; a split column is optional.
+    Every row needs a text and a label (category) column; a split column is optional. Every row
+    is checked: a row that is not an object, lacks a column or has no label raises
+    ``ValueError`` naming the file and the row's line (JSON lines, CSV) or number; rows whose
+    text is empty or null are skipped with one warning that counts them.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"dataset file {path!r} does not exist")
+    columns = [c for c in (text_column, label_column, split_column) if c]
+    prompts, empty = [], []
+    for where, row in _file_records(path):
+        text, label, split = _row_fields(row, path, where, columns, text_column, label_column, split_column)
+        if text is None:
+            empty.append(where)
+        else:
+            prompts.append(Prompt(text, label, split, source=os.path.basename(path)))
+    if empty:
+        warnings.warn(f"{path}: {len(empty)} row(s) with an empty or null {text_column!r} are skipped "
+                      f"(first: {empty[0]})", UserWarning, stacklevel=2)
+    if not prompts:
+        raise ValueError(f"{path} holds no rows with a text" + (f" ({len(empty)} are empty)" if empty else ""))
+    return prompts
+
+
+def _file_records(path: str):
+    """``(where, record)`` for every row of a dataset file, `where` saying where it is ("line 7")."""
     ext = os.path.splitext(path[:-3] if path.endswith(".gz") else path)[1].lower()
     opener = gzip.open if path.endswith(".gz") else open
     if ext == ".jsonl":
         with opener(path, "rt", encoding="utf-8") as f:
-            rows = _jsonl_rows(f)
+            yield from _jsonl_records(f, path)
     elif ext == ".json":
         with opener(path, "rt", encoding="utf-8") as f:
-            rows = json.load(f)
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(data, list):
+            keys = f" with keys {sorted(data)[:5]}" if isinstance(data, dict) else ""
+            raise ValueError(f"{path} holds a JSON {type(data).__name__}{keys}, not a list of rows; a .json dataset "
+                             f"is a list of objects such as [{{\"text\": ..., \"label\": ...}}, ...]")
+        yield from ((f"row {i + 1}", row) for i, row in enumerate(data))
     elif ext == ".csv":
         with opener(path, "rt", encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            for row in reader:
+                yield f"line {reader.line_num}", row
     elif ext == ".parquet":
         pq = require("pyarrow.parquet", "reading parquet", "pip install pyarrow")
-        rows = pq.read_table(path).to_pylist()
+        yield from ((f"row {i + 1}", row) for i, row in enumerate(pq.read_table(path).to_pylist()))
     else:
         raise ValueError(f"unsupported file type {ext!r}; use .jsonl, .json, .csv or .parquet")
-    if not rows:
-        raise ValueError(f"{path} holds no rows")
-    missing = [c for c in (text_column, label_column, split_column) if c and c not in rows[0]]
+
+
+def _row_fields(row, path, where, columns, text_column, label_column, split_column):
+    """``(text or None when empty, label, split)`` of one dataset row, checked."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}, {where}: expected an object with {columns} fields, got "
+                         f"{type(row).__name__} {str(row)[:40]!r}")
+    missing = [c for c in columns if c not in row]
     if missing:
-        raise ValueError(f"{path} has no column(s) {missing}; its columns are {sorted(rows[0])}")
-    return [Prompt(str(r[text_column]), str(r[label_column]),
-                   str(r[split_column]) if split_column else "", source=os.path.basename(path))
-            for r in rows]
+        raise ValueError(f"{path}, {where}: no column(s) {missing}; this row has {sorted(map(str, row))} "
+                         f"(choose them with --text-column / --label-column)")
+    text, label = row[text_column], row[label_column]
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"{path}, {where}: {text_column!r} is {type(text).__name__} {text!r}, not a string")
+    if _blank(label):
+        raise ValueError(f"{path}, {where}: {label_column!r} is {label!r}; every prompt needs a category label")
+    if not isinstance(label, (str, int)) or isinstance(label, bool):
+        raise ValueError(f"{path}, {where}: {label_column!r} is {type(label).__name__} {label!r}; a category label "
+                         f"is a string (or an integer)")
+    split = "" if not split_column or row[split_column] is None else str(row[split_column])
+    return (text if text and text.strip() else None), str(label).strip(), split
+
+
+def _blank(value) -> bool:
+    """Null, NaN or an empty string: no value."""
+    return (value is None or (isinstance(value, float) and math.isnan(value))
+            or (isinstance(value, str) and not value.strip()))
 
 
 # Infinity-Instruct labels each sample with fine-grained English abilities ("ability_en"). Each

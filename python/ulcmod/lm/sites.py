@@ -16,6 +16,7 @@ with ``:input`` or ``:output``, e.g. ``"model.layers.{layer}.mlp.down_proj:input
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -102,6 +103,18 @@ def parse_site(site):
     return raw
 
 
+def _check_layers(layers) -> list:
+    """`layers` as a list of ints; a float such as 1.7 is refused, not truncated to layer 1."""
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise TypeError(f"layers must be a list of layer indices, e.g. [0, 5], got {layers!r}")
+    out = []
+    for x in layers:
+        if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+            raise TypeError(f"layers must hold integer layer indices, got {x!r} ({type(x).__name__}) in {list(layers)}")
+        out.append(int(x))
+    return out
+
+
 def resolve_site(model, site: str, layers=None) -> list[HookPoint]:
     """The modules to hook for `site` at each requested layer (all layers by default).
 
@@ -112,7 +125,7 @@ def resolve_site(model, site: str, layers=None) -> list[HookPoint]:
     if layers is None:
         layers = list(range(total))
     else:
-        layers = sorted({int(x) for x in layers})
+        layers = sorted(set(_check_layers(layers)))
         bad = [x for x in layers if not 0 <= x < total]
         if bad or not layers:
             raise ValueError(f"layers must be a non-empty list of indices in [0, {total}), got {bad or layers}")
@@ -123,7 +136,11 @@ def resolve_site(model, site: str, layers=None) -> list[HookPoint]:
             path = raw.group("path").format(layer=layer)
             if not _has(model, path):
                 raise ValueError(f"site {site!r}: module {path!r} does not exist in {type(model).__name__}")
-            points.append(HookPoint(layer, _get(model, path), raw.group("read"), path))
+            module = _get(model, path)
+            if not hasattr(module, "register_forward_hook"):
+                raise ValueError(f"site {site!r}: {path!r} is a {type(module).__name__}, not a module, so it has no "
+                                 f"input or output to read; name a module, e.g. {path.rpartition('.')[0]!r}")
+            points.append(HookPoint(layer, module, raw.group("read"), path))
         return points
     model_type = getattr(model.config, "model_type", None)
     adapter = ADAPTERS.get(model_type)

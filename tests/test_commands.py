@@ -307,9 +307,12 @@ def test_browser_marks_the_best_value_per_column_and_ties():
     from ulcmod.app.browser import _marked
 
     rows = [{"method": "a", "x": 0.5, "y": 1.0}, {"method": "b", "x": 0.9, "y": 1.0},
-            {"method": "c", "x": 0.1, "y": 0.2}]
-    cells = [[(c["best"], c["tie"]) for c in r["cells"]] for r in _marked(rows, [("x", "x", "{}"), ("y", "y", "{}")])]
-    assert cells == [[(False, False), (True, True)], [(True, False), (True, True)], [(False, False), (False, False)]]
+            {"method": "c", "x": 0.1, "y": 0.2}, {"method": "d", "x": None, "failed": "a cluster was empty"}]
+    marked = _marked(rows, [("x", "x", "{}"), ("y", "y", "{}")])
+    cells = [[(c["best"], c["tie"]) for c in r["cells"]] for r in marked]
+    assert cells == [[(False, False), (True, True)], [(True, False), (True, True)], [(False, False), (False, False)],
+                     [(False, False), (False, False)]]
+    assert [c["text"] for c in marked[3]["cells"]] == ["failed", "failed"]  # a failed baseline, never the best
 
 
 def test_informativeness_verdict_reports_ties_with_their_sample_count():

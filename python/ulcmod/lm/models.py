@@ -39,17 +39,40 @@ def model_identity(model, name: str | None = None, gguf_file: str | None = None)
     The name and file it came from (for the embedded default, the GGUF file and the version of
     the package that ships it), its ``model_type``, class and number of parameters.
     """
+    from .interop import as_lm
+
+    lm = as_lm(model)
     identity = {"name": name, "gguf_file": gguf_file}
     if name is None:
         package = DEFAULT_MODEL_PACKAGE.replace("_", "-")
         identity.update(name=f"{DEFAULT_MODEL_NAME} (embedded, from {package})", gguf_file=default_model_file(),
                         package=f"{package} {importlib.metadata.version(package)}")
-    return {**identity, "model_type": getattr(model.config, "model_type", None), "class": type(model).__name__,
-            "n_parameters": int(sum(p.numel() for p in model.parameters()))}
+    device_map = getattr(lm.module, "hf_device_map", None)
+    if device_map is not None:
+        identity["device_map"] = {k: str(v) for k, v in device_map.items()}
+    return {**identity, "model_type": lm.model_type, "class": type(lm.module).__name__,
+            "n_parameters": int(sum(p.numel() for p in lm.module.parameters()))}
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's named placements
+
+
+def check_device_map(device_map):
+    """`device_map` if accelerate can take it: None, a name of :data:`DEVICE_MAPS`, or a dict from
+    module paths ("" for the whole model) to devices (an int GPU index, "cpu", "cuda:1", "disk")."""
+    if device_map is None or device_map in DEVICE_MAPS:
+        return device_map
+    if isinstance(device_map, dict) and device_map and all(
+            isinstance(k, str) and isinstance(v, (int, str)) and not isinstance(v, bool)
+            for k, v in device_map.items()):
+        return device_map
+    raise ValueError(f"device_map must be one of {list(DEVICE_MAPS)} or a non-empty dict from module paths to "
+                     f"devices (e.g. {{\"model.embed_tokens\": 0, \"model.layers.0\": \"cpu\"}}), got {device_map!r}")
 
 
 def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: str = "float32",
-               device: str = "cpu"):
+               device: str | None = None, device_map=None, **kwargs):
     """Load a causal LM and its tokenizer, in eval mode.
 
     Parameters
@@ -61,8 +84,16 @@ def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: 
         A GGUF file name inside ``name`` (a folder or hub id).
     dtype : {"float32", "bfloat16", "float16"}
         Weights' dtype (GGUF weights are dequantised to it).
-    device : str
-        A torch device ("cpu", "cuda", "cuda:1", ...).
+    device : str, optional
+        A torch device for the whole model ("cpu", "cuda", "cuda:1", ...; default "cpu").
+    device_map : str or dict, optional
+        Spread the model over devices with accelerate instead: "auto" (fill the GPUs, then the
+        CPU, then disk), "balanced", "balanced_low_0", "sequential", or a dict from module paths
+        to devices (``{"model.embed_tokens": 0, "model.layers.0": 0, ..., "lm_head": "cpu"}``).
+        Disk offload needs ``offload_folder=``; ``max_memory=`` caps each device.
+    **kwargs
+        Passed to ``from_pretrained``: ``quantization_config``, ``attn_implementation``,
+        ``max_memory``, ``offload_folder``, ``revision``, ``trust_remote_code``, ...
 
     Returns
     -------
@@ -71,9 +102,12 @@ def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: 
     install = "pip install 'ulcmod[hf]' (install torch first if you want a CPU-only build)"
     torch = require("torch", "loading models", install)
     transformers = require("transformers", "loading models", install)
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    dtypes = {name: getattr(torch, name) for name in DTYPES}
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    device_map = check_device_map(device_map)
+    if device_map is not None and device is not None:
+        raise ValueError(f"give device ({device!r}) or device_map ({device_map!r}), not both")
     if name is None:
         name = default_model_file()
     if name.endswith(".gguf"):
@@ -81,15 +115,19 @@ def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: 
             raise ValueError(f"model file {name!r} does not exist")
         name, gguf_file = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
     extra = {"gguf_file": gguf_file} if gguf_file else {}
+    placement = {"device_map": device_map} if device_map is not None else {}
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(name, **extra)
-        model = transformers.AutoModelForCausalLM.from_pretrained(name, dtype=dtypes[dtype], **extra)
+        model = transformers.AutoModelForCausalLM.from_pretrained(name, dtype=dtypes[dtype], **extra, **placement,
+                                                                  **kwargs)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"cannot load model {name!r}: {err}. Give a local folder or .gguf file (no model hub is "
             f"needed then), or omit it to use the embedded default"
         ) from err
-    model.to(device).eval()
+    if device_map is None and not getattr(model, "is_quantized", False):  # quantised: placed when loaded
+        model.to(device or "cpu")
+    model.eval()
     pad_token_id(tokenizer)
     return model, tokenizer
 
@@ -105,5 +143,7 @@ def pad_token_id(tokenizer) -> int:
 
 
 def model_device(model):
-    """The torch device of the model's weights, where its inputs go."""
-    return next(model.parameters()).device
+    """Where the model's token ids go: the (execution) device of its input embeddings."""
+    from .interop import as_lm
+
+    return as_lm(model).input_device

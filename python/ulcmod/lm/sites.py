@@ -163,14 +163,14 @@ def resolve_site(model, site: str, layers=None) -> list[HookPoint]:
                 raise ValueError(f"site {site!r}: module {path!r} does not exist in {type(root).__name__}")
             points.append(HookPoint(layer, _get(root, path), raw.group("read"), path))
         return points
-    layers = _check_layers(layers, total)
-    if lm.kind == "transformer_lens":
-        return _tl_points(lm, site, layers)
     if lm.kind == "module":
         raise ValueError(
             f"{type(root).__name__} has no HuggingFace config, so named sites cannot be found in it; give a raw "
             f"module path instead, e.g. site='layers.{{layer}}.mlp.down_proj:input'"
         )
+    layers = _check_layers(layers, total)
+    if lm.kind == "transformer_lens":
+        return _tl_points(lm, site, layers)
     model_type = lm.model_type
     adapter = ADAPTERS.get(model_type)
     if adapter is None:

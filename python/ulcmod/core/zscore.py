@@ -16,7 +16,8 @@ from ._blocks import row_blocks
 from ._validation import check_activations, check_finite
 
 MIN_STD = 1e-8
-_BLOCK_BYTES = 64 << 20  # per block of A widened to float64: bounded memory whatever A's size
+_BLOCK_BYTES = 32 << 20  # per block of A widened to float64 (worked on in place): bounded memory at any size
+_WIDE = 8  # bytes per entry of a block once widened (float64)
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,27 @@ class ZScore:
             raise ValueError(f"out has shape {out.shape}, expected {A.shape}")
         mean, std = self.mean[:, None], self.std[:, None]
         if _sample_major(A):
-            for c0, c1 in row_blocks(A.shape[1], A.shape[0] * A.itemsize, _BLOCK_BYTES):
-                out[:, c0:c1] = (A[:, c0:c1].astype(np.float64) - mean) / std
+            for c0, c1 in row_blocks(A.shape[1], A.shape[0] * _WIDE, _BLOCK_BYTES):
+                out[:, c0:c1] = _standardised(A[:, c0:c1], mean, std)
         else:
-            for r0, r1 in row_blocks(A.shape[0], A.shape[1] * A.itemsize, _BLOCK_BYTES):
-                out[r0:r1] = (A[r0:r1].astype(np.float64) - mean[r0:r1]) / std[r0:r1]
+            for r0, r1 in row_blocks(A.shape[0], A.shape[1] * _WIDE, _BLOCK_BYTES):
+                out[r0:r1] = _standardised(A[r0:r1], mean[r0:r1], std[r0:r1])
         return out
+
+
+def _standardised(block, mean, std) -> np.ndarray:
+    """``(block - mean) / std`` in float64, in one widened copy of the block."""
+    x = block.astype(np.float64)
+    x -= mean
+    x /= std
+    return x
+
+
+def _centred_squares(block, mean) -> np.ndarray:
+    """Per row, the sum of squared deviations from `mean`; works on `block` (float64) in place."""
+    block -= mean[:, None]
+    block *= block
+    return block.sum(axis=1)
 
 
 def _sample_major(A: np.ndarray) -> bool:
@@ -75,11 +91,11 @@ def fit_zscore(A) -> ZScore:
     N, M = A.shape
     if _sample_major(A):
         count, mean, m2 = 0, np.zeros(N), np.zeros(N)
-        for c0, c1 in row_blocks(M, N * A.itemsize, _BLOCK_BYTES):
+        for c0, c1 in row_blocks(M, N * _WIDE, _BLOCK_BYTES):
             block = A[:, c0:c1].astype(np.float64)
             n_b = c1 - c0
             mean_b = block.mean(axis=1)
-            m2_b = ((block - mean_b[:, None]) ** 2).sum(axis=1)
+            m2_b = _centred_squares(block, mean_b)
             delta = mean_b - mean
             total = count + n_b
             mean = mean + delta * (n_b / total)
@@ -88,10 +104,10 @@ def fit_zscore(A) -> ZScore:
         var = m2 / M
     else:
         mean, var = np.empty(N), np.empty(N)
-        for r0, r1 in row_blocks(N, M * A.itemsize, _BLOCK_BYTES):
+        for r0, r1 in row_blocks(N, M * _WIDE, _BLOCK_BYTES):
             block = A[r0:r1].astype(np.float64)
             mean[r0:r1] = block.mean(axis=1)
-            var[r0:r1] = block.var(axis=1)
+            var[r0:r1] = _centred_squares(block, mean[r0:r1]) / M
     check_finite(mean + var, "A", along="neuron")  # the sum is finite only where both are
     std = np.sqrt(var)
     std[std < MIN_STD] = 1.0

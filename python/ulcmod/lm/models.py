@@ -116,6 +116,8 @@ def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: 
         name, gguf_file = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
     extra = {"gguf_file": gguf_file} if gguf_file else {}
     placement = {"device_map": device_map} if device_map is not None else {}
+    if isinstance(kwargs.get("max_memory"), dict):  # from JSON: GPU indices arrive as strings
+        kwargs["max_memory"] = {int(k) if str(k).isdigit() else k: v for k, v in kwargs["max_memory"].items()}
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(name, **extra)
         model = transformers.AutoModelForCausalLM.from_pretrained(name, dtype=dtypes[dtype], **extra, **placement,

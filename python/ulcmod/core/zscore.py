@@ -118,8 +118,10 @@ def zscore_files(train, test=None, *, out_dir, dtype=np.float32):
     """z-score extracted activations into ``out_dir`` with the training statistics.
 
     `train` and `test` are :class:`~ulcmod.lm.activations.Activations` (or neurons x samples arrays).
-    Writes ``zscore.npz`` (the statistics), ``train.npy`` and ``test.npy`` (neurons x samples,
-    memory-mapped, sample-major like the inputs) and returns (stats, train_z, test_z).
+    Writes ``zscore.npz`` (the statistics), ``train.npy`` and ``test.npy`` (samples x neurons on
+    disk, as the inputs) and returns (stats, train_z, test_z): their neurons x samples views,
+    memory-mapped read-only. Sample-major inputs are written with sequential file writes, block by
+    block, so the files are never mapped while written (their pages stay out of the process's RSS).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,9 +133,24 @@ def zscore_files(train, test=None, *, out_dir, dtype=np.float32):
         if A is None:
             results.append(None)
             continue
-        z = np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype,
-                                      shape=(A.shape[1], A.shape[0]))
-        stats.apply(A, out=z.T)  # z is samples x neurons on disk; fill its neurons x samples view
-        z.flush()
-        results.append(z.T)
+        _write_zscored(stats, check_activations(A), out / f"{name}.npy", dtype)
+        results.append(np.load(out / f"{name}.npy", mmap_mode="r").T)
     return stats, results[0], results[1]
+
+
+def _write_zscored(stats: ZScore, A: np.ndarray, path: Path, dtype) -> None:
+    """z-scored A (neurons x samples) to the .npy file `path`, stored samples x neurons."""
+    if not _sample_major(A):  # rows of the file are spread over A: fill a memory map
+        z = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(A.shape[1], A.shape[0]))
+        stats.apply(A, out=z.T)
+        z.flush()
+        return
+    if A.shape[0] != stats.mean.size:
+        raise ValueError(f"A has {A.shape[0]} neurons but the statistics have {stats.mean.size}")
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": (A.shape[1], A.shape[0])}
+    mean, std = stats.mean[:, None], stats.std[:, None]
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for c0, c1 in row_blocks(A.shape[1], A.shape[0] * _WIDE, _BLOCK_BYTES):
+            f.write(np.ascontiguousarray(_standardised(A[:, c0:c1], mean, std).T, dtype=dtype).data)

@@ -14,7 +14,9 @@ one. An HDF5 or zarr source may carry a layer map as 1-D integer arrays ``layer`
 ``position``) beside it. Without a layer map every neuron counts as layer 0.
 
 Only the rows asked for are read, a block at a time in the source's order, so a source of any
-size is read in bounded memory. Nothing here needs torch.
+size is read in bounded memory. ``.npy`` files are read and written with positioned reads and
+writes rather than memory maps, so their pages never count in the process's resident memory.
+Nothing here needs torch.
 """
 
 from __future__ import annotations
@@ -32,6 +34,77 @@ FORMATS = ("extraction", "npy", "hdf5", "zarr")
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 _BLOCK_BYTES = 32 << 20  # rows read from a source at a time
 _DENSE = 2  # read a contiguous run of rows and select when it is at most this many times the rows wanted
+
+
+class NpyRows:
+    """Rows of a C-ordered ``.npy`` file (samples x neurons) by positioned reads or writes.
+
+    ``array[lo:hi]`` and ``array[index]`` read rows; ``array[positions] = rows`` writes them.
+    ``NpyRows.create`` makes a new file of a given shape. Unlike a memory map, the file's pages
+    stay in the page cache only, out of the process's resident memory.
+    """
+
+    def __init__(self, path, mode: str = "r"):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read(f)
+            self.offset = f.tell()
+        if fortran_order or len(shape) != 2:
+            raise ValueError(f"{self.path} is not a C-ordered 2-D array")
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.row_bytes = self.shape[1] * self.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDONLY if mode == "r" else os.O_RDWR)
+
+    @classmethod
+    def create(cls, path, shape, dtype) -> NpyRows:
+        """A new .npy file of `shape` and `dtype` (zeros), open for writing rows."""
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                  "shape": tuple(int(n) for n in shape)}
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        return cls(path, mode="r+")
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        size = (hi - lo) * self.row_bytes
+        data = bytearray(size)
+        view, done = memoryview(data), 0
+        while done < size:  # pread may return less than asked
+            n = os.preadv(self._fd, [view[done:]], self.offset + lo * self.row_bytes + done)
+            if n <= 0:
+                raise OSError(f"{self.path} ends before row {hi}")
+            done += n
+        return np.frombuffer(data, dtype=self.dtype).reshape(hi - lo, self.shape[1])
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            lo, hi, _ = key.indices(self.shape[0])
+            return self._read(lo, max(lo, hi))
+        index = np.asarray(key, dtype=np.int64)
+        out = np.empty((index.size, self.shape[1]), dtype=self.dtype)
+        for k, row in enumerate(index):
+            out[k] = self._read(int(row), int(row) + 1)[0]
+        return out
+
+    def __setitem__(self, positions, rows) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        for row, values in zip(np.asarray(positions, dtype=np.int64), rows):
+            os.pwrite(self._fd, values.data, self.offset + int(row) * self.row_bytes)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _rows_of(path: Path):
+    """The .npy file at `path` for reading rows: positioned reads where the platform has them."""
+    try:
+        return NpyRows(path) if hasattr(os, "preadv") else np.load(path, mmap_mode="r")
+    except ValueError:  # Fortran order: a memory map reads it
+        return np.load(path, mmap_mode="r")
 
 
 def _split_spec(spec: str):
@@ -105,10 +178,11 @@ class ActivationSource:
         return False
 
     def close(self) -> None:
-        """Close the file behind the source (HDF5)."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        """Close the file behind the source."""
+        for handle in (self._handle, self._array):
+            if hasattr(handle, "close"):
+                handle.close()
+        self._handle = None
 
     def rows(self, index) -> np.ndarray:
         """The rows `index` (increasing sample indices) as an in-memory array."""
@@ -142,7 +216,7 @@ class ActivationSource:
 
 
 def _open_extraction_folder(path: Path, fmt: str) -> ActivationSource:
-    array = np.load(path / "activations.npy", mmap_mode="r")
+    array = _rows_of(path / "activations.npy")
     meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
     layer = position = None
     if (path / "neurons.npz").is_file():
@@ -203,7 +277,7 @@ def open_activations(spec) -> ActivationSource:
             raise ValueError(f"{path} is a folder; drop ':{name}'")
         return _open_extraction_folder(path, fmt)
     if fmt == "npy":
-        return ActivationSource(path, fmt, None, np.load(path, mmap_mode="r"))
+        return ActivationSource(path, fmt, None, _rows_of(path))
     return _open_hdf5(path, name) if fmt == "hdf5" else _open_zarr(path, name)
 
 
@@ -236,11 +310,11 @@ def write_extraction(source: ActivationSource, index, out_dir, *, progress: bool
     out.mkdir(parents=True, exist_ok=True)
     index = np.asarray(index, dtype=np.int64)
     dtype = "float16" if source.dtype == np.float16 else "float32"
-    acts = np.lib.format.open_memmap(out / "activations.npy", mode="w+", dtype=dtype,
-                                     shape=(index.size, source.shape[1]))
-    copy_rows(source, index, acts, progress=progress)
-    acts.flush()
-    del acts
+    acts = NpyRows.create(out / "activations.npy", (index.size, source.shape[1]), dtype)
+    try:
+        copy_rows(source, index, acts, progress=progress)
+    finally:
+        acts.close()
     layer, position = source.neuron_map()
     np.savez(out / "neurons.npz", layer=layer, position=position)
     np.save(out / "done.npy", np.ones(index.size, dtype=bool))

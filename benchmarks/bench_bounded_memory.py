@@ -209,9 +209,11 @@ def write_results(s: dict, args, argv) -> None:
              "RLIMIT_DATA caps the heap and every private anonymous mapping, so loading a matrix into memory "
              "(np.asarray, a float32 copy) fails with MemoryError past the limit. RLIMIT_AS is not usable: the "
              "memory-mapped matrices take address space, not memory.",
-             "ru_maxrss counts the clean page-cache pages of the memory-mapped files while they stay mapped; on "
-             "a machine with less memory the kernel drops them (they are re-read from disk), so the memory the "
-             "run needs is the anonymous peak plus a working set of pages."]
+             f"ru_maxrss counts the pages of memory-mapped files while they are mapped. Its peak is IterD reading "
+             f"the z-scored training matrix ({s['zscored_train_bytes'] / mib:,.0f} MiB) in place, plus the anonymous "
+             "memory; the other stages stream the matrices with file reads and writes or short-lived maps. Those "
+             "pages are clean page cache: on a machine with less memory the kernel drops them and IterD re-reads "
+             "them from disk, so the run needs the anonymous peak plus a working set of pages."]
     write_table("bounded_memory", "discover --activations on a folder larger than the memory it may use", command,
                 ("what", "shape", "MiB"), rows, notes)
 

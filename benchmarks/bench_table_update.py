@@ -2,45 +2,73 @@
 
     python benchmarks/bench_table_update.py
 
-For a 100,000 x 7,000 matrix (float16 and float32, K=20) it times a full build of each table and
-an update by a growing number of moved columns, and prints update time / rebuild time. R (neurons
-x K) is updated by moved samples, which are scattered within each contiguous row of a C-ordered
-A; C (samples x K) by moved neurons, which are contiguous rows of A. The core updates while
-`moved * 8 < n_samples` for R and `moved * 4 < n_neurons` for C (cpp/tables.cpp).
+For a 100,000 x 7,000 matrix (50,000 x 7,000 for float64; K=20, C-ordered) it times a full
+build of each table and updates by a growing number of moved columns, and prints update time /
+rebuild time. R (neurons x K) is updated by moved samples, which are scattered within each
+contiguous row of A; C (samples x K) by moved neurons, which are contiguous rows of A. The
+break-even is where the ratio crosses 1, as moved columns per column of the table: the core
+updates while `moved * per_moved < columns` (cpp/tables.cpp, update_is_cheaper), with
+per_moved printed in the last column for comparison.
+
+Times are the best of 3 wall-clock runs; because the development machine is shared, the ratio
+of process CPU times (all threads) is printed as well and is the steadier of the two.
 """
 
-import time
+
 from functools import partial
 
 import numpy as np
 
 from ulcmod import _core
 
-from _common import best_time, write_table
+from _common import best_wall_and_cpu, write_table
+
+# update_is_cheaper's per-moved costs (cpp/tables.cpp), to print next to the measurements.
+MODEL = {("R", 2): 2.5, ("R", 4): 1.3, ("R", 8): 1.0, ("C", 2): 2.0, ("C", 4): 1.5, ("C", 8): 1.0}
+
+
+def crossover(counts, ratios):
+    """Moved count where the ratio first reaches 1 (linear interpolation), or None."""
+    for (m0, r0), (m1, r1) in zip(zip(counts, ratios), zip(counts[1:], ratios[1:])):
+        if r0 < 1 <= r1:
+            return m0 + (1 - r0) * (m1 - m0) / (r1 - r0)
+    return None
 
 
 def main():
     rng = np.random.default_rng(0)
-    N, M, K = 100_000, 7_000, 20
-    rows = []
-    for dtype in (np.float16, np.float32):
-        A = rng.standard_normal((N, M), dtype=np.float32).astype(dtype)
-        for table, view, n_cols, counts in (("R", A, M, (50, 200, 875, 2000)),
-                                            ("C", A.T, N, (1000, 10_000, 25_000, 50_000))):
+    M, K = 7_000, 20
+    rows, notes = [], []
+    for dtype, N in ((np.float16, 100_000), (np.float32, 100_000), (np.float64, 50_000)):
+        A = np.empty((N, M), dtype=dtype)
+        for r0 in range(0, N, 10_000):
+            A[r0:r0 + 10_000] = rng.standard_normal((min(10_000, N - r0), M), dtype=np.float32)
+        item = A.itemsize
+        for table, view, counts in (("R", A, (100, 875, 1750, 2500, 3500, 5000, 7000)),
+                                    ("C", A.T, (N // 20, N // 4, N // 3, N // 2, 2 * N // 3, N))):
+            n_cols = view.shape[1]
             labels = rng.integers(0, K, n_cols).astype(np.int32)
-            t_build, T = best_time(partial(_core.build_table, view, labels, K))
+            T = np.empty((view.shape[0], K))
+            b_wall, b_cpu = best_wall_and_cpu(partial(_core.build_table, view, labels, K, out=T))
+            ratios = []
             for moved in counts:
                 idx = np.sort(rng.choice(n_cols, moved, replace=False))
-                t0 = time.perf_counter()
-                _core.update_table(view, idx, labels[idx], (labels[idx] + 1) % K, T)
-                t_upd = time.perf_counter() - t0
-                rows.append([np.dtype(dtype).name, table, f"{moved:,} of {n_cols:,}",
-                             f"{t_build:.3f}", f"{t_upd:.3f}", f"{t_upd / t_build:.2f}"])
+                frm, to = labels[idx], ((labels[idx] + 1) % K).astype(np.int32)
+                u_wall, u_cpu = best_wall_and_cpu(partial(_core.update_table, view, idx, frm, to, T))
+                ratios.append(u_cpu / b_cpu)
+                rows.append([np.dtype(dtype).name, table, f"{moved:,} of {n_cols:,}", f"{b_wall:.3f}",
+                             f"{u_wall:.3f}", f"{u_wall / b_wall:.2f}", f"{u_cpu / b_cpu:.2f}"])
                 print(rows[-1], flush=True)
-    write_table("table_update", "Table update vs rebuild (100,000 x 7,000, K=20, C-ordered A)",
+            cross = crossover(counts, ratios)
+            measured = f"{n_cols / cross:.1f}" if cross else f"> {n_cols / counts[-1]:.1f}" if ratios[-1] < 1 else "?"
+            notes.append(f"{np.dtype(dtype).name} {table}: break-even at {measured} columns per moved column "
+                         f"(CPU-time ratio); the model uses {MODEL[(table, item)]}")
+    write_table("table_update", "Table update vs rebuild (C-ordered A, 7,000 samples, K=20)",
                 "python benchmarks/bench_table_update.py",
-                ["dtype", "table", "moved", "rebuild s", "update s", "update / rebuild"], rows,
-                notes=["The core's break-even points: moved * 8 < samples (R), moved * 4 < neurons (C)."])
+                ["dtype", "table", "moved", "rebuild s", "update s", "update / rebuild", "same, CPU time"], rows,
+                notes=notes + [f"ISA level: {_core.build_info()['isa']}, {_core.build_info()['max_threads']} threads.",
+                               "Shared 2-core machine: wall times vary with other users' load; the CPU-time "
+                               "ratio is the steadier one."])
 
 
 if __name__ == "__main__":

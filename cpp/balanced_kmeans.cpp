@@ -375,6 +375,7 @@ KMeansResult kmeans(const double* X, int64_t n, int64_t d, int K, bool balanced,
     KMeansResult best = std::move(runs[0]);
     for (int run = 1; run < n_init; ++run)
         if (runs[run].inertia < best.inertia) best = std::move(runs[run]);
+    best.d = d;
     return best;
 }
 

@@ -20,6 +20,7 @@ std::vector<int32_t> balanced_assignment(const double* cost, int64_t n, int K);
 
 struct KMeansResult {
     std::vector<double> centers;  // K x d
+    int64_t d = 0;
     std::vector<int32_t> labels;
     double inertia = 0.0;
     int n_iter = 0;

@@ -10,8 +10,12 @@
 #include "dlpack.hpp"
 #include "fastica.hpp"
 #include "interrupt.hpp"
+#include "isa.hpp"
 #include "iterd.hpp"
+#include "binding_helpers.hpp"
 #include "parallel.hpp"
+#include "permute.hpp"
+#include "pca.hpp"
 #include "tables.hpp"
 
 namespace py = pybind11;
@@ -101,39 +105,25 @@ py::array dlpack_cpu_view(const py::capsule& cap) {
     return view;
 }
 
+void check_col_labels(const py::array_t<int32_t, py::array::c_style>& col_labels, const Matrix& mat, int K) {
+    if (K < 1) throw py::value_error("K must be >= 1");
+    if (col_labels.size() != mat.cols) throw py::value_error("col_labels must have A.shape[1] entries");
+    for (py::ssize_t c = 0; c < col_labels.size(); ++c)
+        if (col_labels.data()[c] < 0 || col_labels.data()[c] >= K)
+            throw py::value_error("col_labels out of range [0, K)");
+}
+
 std::vector<int32_t> as_labels(const py::array_t<int32_t, py::array::c_style>& a) {
     return std::vector<int32_t>(a.data(), a.data() + a.size());
 }
 
-template <class T>
-py::array_t<T> to_numpy(const std::vector<T>& v, int64_t rows, int64_t cols) {
-    py::array_t<T> out({rows, cols});
-    std::copy(v.begin(), v.end(), out.mutable_data());
-    return out;
-}
-
-template <class T>
-py::array_t<T> to_numpy(const std::vector<T>& v) {
-    return py::array_t<T>(static_cast<py::ssize_t>(v.size()), v.data());
-}
-
-py::dict objective_dict(const Objective& o) {
-    py::dict d;
-    d["L"] = o.L;
-    d["xi"] = o.xi;
-    d["B"] = o.B;
-    d["D"] = o.D;
-    d["P"] = o.P;
-    d["H"] = o.H;
-    return d;
-}
-
-TablePolicy parse_policy(const std::string& s) {
-    if (s == "auto") return TablePolicy::Auto;
-    if (s == "rebuild") return TablePolicy::Rebuild;
-    if (s == "update") return TablePolicy::Update;
-    throw py::value_error("table_policy must be 'auto', 'rebuild' or 'update', got '" + s + "'");
-}
+// A whitening result as NumPy arrays (Whitening<T> holds vectors of the working precision);
+// X1 is a NumPy array here and a device matrix when the CUDA module whitens on the GPU.
+struct WhiteningArrays {
+    py::array mean, K;
+    py::object X1;
+    double smallest_ratio;
+};
 
 SweepOrder parse_order(const std::string& s) {
     if (s == "parallel") return SweepOrder::Parallel;
@@ -143,18 +133,14 @@ SweepOrder parse_order(const std::string& s) {
 }
 
 template <class T>
-py::dict whiten_typed(const py::array_t<T, py::array::c_style>& X, int64_t c) {
+WhiteningArrays whiten_typed(const py::array_t<T, py::array::c_style>& X, int64_t c) {
     Whitening<T> w;
     {
         LongCall call;
         w = whiten(X.data(), X.shape(0), X.shape(1), c);
     }
-    py::dict d;
-    d["mean"] = to_numpy(w.mean);
-    d["K"] = to_numpy(w.K, c, static_cast<int64_t>(X.shape(1)));
-    d["X1"] = to_numpy(w.X1, c, static_cast<int64_t>(X.shape(0)));
-    d["smallest_ratio"] = static_cast<double>(w.smallest_ratio);
-    return d;
+    return {to_numpy(w.mean), to_numpy(w.K, c, static_cast<int64_t>(X.shape(1))),
+            to_numpy(w.X1, c, static_cast<int64_t>(X.shape(0))), static_cast<double>(w.smallest_ratio)};
 }
 
 template <class T>
@@ -169,13 +155,6 @@ py::tuple iterate_typed(const py::array_t<T, py::array::c_style>& X1, const py::
         run = fastica_iterate(X1.data(), c, n, W0.data(), s);
     }
     return py::make_tuple(to_numpy(run.W, c, c), run.n_iter, run.converged);
-}
-
-Contrast parse_contrast(const std::string& fun) {
-    if (fun == "logcosh") return Contrast::LogCosh;
-    if (fun == "exp") return Contrast::Exp;
-    if (fun == "cube") return Contrast::Cube;
-    throw py::value_error("fun must be 'logcosh', 'exp' or 'cube', got '" + fun + "'");
 }
 
 // Keeps the activation array alive for as long as the state reads it.
@@ -320,10 +299,7 @@ PYBIND11_MODULE(_core, m) {
         "build_table",
         [](const py::array& A, const py::array_t<int32_t, py::array::c_style>& col_labels, int K) {
             const Matrix mat = as_matrix(A, "A");
-            if (col_labels.size() != mat.cols) throw py::value_error("col_labels must have A.shape[1] entries");
-            for (py::ssize_t c = 0; c < col_labels.size(); ++c)
-                if (col_labels.data()[c] < 0 || col_labels.data()[c] >= K)
-                    throw py::value_error("col_labels out of range [0, K)");
+            check_col_labels(col_labels, mat, K);
             py::array_t<double> out({mat.rows, static_cast<int64_t>(K)});
             double* dst = out.mutable_data();
             {
@@ -363,6 +339,37 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("dlpack_cpu_view", &dlpack_cpu_view, py::arg("capsule"),
           R"pbdoc(Read-only NumPy view of a CPU tensor's DLPack capsule (bfloat16 as ml_dtypes.bfloat16).)pbdoc");
+
+    py::class_<Objective>(m, "Objective", R"pbdoc(IterD's objective of a labelling: L = xi * B, with D, P and H.)pbdoc")
+        .def_readonly("L", &Objective::L)
+        .def_readonly("xi", &Objective::xi)
+        .def_readonly("B", &Objective::B)
+        .def_readonly("D", &Objective::D, "sum over the K diagonal blocks")
+        .def_readonly("P", &Objective::P, "sum of n_k m_k")
+        .def_readonly("H", &Objective::H, "sum of 1 / (n_k m_k)");
+
+    py::class_<KMeansResult>(m, "KMeansResult", R"pbdoc(The best k-means run: centres, labels, inertia.)pbdoc")
+        .def_property_readonly("centers", [](const KMeansResult& r) {
+            const auto K = static_cast<int64_t>(r.centers.size() / std::max<size_t>(1, r.d));
+            return to_numpy(r.centers, K, static_cast<int64_t>(r.d));
+        })
+        .def_property_readonly("labels", [](const KMeansResult& r) { return to_numpy(r.labels); })
+        .def_readonly("inertia", &KMeansResult::inertia)
+        .def_readonly("n_iter", &KMeansResult::n_iter)
+        .def_readonly("converged", &KMeansResult::converged);
+
+    py::class_<WhiteningArrays>(m, "Whitening", R"pbdoc(
+PCA whitening of centred data X (n x p) to c components: X1 = K (X - mean)^T * sqrt(n) (c x n),
+and the smallest kept eigenvalue over the largest (a rank check). Also made by the CUDA module.
+)pbdoc")
+        .def(py::init([](py::array mean, py::array K, py::object X1, double smallest_ratio) {
+                 return WhiteningArrays{std::move(mean), std::move(K), std::move(X1), smallest_ratio};
+             }),
+             py::arg("mean"), py::arg("K"), py::arg("X1"), py::arg("smallest_ratio"))
+        .def_readonly("mean", &WhiteningArrays::mean)
+        .def_readonly("K", &WhiteningArrays::K)
+        .def_readonly("X1", &WhiteningArrays::X1)
+        .def_readonly("smallest_ratio", &WhiteningArrays::smallest_ratio);
 
     py::class_<MoveRule>(m, "MoveRule", R"pbdoc(
 The acceptance rule of one round of a parallel sweep: a row with table entries t in module a
@@ -463,7 +470,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
                 LongCall call;
                 o = self.state->objective();
             }
-            return objective_dict(o);
+            return o;
         })
         .def_property_readonly("neuron_labels", [](PyIterDState& s) { return to_numpy(s.state->neuron_labels()); })
         .def_property_readonly("sample_labels", [](PyIterDState& s) { return to_numpy(s.state->sample_labels()); })
@@ -512,13 +519,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
                 LongCall call;
                 r = kmeans(X.data(), X.shape(0), X.shape(1), K, balanced, n_init, max_iter, tol, seed);
             }
-            py::dict d;
-            d["centers"] = to_numpy(r.centers, K, static_cast<int64_t>(X.shape(1)));
-            d["labels"] = to_numpy(r.labels);
-            d["inertia"] = r.inertia;
-            d["n_iter"] = r.n_iter;
-            d["converged"] = r.converged;
-            return d;
+            return r;
         },
         py::arg("X"), py::arg("K"), py::arg("balanced"), py::arg("n_init"), py::arg("max_iter"),
         py::arg("tol"), py::arg("seed"),
@@ -526,20 +527,20 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
 
     m.def(
         "ica_whiten",
-        [](const py::array& X, int64_t c) -> py::dict {
+        [](const py::array& X, int64_t c) -> WhiteningArrays {
             if (X.ndim() != 2) throw py::value_error("X must be 2-D");
             if (py::isinstance<py::array_t<float, py::array::c_style>>(X) && X.dtype().itemsize() == 4)
                 return whiten_typed<float>(X.cast<py::array_t<float, py::array::c_style>>(), c);
             return whiten_typed<double>(X.cast<py::array_t<double, py::array::c_style>>(), c);
         },
         py::arg("X"), py::arg("n_components"),
-        R"pbdoc(Centre X (n x p) and whiten it by PCA to n_components: dict(mean, K, X1, smallest_ratio).)pbdoc");
+        R"pbdoc(Centre X (n x p) and whiten it by PCA to n_components (a Whitening).)pbdoc");
 
     m.def(
         "ica_iterate",
         [](const py::array& X1, const py::array& W0, const std::string& fun, double alpha, bool deflation,
            double tol, int max_iter) -> py::tuple {
-            IcaSettings s{parse_contrast(fun), alpha, deflation, tol, max_iter};
+            IcaSettings s{contrast_from_name(fun), alpha, deflation, tol, max_iter};
             if (X1.dtype().itemsize() == 4)
                 return iterate_typed<float>(X1.cast<py::array_t<float, py::array::c_style>>(),
                                             W0.cast<py::array_t<float, py::array::c_style>>(), s);
@@ -549,6 +550,85 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
         py::arg("X1"), py::arg("w_init"), py::arg("fun"), py::arg("alpha"), py::arg("deflation"), py::arg("tol"),
         py::arg("max_iter"),
         R"pbdoc(FastICA fixed-point iteration on whitened X1 (c x n) from w_init: (W, n_iter, converged).)pbdoc");
+
+    m.def(
+        "permute_rows",
+        [](const py::array& A, py::array& out, uint64_t seed) {
+            const Matrix a = as_matrix(A, "A");
+            if (out.ndim() != 2 || out.shape(0) != a.rows || out.shape(1) != a.cols ||
+                out.dtype().itemsize() != a.itemsize() || out.dtype().kind() != A.dtype().kind() ||
+                !(out.flags() & py::array::c_style))
+                throw py::value_error("out must be a C-contiguous array of A's shape and dtype");
+            void* dst = out.mutable_data();  // raises if out is read-only
+            LongCall call;
+            permute_rows(a, dst, seed);
+        },
+        py::arg("A"), py::arg("out"), py::arg("seed"),
+        R"pbdoc(Write each row of A into out in an independent random order drawn from (seed, row).)pbdoc");
+
+    m.def(
+        "build_table",
+        [](const py::array& A, const py::array_t<int32_t, py::array::c_style>& col_labels, int K,
+           py::array_t<double, py::array::c_style> out) {
+            const Matrix mat = as_matrix(A, "A");
+            check_col_labels(col_labels, mat, K);
+            if (out.ndim() != 2 || out.shape(0) != mat.rows || out.shape(1) != K)
+                throw py::value_error("out must be a C-ordered float64 array of shape (A.shape[0], K)");
+            double* dst = out.mutable_data();
+            {
+                LongCall call;
+                build_table(mat, col_labels.data(), K, dst);
+            }
+            return out;
+        },
+        py::arg("A"), py::arg("col_labels"), py::arg("K"), py::arg("out"),
+        R"pbdoc(The same, written into ``out`` (A.shape[0] x K, float64, C order), which is returned.)pbdoc");
+
+    m.def(
+        "pca_pass",
+        [](const py::array& A, py::object rows, const py::array_t<double, py::array::c_style>& Y, bool last) {
+            const Matrix mat = as_matrix(A, "A");
+            if (Y.ndim() != 2 || Y.shape(0) != mat.cols || Y.shape(1) < 1)
+                throw py::value_error("Y must be (A.shape[1], width) with width >= 1");
+            py::array_t<int64_t, py::array::c_style> ids;
+            const int64_t* row_ptr = nullptr;
+            int64_t n = mat.rows;
+            if (!rows.is_none()) {
+                ids = rows.cast<py::array_t<int64_t, py::array::c_style>>();
+                n = ids.size();
+                row_ptr = ids.data();
+                for (int64_t i = 0; i < n; ++i)
+                    if (row_ptr[i] < 0 || row_ptr[i] >= mat.rows) throw py::value_error("rows out of range [0, A.shape[0])");
+            }
+            const int64_t w = Y.shape(1);
+            PcaPass r;
+            {
+                LongCall call;
+                r = pca_pass(mat, row_ptr, n, Y.data(), w, last);
+            }
+            py::object y_next = py::none(), mu_z = py::none();
+            if (!last) {
+                y_next = to_numpy(r.y_next, mat.cols, w);
+                mu_z = to_numpy(r.mu_z);
+            }
+            return py::make_tuple(to_numpy(r.gram, w, w), y_next, mu_z, r.first_nonfinite);
+        },
+        py::arg("A"), py::arg("rows"), py::arg("Y"), py::arg("last"),
+        R"pbdoc(One pass of the samples' randomized PCA over rows of A (all when rows is None): X = the
+rows widened to float32 (float64 for float64 A), mu = row means, Z = X Y - mu y_sum^T. Returns
+(Z^T Z, X^T Z or None, mu^T Z or None, position in rows of the first row with NaN/inf or -1);
+the last two are skipped when ``last``.)pbdoc");
+
+    m.def(
+        "_set_isa", [](const std::string& name) {
+            try {
+                set_isa(name);
+            } catch (const std::invalid_argument& e) {
+                throw py::value_error(e.what());
+            }
+        },
+        py::arg("name"),
+        R"pbdoc(Use the table kernels of ISA level ``name`` ('default', 'avx2', 'avx512') from now on (tests).)pbdoc");
 
     m.def("build_info", []() {
         py::dict d;
@@ -564,6 +644,13 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
 #endif
         d["max_threads"] = max_threads();
         d["compiler"] = std::string(__VERSION__);
+        d["isa"] = isa_name();
+        d["isa_compiled"] = isa_compiled();
+        d["isa_supported"] = isa_supported();
         return d;
-    }, R"pbdoc(What this build of the core was compiled with: OpenMP, CUDA, threads, compiler.)pbdoc");
+    }, R"pbdoc(What this build of the core was compiled with: OpenMP, CUDA, threads, compiler, and the
+table kernels' ISA levels: in use, compiled, supported by this CPU.)pbdoc");
+
+    if (const std::string problem = isa_env_problem(); !problem.empty())
+        if (PyErr_WarnEx(PyExc_RuntimeWarning, problem.c_str(), 1) < 0) throw py::error_already_set();
 }

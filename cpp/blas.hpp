@@ -17,6 +17,9 @@ void scipy_cblas_ssyrk(int order, int uplo, int trans, int n, int k, float alpha
                        float beta, float* c, int ldc);
 void scipy_cblas_dsyrk(int order, int uplo, int trans, int n, int k, double alpha, const double* a, int lda,
                        double beta, double* c, int ldc);
+// OpenBLAS's own thread count (its pthreads pool, separate from OpenMP's).
+int scipy_openblas_get_num_threads(void);
+void scipy_openblas_set_num_threads(int);
 // LAPACK (column-major, Fortran calling convention; hidden string lengths last).
 void scipy_ssyevd_(const char* jobz, const char* uplo, const int* n, float* a, const int* lda, float* w, float* work,
                    const int* lwork, int* iwork, const int* liwork, int* info, std::size_t, std::size_t);
@@ -43,6 +46,24 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha
     scipy_cblas_dgemm(101, ta ? 112 : 111, tb ? 112 : 111, dim(m), dim(n), dim(k), alpha, a, dim(lda), b,
                       dim(ldb), beta, c, dim(ldc));
 }
+
+// Caps OpenBLAS at `n` threads while alive, for BLAS calls made from inside OpenMP parallel
+// regions: each OpenMP thread then runs its own single-threaded GEMMs instead of both pools
+// fighting over the cores (what scikit-learn does with threadpoolctl). Process-wide, like it.
+class ThreadLimit {
+   public:
+    explicit ThreadLimit(int n) : saved_(scipy_openblas_get_num_threads()) {
+        if (saved_ != n) scipy_openblas_set_num_threads(n);
+    }
+    ~ThreadLimit() {
+        if (scipy_openblas_get_num_threads() != saved_) scipy_openblas_set_num_threads(saved_);
+    }
+    ThreadLimit(const ThreadLimit&) = delete;
+    ThreadLimit& operator=(const ThreadLimit&) = delete;
+
+   private:
+    int saved_;
+};
 
 // C (n x n, full) = op(A) op(A)^T with op(A) n x k; trans: C = A^T A for A (k x n). Row-major.
 template <class T>

@@ -1,5 +1,6 @@
 // The DLPack exchange structures (the legacy, unversioned ABI that `__dlpack__()` returns by
-// default in a capsule named "dltensor"), written from the DLPack specification. Tensors from
+// default in a capsule named "dltensor", and the versioned one of DLPack 1.x), written from the
+// DLPack specification. Tensors from
 // torch, CuPy, JAX and NumPy arrive this way without a dependency on any of them.
 #pragma once
 
@@ -39,5 +40,22 @@ struct ManagedTensor {
 
 constexpr const char* kCapsuleName = "dltensor";
 constexpr const char* kUsedCapsuleName = "used_dltensor";
+
+// The versioned ABI (DLPack 1.x: `__dlpack__(max_version=(1, 0))`), in a capsule named
+// "dltensor_versioned".
+struct Version {
+    uint32_t major, minor;
+};
+
+struct ManagedTensorVersioned {
+    Version version;
+    void* manager_ctx;
+    void (*deleter)(ManagedTensorVersioned* self);
+    uint64_t flags;  // bit 0: read-only, bit 1: a copy
+    Tensor dl_tensor;
+};
+
+constexpr const char* kVersionedCapsuleName = "dltensor_versioned";
+constexpr const char* kUsedVersionedCapsuleName = "used_dltensor_versioned";
 
 }  // namespace ulcmod::dlpack

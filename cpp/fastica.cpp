@@ -119,17 +119,33 @@ T dot(const T* a, const T* b, int64_t n) {
     return static_cast<T>(s);
 }
 
+// X1 in host memory: the products on OpenBLAS, the contrast on OpenMP threads.
 template <class T>
-IcaRun<T> parallel_ica(const T* X1, int64_t c, int64_t n, const T* W0, const IcaSettings& s) {
+class HostIcaData final : public IcaData<T> {
+public:
+    HostIcaData(const T* X1, int64_t c, int64_t n) : X1_(X1), c_(c), n_(n) {}
+    void step(const T* w, int64_t r, const IcaSettings& s, T* G, T* gp) override {
+        WX_.resize(r * n_);
+        blas::gemm(false, false, r, n_, c_, T(1), w, c_, X1_, n_, T(0), WX_.data(), n_);
+        contrast(WX_.data(), r, n_, s, gp);
+        blas::gemm(false, true, r, c_, n_, T(1) / static_cast<T>(n_), WX_.data(), n_, X1_, n_, T(0), G, c_);
+    }
+
+private:
+    const T* X1_;
+    int64_t c_, n_;
+    std::vector<T> WX_;
+};
+
+template <class T>
+IcaRun<T> parallel_ica(IcaData<T>& X1, int64_t c, const T* W0, const IcaSettings& s) {
     IcaRun<T> run;
     run.W.assign(W0, W0 + c * c);
     sym_decorrelation(run.W, c);
-    std::vector<T> WX(c * n), W1(c * c), gp(c);
+    std::vector<T> W1(c * c), gp(c);
     for (run.n_iter = 1; run.n_iter <= s.max_iter; ++run.n_iter) {
         check_interrupt();
-        blas::gemm(false, false, c, n, c, T(1), run.W.data(), c, X1, n, T(0), WX.data(), n);
-        contrast(WX.data(), c, n, s, gp.data());
-        blas::gemm(false, true, c, c, n, T(1) / static_cast<T>(n), WX.data(), n, X1, n, T(0), W1.data(), c);
+        X1.step(run.W.data(), c, s, W1.data(), gp.data());
         for (int64_t i = 0; i < c; ++i)
             for (int64_t j = 0; j < c; ++j) W1[i * c + j] -= gp[i] * run.W[i * c + j];
         sym_decorrelation(W1, c);
@@ -147,11 +163,11 @@ IcaRun<T> parallel_ica(const T* X1, int64_t c, int64_t n, const T* W0, const Ica
 }
 
 template <class T>
-IcaRun<T> deflation_ica(const T* X1, int64_t c, int64_t n, const T* W0, const IcaSettings& s) {
+IcaRun<T> deflation_ica(IcaData<T>& X1, int64_t c, const T* W0, const IcaSettings& s) {
     IcaRun<T> run;
     run.W.assign(c * c, T(0));
     run.converged = true;
-    std::vector<T> w(c), w1(c), wx(n);
+    std::vector<T> w(c), w1(c);
     for (int64_t j = 0; j < c; ++j) {
         std::copy(W0 + j * c, W0 + (j + 1) * c, w.begin());
         const T norm0 = std::sqrt(dot(w.data(), w.data(), c));
@@ -160,10 +176,8 @@ IcaRun<T> deflation_ica(const T* X1, int64_t c, int64_t n, const T* W0, const Ic
         int it = 1;
         for (; it <= s.max_iter; ++it) {
             check_interrupt();
-            blas::gemm(false, false, 1, n, c, T(1), w.data(), c, X1, n, T(0), wx.data(), n);
             T gp;
-            contrast(wx.data(), 1, n, s, &gp);
-            blas::gemm(false, true, 1, c, n, T(1) / static_cast<T>(n), wx.data(), n, X1, n, T(0), w1.data(), c);
+            X1.step(w.data(), 1, s, w1.data(), &gp);
             for (int64_t k = 0; k < c; ++k) w1[k] -= gp * w[k];
             for (int64_t k = 0; k < j; ++k) {  // Gram-Schmidt against the components found
                 const T proj = dot(w1.data(), &run.W[k * c], c);
@@ -185,47 +199,84 @@ IcaRun<T> deflation_ica(const T* X1, int64_t c, int64_t n, const T* W0, const Ic
     return run;
 }
 
+// X in host memory: column sums from per-thread partials, the products on OpenBLAS.
+template <class T>
+class HostWhitenSource final : public WhitenSource<T> {
+public:
+    HostWhitenSource(const T* X, int64_t n, int64_t p) : X_(X), n_(n), p_(p) {}
+
+    std::vector<double> column_sums() override {
+        const int64_t threads = max_threads();
+        std::vector<std::vector<double>> partial(threads, std::vector<double>(p_, 0.0));
+        parallel_for(threads, 1, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+                double* acc = partial[t].data();
+                for (int64_t i = n_ * t / threads; i < n_ * (t + 1) / threads; ++i)
+                    for (int64_t j = 0; j < p_; ++j) acc[j] += X_[i * p_ + j];
+            }
+        });
+        std::vector<double> sums(p_, 0.0);
+        for (int64_t j = 0; j < p_; ++j)
+            for (const auto& part : partial) sums[j] += part[j];
+        return sums;
+    }
+
+    void centre(const T* mean) override {
+        Xc_.assign(X_, X_ + n_ * p_);
+        parallel_for(n_, 256, [&](int64_t r0, int64_t r1) {
+            for (int64_t i = r0; i < r1; ++i)
+                for (int64_t j = 0; j < p_; ++j) Xc_[i * p_ + j] -= mean[j];
+        });
+    }
+
+    void gram(bool scatter, T* E) override {
+        blas::gram(scatter, scatter ? p_ : n_, scatter ? n_ : p_, Xc_.data(), p_, E);
+    }
+
+    void project(const T* K, int64_t c, T alpha) override {
+        X1.assign(c * n_, T(0));
+        blas::gemm(false, true, c, n_, p_, alpha, K, p_, Xc_.data(), p_, T(0), X1.data(), n_);
+    }
+
+    void combine(const T* A, int64_t c, T* K) override {
+        blas::gemm(false, false, c, p_, n_, T(1), A, n_, Xc_.data(), p_, T(0), K, p_);
+    }
+
+    void set_whitened(const T* X1_in, int64_t c) override { X1.assign(X1_in, X1_in + c * n_); }
+
+    std::vector<T> X1;
+
+private:
+    const T* X_;
+    int64_t n_, p_;
+    std::vector<T> Xc_;
+};
+
 }  // namespace
 
 template <class T>
-Whitening<T> whiten(const T* X, int64_t n, int64_t p, int64_t c) {
+Whitening<T> whiten(WhitenSource<T>& X, int64_t n, int64_t p, int64_t c) {
     if (c < 1 || c > std::min(n, p)) throw std::invalid_argument("n_components must be in [1, min(n, p)]");
     Whitening<T> out;
-    // Column means from per-thread partial sums. A NaN or infinity anywhere in X shows up in
-    // its column's sum, so this doubles as the finiteness check (no separate pass).
-    const int64_t threads = max_threads();
-    std::vector<std::vector<double>> partial(threads, std::vector<double>(p, 0.0));
-    parallel_for(threads, 1, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) {
-            double* acc = partial[t].data();
-            for (int64_t i = n * t / threads; i < n * (t + 1) / threads; ++i)
-                for (int64_t j = 0; j < p; ++j) acc[j] += X[i * p + j];
-        }
-    });
+    // A NaN or infinity anywhere in X shows up in its column's sum: the finiteness check.
+    const std::vector<double> sums = X.column_sums();
     out.mean.resize(p);
     for (int64_t j = 0; j < p; ++j) {
-        double sum = 0.0;
-        for (const auto& part : partial) sum += part[j];
-        if (!std::isfinite(sum))
+        if (!std::isfinite(sums[j]))
             throw std::invalid_argument("X contains NaN or infinity (column " + std::to_string(j) +
                                         "); remove or impute those values first");
-        out.mean[j] = static_cast<T>(sum / static_cast<double>(n));
+        out.mean[j] = static_cast<T>(sums[j] / static_cast<double>(n));
     }
-    std::vector<T> Xc(X, X + n * p);
-    parallel_for(n, 256, [&](int64_t r0, int64_t r1) {
-        for (int64_t i = r0; i < r1; ++i)
-            for (int64_t j = 0; j < p; ++j) Xc[i * p + j] -= out.mean[j];
-    });
+    X.centre(out.mean.data());
     const bool scatter = p <= n;  // eigen-decompose the smaller of X^T X (p x p) and X X^T (n x n)
     const int64_t m = scatter ? p : n;
     std::vector<T> E(m * m), lam(m);
-    blas::gram(scatter, m, scatter ? n : p, Xc.data(), p, E.data());
+    X.gram(scatter, E.data());
     blas::syevd(m, E.data(), lam.data());
     const T floor = std::numeric_limits<T>::epsilon() * 10;  // sklearn's clamp of degenerate ones
     out.smallest_ratio = lam[m - c] / std::max(lam[m - 1], std::numeric_limits<T>::min());
     const T sqrt_n = std::sqrt(static_cast<T>(n));
     out.K.assign(c * p, T(0));
-    out.X1.assign(c * n, T(0));
     if (scatter) {
         for (int64_t k = 0; k < c; ++k) {
             const T* u = &E[(m - 1 - k) * m];  // k-th largest
@@ -233,28 +284,47 @@ Whitening<T> whiten(const T* X, int64_t n, int64_t p, int64_t c) {
             const T sign = u[0] < 0 ? T(-1) : T(1);  // sklearn: u *= sign(u[0])
             for (int64_t j = 0; j < p; ++j) out.K[k * p + j] = sign * u[j] / d;
         }
-        blas::gemm(false, true, c, n, p, sqrt_n, out.K.data(), p, Xc.data(), p, T(0), out.X1.data(), n);
+        X.project(out.K.data(), c, sqrt_n);
     } else {
-        std::vector<T> A(c * n);
+        std::vector<T> A(c * n), X1(c * n);
         for (int64_t k = 0; k < c; ++k) std::copy_n(&E[(m - 1 - k) * m], n, &A[k * n]);
-        blas::gemm(false, false, c, p, n, T(1), A.data(), n, Xc.data(), p, T(0), out.K.data(), p);  // A Xc
+        X.combine(A.data(), c, out.K.data());  // A Xc
         for (int64_t k = 0; k < c; ++k) {
             const T l = std::max(lam[m - 1 - k], floor);
             const T sign = out.K[k * p] < 0 ? T(-1) : T(1);  // sign of u[0] = (Xc^T a)[0] / d
             for (int64_t j = 0; j < p; ++j) out.K[k * p + j] *= sign / l;
-            for (int64_t i = 0; i < n; ++i) out.X1[k * n + i] = sign * sqrt_n * A[k * n + i];
+            for (int64_t i = 0; i < n; ++i) X1[k * n + i] = sign * sqrt_n * A[k * n + i];
         }
+        X.set_whitened(X1.data(), c);
     }
     return out;
 }
 
 template <class T>
-IcaRun<T> fastica_iterate(const T* X1, int64_t c, int64_t n, const T* W0, const IcaSettings& s) {
-    return s.deflation ? deflation_ica(X1, c, n, W0, s) : parallel_ica(X1, c, n, W0, s);
+Whitening<T> whiten(const T* X, int64_t n, int64_t p, int64_t c) {
+    HostWhitenSource<T> source(X, n, p);
+    Whitening<T> out = whiten(static_cast<WhitenSource<T>&>(source), n, p, c);
+    out.X1 = std::move(source.X1);
+    return out;
 }
 
+template <class T>
+IcaRun<T> fastica_iterate(IcaData<T>& X1, int64_t c, const T* W0, const IcaSettings& s) {
+    return s.deflation ? deflation_ica(X1, c, W0, s) : parallel_ica(X1, c, W0, s);
+}
+
+template <class T>
+IcaRun<T> fastica_iterate(const T* X1, int64_t c, int64_t n, const T* W0, const IcaSettings& s) {
+    HostIcaData<T> data(X1, c, n);
+    return fastica_iterate(static_cast<IcaData<T>&>(data), c, W0, s);
+}
+
+template Whitening<float> whiten(WhitenSource<float>&, int64_t, int64_t, int64_t);
+template Whitening<double> whiten(WhitenSource<double>&, int64_t, int64_t, int64_t);
 template Whitening<float> whiten(const float*, int64_t, int64_t, int64_t);
 template Whitening<double> whiten(const double*, int64_t, int64_t, int64_t);
+template IcaRun<float> fastica_iterate(IcaData<float>&, int64_t, const float*, const IcaSettings&);
+template IcaRun<double> fastica_iterate(IcaData<double>&, int64_t, const double*, const IcaSettings&);
 template IcaRun<float> fastica_iterate(const float*, int64_t, int64_t, const float*, const IcaSettings&);
 template IcaRun<double> fastica_iterate(const double*, int64_t, int64_t, const double*, const IcaSettings&);
 

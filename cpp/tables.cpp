@@ -1,172 +1,332 @@
+// Table builds and updates: plans the tasks (blocks of rows, and column or move ranges when the
+// rows alone cannot feed every thread), runs them on OpenMP threads with the kernels of the ISA
+// level in use (isa.hpp), and sums partial tables in a fixed order so results do not depend on
+// thread timing.
 #include "tables.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
 
+#include "isa.hpp"
 #include "parallel.hpp"
 
 namespace ulcmod {
 namespace {
 
-// Rows of the view are contiguous: scatter-add rows into K accumulators. Four rows go together
-// so each label lookup serves four elements, and even/odd columns use separate accumulator sets
-// so neighbouring columns with the same label do not wait on each other.
-template <class T>
-void build_row_contiguous(const TypedMatrix<T>& A, const int32_t* lab, int K, double* out) {
-    constexpr int R = 4;
-    const int64_t cols = A.cols, cs = A.cs;
-    parallel_for((A.rows + R - 1) / R, 4, [&](int64_t begin, int64_t end) {
-        std::vector<double> acc(2 * R * static_cast<size_t>(K));
-        for (int64_t g = begin; g < end; ++g) {
-            const int64_t r0 = g * R, nr = std::min<int64_t>(R, A.rows - r0);
-            const T* p[R];
-            for (int j = 0; j < R; ++j) p[j] = A.row_ptr(r0 + std::min<int64_t>(j, nr - 1));
-            std::fill(acc.begin(), acc.end(), 0.0);
-            double* even = acc.data();
-            double* odd = even + R * K;
-            int64_t c = 0;
-            for (; c + 2 <= cols; c += 2) {
-                double* a = even + lab[c] * R;
-                double* b = odd + lab[c + 1] * R;
-                for (int j = 0; j < R; ++j) a[j] += load(p[j][c * cs]);
-                for (int j = 0; j < R; ++j) b[j] += load(p[j][(c + 1) * cs]);
-            }
-            for (; c < cols; ++c) {
-                double* a = even + lab[c] * R;
-                for (int j = 0; j < R; ++j) a[j] += load(p[j][c * cs]);
-            }
-            for (int64_t j = 0; j < nr; ++j)
-                for (int k = 0; k < K; ++k) out[(r0 + j) * K + k] = even[k * R + j] + odd[k * R + j];
-        }
-    });
-}
+// Tuning numbers, chosen on the 2-core Zen 4 development machine by grids of per-thread CPU
+// time against a one-thread pass (the "fraction (CPU)" of benchmarks/results/tables.md):
+// elements per row-layout task: scheduling costs well under 1% while every thread gets many tasks.
+constexpr int64_t kTaskElements = int64_t{1} << 18;
+// columns per label-sorted group of a row-layout build: at least kRowGroup, and at least
+// kRunLength per label so runs are long enough to amortise their loop; the group's column
+// slots (8 elements each) within kRowSlotBytes so they stay in L1.
+constexpr int64_t kRowGroup = 256;
+constexpr int64_t kRunLength = 8;
+constexpr int64_t kRowSlotBytes = int64_t{16} << 10;
+// view rows per column-layout task: long enough runs per column for the memory system, with
+// its K buffers within kColBufferBytes (they take one read-modify-write per run of labels).
+constexpr int64_t kColTaskRows = 2048;
+constexpr int64_t kColBufferBytes = int64_t{1} << 20;
+// Column-layout groups. With a long run of rows per column (at least kLongRun bytes: the
+// memory system streams each run well once started) a group is kFewStreams columns, and each
+// step prefetches kAheadRows further down the same columns. With short runs, a group is as many
+// columns as fill kColGroupBytes (at least kColRunLength per label), and the next group is
+// prefetched into L2 while this one is summed.
+constexpr int64_t kLongRun = int64_t{2} << 10;
+constexpr int64_t kFewStreams = 16;
+constexpr int64_t kAheadRows = 128;
+constexpr int64_t kColGroupBytes = int64_t{64} << 10;
+constexpr int64_t kColRunLength = 2;
+// tables larger than this (about the L3 cache) are written with non-temporal stores.
+constexpr int64_t kStreamBytes = int64_t{32} << 20;
+// columns (or moves) below which a range is not worth a partial table of its own.
+constexpr int64_t kMinPartWork = 256;
+// memory allowed for partial tables, when the rows are too few to give every thread a block.
+constexpr int64_t kPartialBytes = int64_t{64} << 20;
+// elements below which one thread does the whole table: waking the others costs more.
+constexpr int64_t kMinParallelElements = int64_t{1} << 16;
 
-// Columns of the view are contiguous: walk the columns and add each one, for a block of rows,
-// into a K x block buffer (vectorisable), then transpose the buffer into the table. When the
-// view has few rows (the sample table of a C-ordered A) each thread instead takes a range of
-// columns over all rows, streaming whole contiguous columns, and the per-thread buffers are summed.
-template <class T>
-void add_columns(const TypedMatrix<T>& A, const int32_t* lab, int64_t r0, int64_t len, int64_t c0,
-                 int64_t c1, int64_t ld, double* buf) {
-    for (int64_t c = c0; c < c1; ++c) {
-        const T* p = A.data + r0 * A.rs + c * A.cs;
-        double* dst = buf + static_cast<int64_t>(lab[c]) * ld;
-        if (A.rs == 1) {
-            for (int64_t i = 0; i < len; ++i) dst[i] += load(p[i]);
-        } else {
-            for (int64_t i = 0; i < len; ++i) dst[i] += load(p[i * A.rs]);
-        }
-    }
-}
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up8(int64_t a) { return ceil_div(a, 8) * 8; }
+int64_t col_task_rows(int K) { return std::clamp<int64_t>(kColBufferBytes / (8 * int64_t{K}) / 8 * 8, 64, kColTaskRows); }
 
-template <class T>
-void build_col_contiguous(const TypedMatrix<T>& A, const int32_t* lab, int K, double* out) {
-    const int64_t threads = max_threads();
-    if (threads > 1 && A.rows * K * 8 <= (int64_t{4} << 20)) {
-        std::vector<std::vector<double>> bufs(threads);
-        parallel_for(threads, 1, [&](int64_t t0, int64_t t1) {
-            for (int64_t t = t0; t < t1; ++t) {
-                bufs[t].assign(static_cast<size_t>(K) * A.rows, 0.0);
-                add_columns(A, lab, 0, A.rows, A.cols * t / threads, A.cols * (t + 1) / threads,
-                            A.rows, bufs[t].data());
-            }
-        });
-        for (int64_t i = 0; i < A.rows; ++i)
-            for (int k = 0; k < K; ++k) {
-                double v = 0.0;
-                for (const auto& b : bufs) v += b[k * A.rows + i];
-                out[i * K + k] = v;
-            }
+// Runs task(t, scratch) for t in [0, n) on OpenMP threads, each thread with its own 64-byte
+// aligned scratch of `scratch_doubles`, allocated before the parallel region (a failed
+// allocation then throws normally instead of terminating inside it).
+template <class F>
+void run_tasks(int64_t n, int64_t elements, int64_t scratch_doubles, F&& task) {
+    const int64_t useful = elements < kMinParallelElements ? 1 : n;
+    const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(max_threads(), useful)));
+    const int64_t stride = round_up8(scratch_doubles);
+    std::vector<double> memory(static_cast<size_t>(threads * stride + 8));
+    double* base = memory.data();
+    while (reinterpret_cast<uintptr_t>(base) % 64 != 0) ++base;
+    if (threads == 1) {
+        for (int64_t t = 0; t < n; ++t) task(t, base);
         return;
     }
-    const int64_t block = 512;
-    const int64_t n_blocks = (A.rows + block - 1) / block;
-    parallel_for(n_blocks, 1, [&](int64_t b0, int64_t b1) {
-        std::vector<double> buf(static_cast<size_t>(K) * block);
-        for (int64_t b = b0; b < b1; ++b) {
-            const int64_t r0 = b * block;
-            const int64_t len = std::min(block, A.rows - r0);
-            std::fill(buf.begin(), buf.end(), 0.0);
-            add_columns(A, lab, r0, len, 0, A.cols, block, buf.data());
-            for (int64_t i = 0; i < len; ++i)
-                for (int k = 0; k < K; ++k) out[(r0 + i) * K + k] = buf[k * block + i];
-        }
-    });
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+#endif
+    for (int64_t t = 0; t < n; ++t) {
+#ifdef _OPENMP
+        task(t, base + omp_get_thread_num() * stride);
+#else
+        task(t, base);
+#endif
+    }
 }
 
-template <class T>
-void apply_moves(const TypedMatrix<T>& A, const std::vector<Move>& moves, int K, double* out,
-                 bool row_contiguous) {
-    const int64_t block = 256;
-    const int64_t n_blocks = (A.rows + block - 1) / block;
-    parallel_for(n_blocks, 1, [&](int64_t b0, int64_t b1) {
-        std::vector<double> buf(row_contiguous ? 0 : static_cast<size_t>(K) * block);
-        for (int64_t b = b0; b < b1; ++b) {
-            const int64_t r0 = b * block, r1 = std::min(A.rows, r0 + block);
-            if (row_contiguous) {
-                for (int64_t r = r0; r < r1; ++r) {
-                    double* o = out + r * K;
-                    for (const Move& m : moves) {
-                        const double v = A(r, m.index);
-                        o[m.from] -= v;
-                        o[m.to] += v;
-                    }
-                }
-            } else {
-                // Contiguous columns: accumulate the block's changes in a K-major buffer
-                // (vectorised, like the build), then add them to the table once.
-                std::fill(buf.begin(), buf.end(), 0.0);
-                const int64_t len = r1 - r0;
-                for (const Move& m : moves) {
-                    const T* p = A.data + r0 * A.rs + m.index * A.cs;
-                    double* sub = buf.data() + static_cast<int64_t>(m.from) * block;
-                    double* add = buf.data() + static_cast<int64_t>(m.to) * block;
-                    if (A.rs == 1) {
-                        for (int64_t i = 0; i < len; ++i) {
-                            const double v = load(p[i]);
-                            sub[i] -= v;
-                            add[i] += v;
-                        }
-                    } else {
-                        for (int64_t i = 0; i < len; ++i) {
-                            const double v = load(p[i * A.rs]);
-                            sub[i] -= v;
-                            add[i] += v;
-                        }
-                    }
-                }
-                for (int64_t i = 0; i < len; ++i)
-                    for (int k = 0; k < K; ++k) out[(r0 + i) * K + k] += buf[k * block + i];
-            }
+// How a table's work is cut: view rows [b * block, (b + 1) * block) for b < n_blocks, each block
+// split into `parts` ranges of work units (column groups for builds, moves for updates), each
+// part with its own partial table when parts > 1.
+struct Plan {
+    int64_t block, n_blocks, parts;
+};
+
+// `units` work units of `unit_elements` elements per view row each, into K sums per row.
+Plan make_plan(const Matrix& A, bool row_layout, int64_t units, int64_t unit_elements, int K) {
+    const int64_t threads = max_threads(), rows = std::max<int64_t>(A.rows, 1);
+    const int64_t want = threads > 1 ? 4 * threads : 1;  // tasks for an even load on busy cores
+    const int64_t per_row = std::max<int64_t>(1, units * unit_elements);
+    Plan p{8, 1, 1};
+    p.block = row_layout ? round_up8(std::max<int64_t>(1, kTaskElements / per_row)) : col_task_rows(K);
+    p.block = std::min(p.block, round_up8(rows));
+    p.n_blocks = ceil_div(rows, p.block);
+    if (p.n_blocks < want) {
+        p.parts = std::min(ceil_div(want, p.n_blocks), std::max<int64_t>(1, per_row / kMinPartWork));
+        p.parts = std::min(p.parts, units);
+        p.parts = std::min(p.parts, std::max<int64_t>(1, kPartialBytes / (rows * int64_t{8} * K)));
+        if (p.n_blocks * p.parts < want) {  // still too few: smaller blocks
+            const int64_t least = row_layout ? 8 : 64;
+            p.block = std::max(least, round_up8(ceil_div(rows, ceil_div(want, p.parts))));
+            p.block = std::min(p.block, round_up8(rows));
+            p.n_blocks = ceil_div(rows, p.block);
         }
+    }
+    return p;
+}
+
+// LabelGroups (isa.hpp) with their storage. Built in parallel over groups: each group's labels
+// are counted (or sorted, when K is much larger than a group), its runs laid out after the
+// previous groups' runs.
+class OwnedGroups {
+   public:
+    OwnedGroups(const int32_t* labels, int64_t cols, int K, int64_t size)
+        : size_(size), n_(ceil_div(cols, size)), offset_(cols), first_run_(n_ + 1, 0) {
+        std::vector<int64_t> runs(n_);
+        for_groups(labels, cols, K, [&](int64_t g, const std::vector<int32_t>& count, const Pairs&) {
+            int64_t r = 0;
+            for (int32_t c : count) r += c > 0;
+            runs[g] = r;
+        }, [&](int64_t g, const Pairs& pairs) {
+            int64_t r = 0;
+            for (size_t i = 0; i < pairs.size(); ++i) r += i == 0 || pairs[i].first != pairs[i - 1].first;
+            runs[g] = r;
+        });
+        for (int64_t g = 0; g < n_; ++g) first_run_[g + 1] = first_run_[g] + runs[g];
+        run_label_.resize(first_run_[n_]);
+        run_end_.resize(first_run_[n_]);
+        for_groups(labels, cols, K, [&](int64_t g, std::vector<int32_t>& count, const Pairs&) {
+            const int64_t cb = g * size_, n = std::min(size_, cols - cb);
+            int64_t r = first_run_[g], pos = 0;
+            for (int k = 0; k < K; ++k) {
+                if (count[k] == 0) continue;
+                run_label_[r] = k;
+                const int32_t c = count[k];
+                count[k] = static_cast<int32_t>(pos);  // now the run's next free position
+                pos += c;
+                run_end_[r++] = static_cast<int32_t>(pos);
+            }
+            for (int64_t i = 0; i < n; ++i) offset_[cb + count[labels[cb + i]]++] = static_cast<uint16_t>(i);
+        }, [&](int64_t g, const Pairs& pairs) {
+            const int64_t cb = g * size_;
+            int64_t r = first_run_[g];
+            for (size_t i = 0; i < pairs.size(); ++i) {
+                offset_[cb + i] = static_cast<uint16_t>(pairs[i].second);
+                if (i + 1 == pairs.size() || pairs[i + 1].first != pairs[i].first) {
+                    run_label_[r] = pairs[i].first;
+                    run_end_[r++] = static_cast<int32_t>(i + 1);
+                }
+            }
+        });
+    }
+    LabelGroups view() const {
+        LabelGroups g;
+        g.size = size_;
+        g.offset = offset_.data();
+        g.run_label = run_label_.data();
+        g.run_end = run_end_.data();
+        g.first_run = first_run_.data();
+        return g;
+    }
+    int64_t count() const { return n_; }
+
+   private:
+    using Pairs = std::vector<std::pair<int32_t, int32_t>>;
+    // Calls counted(g, label counts, -) per group, or sorted(g, (label, offset) pairs sorted)
+    // when K is more than 4 times the group size.
+    template <class Counted, class Sorted>
+    void for_groups(const int32_t* labels, int64_t cols, int K, Counted&& counted, Sorted&& sorted) {
+        parallel_for(n_, 64, [&](int64_t g0, int64_t g1) {
+            std::vector<int32_t> count;
+            Pairs pairs;
+            for (int64_t g = g0; g < g1; ++g) {
+                const int64_t cb = g * size_, n = std::min(size_, cols - cb);
+                if (K <= 4 * n) {
+                    count.assign(K, 0);
+                    for (int64_t i = 0; i < n; ++i) ++count[labels[cb + i]];
+                    counted(g, count, pairs);
+                } else {
+                    pairs.resize(n);
+                    for (int64_t i = 0; i < n; ++i) pairs[i] = {labels[cb + i], static_cast<int32_t>(i)};
+                    std::sort(pairs.begin(), pairs.end());
+                    sorted(g, pairs);
+                }
+            }
+        });
+    }
+
+    int64_t size_, n_;
+    std::vector<uint16_t> offset_;
+    std::vector<int32_t> run_label_, run_end_;
+    std::vector<int64_t> first_run_;
+};
+
+// Where a view's table goes: out row r is target[r * ld]. A view whose contiguous axis runs
+// backwards (stride -1) is turned around so the kernels see stride +1: reversed columns take
+// reversed labels (builds) or mirrored indices (updates); reversed rows write the table bottom-up.
+struct Normalised {
+    Matrix A;
+    bool row_layout;
+    bool cols_reversed;
+    double* target;
+    int64_t ld;
+};
+
+Normalised normalise(const Matrix& A, double* out, int K) {
+    Normalised n{A, A.row_contiguous(), false, out, K};
+    const int64_t item = A.itemsize();
+    const char* base = static_cast<const char*>(A.data);
+    if (n.row_layout && A.col_stride == -1 && A.cols > 1) {
+        n.A.data = base + (A.cols - 1) * A.col_stride * item;
+        n.A.col_stride = 1;
+        n.cols_reversed = true;
+    } else if (!n.row_layout && A.row_stride == -1 && A.rows > 1) {
+        n.A.data = base + (A.rows - 1) * A.row_stride * item;
+        n.A.row_stride = 1;
+        n.target = out + (A.rows - 1) * int64_t{K};
+        n.ld = -int64_t{K};
+    }
+    return n;
+}
+
+// out rows (through target/ld) = (or +=) the sum of the parts' partial tables, in part order.
+void reduce_parts(const std::vector<double>& partial, int64_t parts, int64_t rows, int K, double* target, int64_t ld,
+                  bool add) {
+    parallel_for(rows, 1024, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+            for (int k = 0; k < K; ++k) {
+                double v = add ? target[r * ld + k] : 0.0;
+                for (int64_t p = 0; p < parts; ++p) v += partial[(p * rows + r) * K + k];
+                target[r * ld + k] = v;
+            }
     });
 }
 
 }  // namespace
 
 void build_table(const Matrix& A, const int32_t* col_labels, int K, double* out) {
-    dispatch(A, [&](const auto& typed) {
-        if (A.row_contiguous())
-            build_row_contiguous(typed, col_labels, K, out);
+    if (A.rows == 0) return;
+    if (A.cols == 0) {
+        std::fill(out, out + A.rows * K, 0.0);
+        return;
+    }
+    Normalised n = normalise(A, out, K);
+    std::vector<int32_t> reversed;
+    if (n.cols_reversed) {
+        reversed.assign(col_labels, col_labels + A.cols);
+        std::reverse(reversed.begin(), reversed.end());
+        col_labels = reversed.data();
+    }
+    const int64_t item = A.itemsize(), runs = kRunLength * K;
+    const int64_t task_rows = std::min(round_up8(A.rows), col_task_rows(K));
+    // Long runs: a column-layout task's rows of one column, or a row-layout view's whole rows.
+    const bool long_runs = (n.row_layout ? A.cols : task_rows) * item >= kLongRun;
+    int64_t group = std::min(std::max(kRowGroup, runs), kRowSlotBytes / (8 * item));
+    if (!n.row_layout)
+        group = long_runs ? kFewStreams
+                          : std::clamp<int64_t>(std::max(kColGroupBytes / (task_rows * item), kColRunLength * K), 16, 4096);
+    const OwnedGroups groups(col_labels, A.cols, K, std::min(group, A.cols));
+    LabelGroups G = groups.view();
+    G.prefetch_ahead = long_runs ? kAheadRows : 0;
+    G.prefetch_next_tile = !long_runs;
+    G.stream_output = A.rows * K * 8 > kStreamBytes;
+    const Plan plan = make_plan(n.A, n.row_layout, groups.count(), G.size, K);
+    const KernelSet& ks = kernels();
+    auto kernel = n.row_layout ? ks.build_rows : ks.build_cols;
+    std::vector<double> partial(plan.parts > 1 ? static_cast<size_t>(plan.parts * A.rows * K) : 0);
+    run_tasks(plan.n_blocks * plan.parts, A.rows * A.cols, kernel_scratch(n.row_layout, plan.block, K, G.size),
+              [&](int64_t t, double* scratch) {
+        const int64_t b = t / plan.parts, p = t % plan.parts;
+        const int64_t r0 = b * plan.block, r1 = std::min(A.rows, r0 + plan.block);
+        const int64_t g0 = groups.count() * p / plan.parts, g1 = groups.count() * (p + 1) / plan.parts;
+        if (plan.parts > 1)
+            kernel(n.A, r0, r1, g0, g1, G, K, partial.data() + (p * A.rows + r0) * K, K, scratch);
         else
-            build_col_contiguous(typed, col_labels, K, out);
+            kernel(n.A, r0, r1, g0, g1, G, K, n.target + r0 * n.ld, n.ld, scratch);
     });
+    if (plan.parts > 1) reduce_parts(partial, plan.parts, A.rows, K, n.target, n.ld, false);
 }
 
 void update_table(const Matrix& A, std::vector<Move>& moves, int K, double* out) {
-    if (moves.empty()) return;
-    std::sort(moves.begin(), moves.end(),
-              [](const Move& a, const Move& b) { return a.index < b.index; });
-    dispatch(A, [&](const auto& typed) { apply_moves(typed, moves, K, out, A.row_contiguous()); });
+    if (moves.empty() || A.rows == 0) return;
+    std::sort(moves.begin(), moves.end(), [](const Move& a, const Move& b) { return a.index < b.index; });
+    Normalised n = normalise(A, out, K);
+    const Move* list = moves.data();
+    std::vector<Move> mirrored;
+    if (n.cols_reversed) {  // column c of A is column cols - 1 - c of the turned view
+        mirrored.assign(moves.rbegin(), moves.rend());
+        for (Move& m : mirrored) m.index = A.cols - 1 - m.index;
+        list = mirrored.data();
+    }
+    std::vector<int32_t> touched;
+    std::vector<char> seen(K, 0);
+    for (const Move& m : moves)
+        for (int32_t k : {m.from, m.to})
+            if (!seen[k]) seen[k] = 1, touched.push_back(k);
+    const int64_t n_moves = static_cast<int64_t>(moves.size());
+    const KernelSet& ks = kernels();
+    const Plan plan = make_plan(n.A, n.row_layout, n_moves, 1, K);
+    auto kernel = n.row_layout ? ks.update_rows : ks.update_cols;
+    std::vector<double> partial(plan.parts > 1 ? static_cast<size_t>(plan.parts * A.rows * K) : 0);
+    const int nt = static_cast<int>(touched.size());
+    run_tasks(plan.n_blocks * plan.parts, A.rows * n_moves, kernel_scratch(n.row_layout, plan.block, K, 0),
+              [&](int64_t t, double* scratch) {
+        const int64_t b = t / plan.parts, p = t % plan.parts;
+        const int64_t r0 = b * plan.block, r1 = std::min(A.rows, r0 + plan.block);
+        const int64_t m0 = n_moves * p / plan.parts, m1 = n_moves * (p + 1) / plan.parts;
+        if (plan.parts > 1)
+            kernel(n.A, r0, r1, list + m0, m1 - m0, touched.data(), nt, K, partial.data() + (p * A.rows + r0) * K, K,
+                   scratch);
+        else
+            kernel(n.A, r0, r1, list + m0, m1 - m0, touched.data(), nt, K, n.target + r0 * n.ld, n.ld, scratch);
+    });
+    if (plan.parts > 1) reduce_parts(partial, plan.parts, A.rows, K, n.target, n.ld, true);
 }
 
 bool update_is_cheaper(const Matrix& A, int64_t n_moves) {
-    // An update reads one element per row and moved column; a rebuild streams every element.
-    // Measured on 100k x 7k float16/float32 (benchmarks/results/table_update.md): a moved column
-    // costs about as much as 8 streamed columns when rows are contiguous (scattered reads within
-    // each row) and about 4 when columns are contiguous, so those are the break-even points.
-    const int64_t per_moved = A.row_contiguous() ? 8 : 4;
-    return n_moves * per_moved < A.cols;
+    // A moved column costs as much as per_moved columns of a rebuild. Rows contiguous: each moved
+    // column is one scattered element (one cache line) per row, read and added 8 rows at a time;
+    // columns contiguous: a moved column streams like a built one but updates two labels.
+    // Measured with benchmarks/bench_table_update.py (results/table_update.md).
+    const bool rows = A.row_contiguous();
+    const int64_t item = A.itemsize();
+    const double per_moved = item == 2 ? (rows ? 2.5 : 2.0) : item == 4 ? (rows ? 1.3 : 1.5) : 1.0;
+    return static_cast<double>(n_moves) * per_moved < static_cast<double>(A.cols);
 }
 
 int64_t first_nonfinite_row(const double* table, int64_t rows, int K) {

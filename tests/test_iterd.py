@@ -96,7 +96,7 @@ def test_incremental_tables_equal_rebuilt_tables(rng, policy):
             u, s = inc.neuron_labels, inc.sample_labels
             np.testing.assert_allclose(inc.neuron_table(), _core.build_table(A, s, K), rtol=1e-10, atol=1e-9)
             np.testing.assert_allclose(inc.sample_table(), _core.build_table(A.T, u, K), rtol=1e-10, atol=1e-9)
-        assert inc.objective()["L"] == pytest.approx(brute_objective(A, u, s, K)[0], rel=1e-12)
+        assert inc.objective().L == pytest.approx(brute_objective(A, u, s, K)[0], rel=1e-12)
         if policy == "update":
             assert inc.table_builds == 2 and inc.update_reads > 0  # one build per table, then updates
 
@@ -192,18 +192,18 @@ def test_parallel_sweeps_rescore_only_near_rows_and_end_at_a_local_optimum(rng):
         u0 = rng.permutation(np.arange(N) % K).astype(np.int32)
         s0 = rng.permutation(np.arange(M) % K).astype(np.int32)
         state = _core.IterDState(A, K, u0, s0, 1e-9, trial, "auto")
-        Ls = [state.objective()["L"]]
+        Ls = [state.objective().L]
         for _ in range(100):
             moved = 0
             for side in ("neurons", "samples"):
                 moved += state.sweep(side, "parallel")
                 u, s = state.neuron_labels.copy(), state.sample_labels.copy()
                 assert side_gain(A, u, s, K, side) <= 1e-9
-                Ls.append(state.objective()["L"])
+                Ls.append(state.objective().L)
             if moved == 0:
                 break
         assert np.all(np.diff(Ls) >= 0)
-        assert state.objective()["L"] == pytest.approx(brute_objective(A, u, s, K)[0], rel=1e-12)
+        assert state.objective().L == pytest.approx(brute_objective(A, u, s, K)[0], rel=1e-12)
         partial += state.partial_scans
     assert partial > 0
 
@@ -270,7 +270,7 @@ def test_a_python_backend_gives_the_cpu_backends_trajectory(rng, order):
         assert py.iterate(order) == moved
         np.testing.assert_array_equal(py.neuron_labels, cpu.neuron_labels)
         np.testing.assert_array_equal(py.sample_labels, cpu.sample_labels)
-        assert py.objective()["L"] == pytest.approx(cpu.objective()["L"], rel=1e-12)
+        assert py.objective().L == pytest.approx(cpu.objective().L, rel=1e-12)
         if moved == (0, 0):
             break
     assert moved == (0, 0) and py.table_builds > 2

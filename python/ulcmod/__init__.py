@@ -6,7 +6,9 @@ The package has four layers, each depending only on the ones before it:
   features (``module_features``, ``assign_samples``), exactly balanced k-means
   (``balanced_kmeans`` / ``BalancedKMeans``), FastICA and z-scoring. NumPy only, no torch.
 * ``ulcmod.lm`` -- models, activation sites, extraction, neuron editing, LM metrics, prompts.
-* ``ulcmod.analyses`` -- baselines, informativeness, ICA networks, pruning, MoEfication, labelling.
+* ``ulcmod.analyses`` -- baselines, informativeness, ICA networks, pruning, MoEfication, labelling;
+  significance against a row-permutation null, stability over resamples and the choice of K
+  (``null_test``, ``stability``, ``select_k``, served from the root).
 * ``ulcmod.app`` -- the ``ulcmod`` command (``discover``, ``analyze``) and its run folders
   (``load_run``).
 
@@ -44,6 +46,12 @@ _LAZY = {
     "split_by_category": "lm",
     "load_run": "app.run",
     "Run": "app.run",
+    "null_test": "analyses.significance",
+    "NullTestResult": "analyses.significance",
+    "stability": "analyses.module_stability",
+    "StabilityResult": "analyses.module_stability",
+    "select_k": "analyses.model_selection",
+    "SelectKResult": "analyses.model_selection",
 }
 _LAYERS = ("core", "lm", "analyses", "app")
 
@@ -111,8 +119,22 @@ def __getattr__(name):
 
 
 def build_info() -> dict:
-    """What the compiled core was built with: ``openmp``, ``cuda``, ``max_threads``, ``compiler``."""
-    return dict(_build_info())
+    """What this installation was built with and can run on.
+
+    ``backends`` lists the compute backends built (``"cpu"``, and ``"cuda"`` when the optional
+    module ``ulcmod._cuda`` is there and loads); ``cuda_status`` says whether a GPU is usable (or
+    why not); ``openmp``, ``max_threads`` and ``compiler`` describe the C++ core, ``cuda`` whether
+    it was configured with CUDA, ``cuda_build`` the CUDA module's runtime, cuBLAS and architectures.
+    """
+    from .core import _device
+
+    info = dict(_build_info())
+    cuda = _device.cuda_module()
+    info["backends"] = ["cpu"] + (["cuda"] if cuda is not None else [])
+    info["cuda_status"] = _device.cuda_status()
+    if cuda is not None:
+        info["cuda_build"] = dict(cuda.build_info())
+    return info
 
 
 __all__ = [*_core_names, *_LAZY, "build_info"]

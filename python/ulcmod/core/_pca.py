@@ -3,25 +3,58 @@
 The samples are the observations and the neurons the features, so the centred data matrix is
 ``X = A.T - 1 mu.T`` with ``mu`` the per-neuron mean. Each pass reads ``A`` once in row blocks
 and, per block, computes ``Z = X_block.T Y`` and ``X_block Z`` while the block is in cache, so one
-power iteration ``Y <- X X.T Y`` costs one pass over ``A`` (float16 blocks are widened to float32
-one block at a time). The final Rayleigh-Ritz step reuses the Gram matrix ``Z.T Z`` of the last
-pass, so ``n_iter`` passes give ``n_iter - 1`` power iterations.
+power iteration ``Y <- X X.T Y`` costs one pass over ``A``. The passes run in the compiled core
+(``_core.pca_pass``, cpp/pca.cpp): float16/bfloat16/float32 blocks are widened to float32
+(float64 stays float64) one block at a time and multiplied on OpenBLAS, on every thread. The
+final Rayleigh-Ritz step reuses the Gram matrix ``Z.T Z`` of the last pass, so ``n_iter`` passes
+give ``n_iter - 1`` power iterations.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
 from ._blocks import row_blocks
 from ._validation import check_finite
 
-# Rows per block: a float32 block of this size and its products with the small basis stay in
-# cache-sized working memory while the pass streams A.
+# Rows per block when A is not an array (e.g. a cluster's rows, gathered block by block): a
+# float32 block of this size is what one core call widens and multiplies.
 _BLOCK_BYTES = 32 << 20
 
 
+def _row_blocks(A):
+    """(first row, block) for the core: all of an array at once, read in place; array-likes
+    (anything with shape, dtype and row slicing) in blocks."""
+    if isinstance(A, np.ndarray):
+        yield 0, A
+        return
+    N, M = A.shape
+    for r0, r1 in row_blocks(N, 4 * M, _BLOCK_BYTES):
+        yield r0, np.asarray(A[r0:r1])
+
+
+def _host_power_pass(A, Y: np.ndarray, last: bool, row_ids):
+    """One pass of the core over the rows of A: (Z^T Z, the centred X^T Z or None on the last
+    pass). Raises for the first row whose mean is not finite, as ``row_ids[row]`` when given."""
+    N, M = A.shape
+    width = Y.shape[1]
+    gram, Y_next, mu_z = np.zeros((width, width)), np.zeros((M, width)), np.zeros(width)
+    for r0, block in _row_blocks(A):
+        g, y, m, bad = _core.pca_pass(block, None, np.ascontiguousarray(Y), last)
+        if bad >= 0:  # the first row whose mean is not finite, reported as check_finite does
+            means = np.zeros(N)
+            means[r0 + bad] = np.nan
+            check_finite(means, "A", along="row", ids=row_ids)
+        gram += g
+        if not last:
+            Y_next += y
+            mu_z += m
+    return gram, (None if last else Y_next - mu_z[None, :])
+
+
 def sample_pca(
-    A: np.ndarray,
+    A,
     n_components: int,
     rng: np.random.Generator,
     *,
@@ -31,33 +64,22 @@ def sample_pca(
 ) -> np.ndarray:
     """Scores of the samples of ``A`` (N x M) on their top principal components, shape (M, c).
 
-    Raises ``ValueError`` if ``A`` holds NaN or infinity (found from the block means); the row
-    is reported as ``row_ids[row]`` when ``A`` holds selected rows of a larger matrix.
+    ``A`` is an array, an array-like read in row blocks, or an object with ``shape`` and a
+    ``power_pass(Y, last)`` method doing one pass elsewhere (the GPU's, ulcmod/core/_device.py)
+    and returning what _host_power_pass does. Raises ``ValueError`` if ``A`` holds NaN or
+    infinity (found from the block means); the row is reported as ``row_ids[row]`` when ``A``
+    holds selected rows of a larger matrix.
     """
     N, M = A.shape
     c = min(n_components, N, M)
     width = min(c + oversample, N, M)
-    work = np.float64 if A.dtype == np.float64 else np.float32
-    ids = row_ids if row_ids is not None else np.arange(N)
+    power_pass = getattr(A, "power_pass", None) or (lambda Y, last: _host_power_pass(A, Y, last, row_ids))
     Y, _ = np.linalg.qr(rng.standard_normal((M, width)))
     for it in range(n_iter):
         last = it == n_iter - 1
-        Yw = Y.astype(work)
-        y_sum = Y.sum(axis=0)
-        Y_next = np.zeros((M, width))
-        mu_z = np.zeros(width)
-        gram = np.zeros((width, width))
-        for r0, r1 in row_blocks(N, 4 * M, _BLOCK_BYTES):
-            block = np.asarray(A[r0:r1], dtype=work)
-            mu = block.mean(axis=1, dtype=np.float64)
-            check_finite(mu, "A", along="row", ids=ids[r0:r1])
-            Z = block @ Yw - np.outer(mu, y_sum)
-            gram += Z.T @ Z
-            if not last:
-                Y_next += block.T @ Z.astype(work)
-                mu_z += mu @ Z
+        gram, Y_next = power_pass(Y, last)
         if not last:
-            Y, _ = np.linalg.qr(Y_next - mu_z[None, :])
+            Y, _ = np.linalg.qr(Y_next)
     w, V = np.linalg.eigh(gram)
     top = np.argsort(w)[::-1][:c]
     return (Y @ V[:, top]) * np.sqrt(np.maximum(w[top], 0.0))

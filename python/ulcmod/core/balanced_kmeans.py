@@ -40,7 +40,7 @@ def run_kmeans(X, n_clusters, *, balanced, n_init, max_iter, tol, random_state) 
     tol = check_tol(tol)
     rng = check_random_state(random_state)
     out = _core.kmeans(X, K, balanced, n_init, max_iter, tol, seed_from(rng))
-    fit = KMeansFit(out["centers"], out["labels"], out["inertia"], out["n_iter"], out["converged"])
+    fit = KMeansFit(out.centers, out.labels, out.inertia, out.n_iter, out.converged)
     if not fit.converged:
         warnings.warn(
             f"k-means stopped at max_iter={max_iter} before converging; raise max_iter or tol",

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from .. import _core
+from . import _device
 from ._estimator import ParamsMixin, fit_function_signature
 from ._validation import check_choice, check_finite, check_int, check_random_state, check_real_matrix, check_tol
 from .exceptions import ConvergenceWarning
@@ -48,6 +49,12 @@ class FastICA(ParamsMixin):
     w_init : array (n_components, n_components), optional
         Initial unmixing matrix; default normal random numbers from `random_state`.
     random_state : None, int or numpy Generator
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        Where the data-sized work runs: "auto" where X lives (a torch/CuPy CUDA array: on its
+        GPU, through DLPack), "cpu", or "cuda" (a host X is copied to the GPU). On the GPU the
+        centring, scatter/Gram matrix, projections and every fixed-point step's products and
+        contrast run on cuBLAS and CUDA kernels; the small eigen-decompositions and the update of
+        W stay on the host, in the same code, so results agree with the CPU's (and sklearn's).
 
     Attributes
     ----------
@@ -70,7 +77,7 @@ class FastICA(ParamsMixin):
     """
 
     def __init__(self, n_components=None, *, algorithm="parallel", whiten="unit-variance", fun="logcosh",
-                 fun_args=None, max_iter=200, tol=1e-4, w_init=None, random_state=None):
+                 fun_args=None, max_iter=200, tol=1e-4, w_init=None, random_state=None, device="auto"):
         self.n_components = n_components
         self.algorithm = algorithm
         self.whiten = whiten
@@ -80,9 +87,11 @@ class FastICA(ParamsMixin):
         self.tol = tol
         self.w_init = w_init
         self.random_state = random_state
+        self.device = device
 
     def _fit(self, X):
-        X = _check_data(X)
+        gpu = _device.resolve_device(X, self.device) == "cuda"
+        X = _device.GpuIca(X) if gpu else _check_data(X)
         n, p = X.shape
         check_choice(self.algorithm, "algorithm", ALGORITHMS)
         if callable(self.fun):
@@ -99,15 +108,16 @@ class FastICA(ParamsMixin):
             c = p
             if self.n_components not in (None, p):
                 raise ValueError(f"with whiten=False n_components must equal n_features ({p}), got {self.n_components}")
-            check_finite(X, "X")
-            X1, K, mean = np.ascontiguousarray(X.T), None, np.zeros(p, dtype=X.dtype)
+            X1 = X.transposed() if gpu else np.ascontiguousarray(X.T)
+            check_finite(X1.to_host() if gpu else X1, "X")
+            K, mean = None, np.zeros(p, dtype=X.dtype)
         else:
             c = min(n, p) if self.n_components is None else check_int(self.n_components, "n_components", minimum=1)
             if c > min(n, p):
                 raise ValueError(f"n_components={c} exceeds min(n_samples, n_features) = {min(n, p)} for X of "
                                  f"shape {X.shape}; use n_components <= {min(n, p)}")
-            w = _core.ica_whiten(X, c)
-            X1, K, mean, smallest_ratio = w["X1"], w["K"], w["mean"], w["smallest_ratio"]
+            w = X.whiten(c) if gpu else _core.ica_whiten(X, c)
+            X1, K, mean, smallest_ratio = w.X1, w.K, w.mean, w.smallest_ratio
             if smallest_ratio < np.finfo(X.dtype).eps * 10:
                 raise ValueError(f"X has rank below n_components={c} (its centred data spans fewer directions); "
                                  f"lower n_components")
@@ -118,8 +128,10 @@ class FastICA(ParamsMixin):
             if w_init.shape != (c, c):
                 raise ValueError(f"w_init has shape {w_init.shape}, expected ({c}, {c})")
         w_init = np.ascontiguousarray(w_init, dtype=X.dtype)
-        W, n_iter, converged = _core.ica_iterate(X1, w_init, self.fun, alpha, self.algorithm == "deflation",
-                                                 tol, max_iter)
+        iterate = _device.GpuIca.iterate if gpu else _core.ica_iterate
+        W, n_iter, converged = iterate(X1, w_init, self.fun, alpha, self.algorithm == "deflation", tol, max_iter)
+        if gpu:
+            X1 = X1.to_host()
         if not converged:
             warnings.warn(f"FastICA did not converge in max_iter={max_iter} iterations; raise max_iter or tol",
                           ConvergenceWarning, stacklevel=3)

@@ -6,6 +6,7 @@ The Python side validates, initialises and records history; every sweep runs in 
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 import warnings
@@ -15,10 +16,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import _core
+from . import _device
 from ._estimator import ParamsMixin, fit_function_signature
 from ._pca import sample_pca
 from ._validation import (
-    check_activations,
     check_choice,
     check_int,
     check_labels,
@@ -105,7 +106,7 @@ class IterDResult:
 def _objective(state) -> Objective:
     """L, xi and B of a core ``IterDState`` (the one place that reads the core's objective)."""
     obj = state.objective()
-    return Objective(obj["L"], obj["xi"], obj["B"])
+    return Objective(obj.L, obj.xi, obj.B)
 
 
 def _initial_labels(A, K, init, rng, scores):
@@ -176,13 +177,14 @@ def _run(state, max_iter, order, verbose, bar, L0, t_init):
     return rows, converged
 
 
-def _best_run(A, K, init, given, scores, t_pca, n_init, max_iter, tol, order, rng, verbose, bar):
-    """(state, history rows, converged) of the restart with the highest final L."""
+def _best_run(A, source, K, init, given, scores, t_pca, n_init, max_iter, tol, order, rng, verbose, bar):
+    """(state, history rows, converged) of the restart with the highest final L. ``source()`` gives
+    what each restart's state reads: A itself, or a backend holding it elsewhere."""
     best = None
     for restart in range(n_init):
         t0 = time.perf_counter()
         u0, s0 = given if given is not None else _initial_labels(A, K, init, rng, scores)
-        state = _core.IterDState(A, K, u0, s0, tol, seed_from(rng))
+        state = _core.IterDState(source(), K, u0, s0, tol, seed_from(rng))
         L0 = _objective(state).L
         t_init = time.perf_counter() - t0 + (t_pca if restart == 0 else 0.0)
         rows, converged = _run(state, max_iter, order, verbose, bar, L0, t_init)
@@ -215,10 +217,19 @@ def _result(state, rows, converged) -> IterDResult:
     )
 
 
+def _cluster_input(A):
+    """A dask array or sharded activations, as IterD runs them on a Dask cluster
+    (:mod:`ulcmod.distributed`); None for anything else."""
+    if "dask.array" not in sys.modules and "ulcmod.distributed" not in sys.modules:
+        return None  # neither kind of input can exist before its module is imported
+    return importlib.import_module("ulcmod.distributed").cluster_input(A)
+
+
 def _fit(A, n_modules, *, init, n_init, max_iter, tol, order, random_state, verbose, progress,
-         pca_neurons) -> IterDResult:
+         pca_neurons, device) -> IterDResult:
     """IterD on A with the estimator's parameters (see :class:`IterD`)."""
-    A = check_activations(A)
+    cluster = _cluster_input(A)
+    A = _device.prepare_activations(A, device) if cluster is None else cluster
     N, M = A.shape
     K = check_n_modules(n_modules, N, M)
     n_init = check_int(n_init, "n_init", minimum=1)
@@ -234,8 +245,10 @@ def _fit(A, n_modules, *, init, n_init, max_iter, tol, order, random_state, verb
     bar = tqdm(total=n_init * max_iter, desc="IterD", unit="it", leave=False,
                disable=not _show_progress(progress, N, M))
     try:
-        state, rows, converged = _best_run(A, K, init, given, scores, t_pca, n_init, max_iter, tol,
-                                           order, rng, verbose, bar)
+        # Arrays in host memory are read by the CPU backend; a cluster's or a GPU's data by its own.
+        source = (lambda: A.backend(K)) if hasattr(A, "backend") else (lambda: A)
+        state, rows, converged = _best_run(A, source, K, init, given, scores, t_pca, n_init, max_iter,
+                                           tol, order, rng, verbose, bar)
     finally:
         bar.close()
     if not converged and max_iter > 0:
@@ -293,6 +306,11 @@ class IterD(ParamsMixin):
         The (k-means) initialisations compute the samples' PCA on this many neurons drawn at
         random (seeded), which keeps the PCA to a small fraction of the run on large models.
         IterD itself always uses every neuron. None runs the PCA on all neurons, as published.
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        Where the work runs: "auto" where A lives, "cpu" (a CUDA array is copied to the host),
+        "cuda" (a host array is copied to the GPU; needs the CUDA build and a GPU). On the GPU the
+        PCA, the block-sum tables and the scoring of every row run there; k-means and the exact
+        acceptance of each move stay on the host.
 
     Attributes
     ----------
@@ -315,7 +333,7 @@ class IterD(ParamsMixin):
 
     def __init__(self, n_modules=8, *, init="balanced-kmeans", n_init=1, max_iter=100, tol=1e-9,
                  order="parallel", random_state=None, verbose=False, progress="auto",
-                 pca_neurons=16384):
+                 pca_neurons=16384, device="auto"):
         self.n_modules = n_modules
         self.init = init
         self.n_init = n_init
@@ -326,6 +344,7 @@ class IterD(ParamsMixin):
         self.verbose = verbose
         self.progress = progress
         self.pca_neurons = pca_neurons
+        self.device = device
 
     def fit(self, A, y=None):
         """Partition the neurons (rows) and samples (columns) of A; returns self.
@@ -333,7 +352,8 @@ class IterD(ParamsMixin):
         A : array of shape (n_neurons, n_samples), float16, float32 or float64
             Activations (usually z-scored per neuron). C- or F-ordered arrays, slices and
             memmaps are read in place; a copy is made only for non-arrays (lists), non-native
-            byte order or strides that are not whole elements.
+            byte order or strides that are not whole elements. CUDA arrays (torch, CuPy; also
+            bfloat16) are read in place on their GPU through DLPack (see ``device``).
         """
         res = _fit(A, **self.get_params())
         self.result_ = res

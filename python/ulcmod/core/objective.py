@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _core
+from . import _device
 from ._blocks import row_blocks
 from ._validation import check_activations, check_finite, check_int, check_labels
 
@@ -36,7 +37,7 @@ def _n_modules(neuron_labels, n_modules) -> int:
 
 def _sample_block_sums(A: np.ndarray, neuron_labels: np.ndarray, K: int) -> np.ndarray:
     """C[j, k] = sum of A[i, j] over neurons i in module k: one pass over A, in float64."""
-    C = _core.build_table(A.T, neuron_labels, K)
+    C = A.table(neuron_labels, K, "samples") if _device.on_device(A) else _core.build_table(A.T, neuron_labels, K)
     check_finite(C.sum(axis=1), "A", along="column")
     return C
 
@@ -65,7 +66,7 @@ def objective(A, neuron_labels, sample_labels, *, n_modules: int | None = None,
     >>> ulcmod.objective(A, [0, 1], [0, 1]).xi
     2.0
     """
-    A = check_activations(A)
+    A = _device.prepare_activations(A, "auto")  # CUDA arrays stay on their GPU
     N, M = A.shape
     K = _n_modules(neuron_labels, n_modules)
     u = check_labels(neuron_labels, N, K, "neuron_labels", require_all=not allow_empty)
@@ -93,7 +94,7 @@ def module_features(A, neuron_labels, *, n_modules: int | None = None) -> np.nda
     array([[2., 5.],
            [3., 6.]])
     """
-    A = check_activations(A)
+    A = _device.prepare_activations(A, "auto")  # CUDA arrays stay on their GPU
     K = _n_modules(neuron_labels, n_modules)
     u = check_labels(neuron_labels, A.shape[0], K, "neuron_labels")
     return _sample_block_sums(A, u, K) / np.bincount(u, minlength=K)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _device
 from ._blocks import row_blocks
 from ._validation import check_activations, check_finite
 
@@ -41,8 +42,12 @@ class ZScore:
         """z-score A (n_neurons x n_samples) block by block into `out` (a new array by default).
 
         `out` may be a memmap of the same shape (any layout); A is read in blocks along its
-        contiguous axis, so a disk-backed A is streamed once.
+        contiguous axis, so a disk-backed A is streamed once. A CUDA array (torch, CuPy) is
+        z-scored on its GPU into `out` (a new array of A's library by default; `dtype` may then
+        also be "bfloat16" for torch).
         """
+        if _device.is_cuda_array(A):
+            return _device.zscore_apply(A, self.mean, self.std, out, dtype)
         A = check_activations(A)
         if A.shape[0] != self.mean.size:
             raise ValueError(f"A has {A.shape[0]} neurons but the statistics have {self.mean.size}")
@@ -85,8 +90,12 @@ def fit_zscore(A) -> ZScore:
 
     Reads A once in blocks along its contiguous axis: for sample-major data (an extraction's
     ``Activations.A``) block statistics are merged with Chan et al.'s pairwise update, which
-    stays accurate where sum-of-squares formulas lose digits.
+    stays accurate where sum-of-squares formulas lose digits. A CUDA array (torch, CuPy) is read
+    once on its GPU (float64 sums of deviations from each neuron's first value).
     """
+    if _device.is_cuda_array(A):
+        mean, var = _device.to_device(A).row_stats()
+        return _finish_zscore(mean, var)
     A = check_activations(A)
     N, M = A.shape
     if _sample_major(A):
@@ -108,6 +117,10 @@ def fit_zscore(A) -> ZScore:
             block = A[r0:r1].astype(np.float64)
             mean[r0:r1] = block.mean(axis=1)
             var[r0:r1] = _centred_squares(block, mean[r0:r1]) / M
+    return _finish_zscore(mean, var)
+
+
+def _finish_zscore(mean, var) -> ZScore:
     check_finite(mean + var, "A", along="neuron")  # the sum is finite only where both are
     std = np.sqrt(var)
     std[std < MIN_STD] = 1.0
@@ -133,14 +146,16 @@ def zscore_files(train, test=None, *, out_dir, dtype=np.float32):
         if A is None:
             results.append(None)
             continue
-        _write_zscored(stats, check_activations(A), out / f"{name}.npy", dtype)
+        _write_zscored(stats, A, out / f"{name}.npy", dtype)
         results.append(np.load(out / f"{name}.npy", mmap_mode="r").T)
     return stats, results[0], results[1]
 
 
 def _write_zscored(stats: ZScore, A: np.ndarray, path: Path, dtype) -> None:
     """z-scored A (neurons x samples) to the .npy file `path`, stored samples x neurons."""
-    if not _sample_major(A):  # rows of the file are spread over A: fill a memory map
+    if not _device.is_cuda_array(A):
+        A = check_activations(A)
+    if _device.is_cuda_array(A) or not _sample_major(A):  # on a GPU, or the file's rows spread over A
         z = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(A.shape[1], A.shape[0]))
         stats.apply(A, out=z.T)
         z.flush()

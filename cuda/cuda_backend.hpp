@@ -1,0 +1,16 @@
+// The factory of the CUDA backend (cuda_backend.cu): IterD's tables and row scoring on a GPU.
+#pragma once
+
+#include <memory>
+
+#include "backend.hpp"
+#include "device_array.hpp"
+
+namespace ulcmod::cuda {
+
+// A backend over an activation matrix in GPU memory (C- or F-ordered, or a slice of one along its
+// other axis). It shares ownership of the array.
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const DeviceArray> A, int K,
+                                           TablePolicy policy = TablePolicy::Auto);
+
+}  // namespace ulcmod::cuda

@@ -113,7 +113,7 @@ def init_breakdown(torch, A, N, M):
     t = [time.perf_counter()]
     A = _device.prepare_activations(A, "cuda")
     rows = np.sort(rng.choice(N, 16384, replace=False)) if N > 16384 else None
-    scores = sample_pca(A if rows is None else A[rows], 16, rng, row_ids=rows)
+    scores = sample_pca(A, 16, rng, rows=rows)
     t.append(time.perf_counter())
     labels = run_kmeans(scores, K, balanced=True, random_state=rng, **_INIT_KMEANS).labels
     t.append(time.perf_counter())

@@ -162,8 +162,8 @@ def test_gpu_pca_equals_the_cpu_pca(cuda, torch):
     rows = np.sort(rng.choice(4000, 1500, replace=False))
     D, H = _device.prepare_activations(t, "cuda"), host.astype(np.float32)
     for sel in (None, rows):
-        gpu = sample_pca(D if sel is None else D[sel], 16, np.random.default_rng(0), row_ids=sel)
-        cpu = sample_pca(H if sel is None else H[sel], 16, np.random.default_rng(0), row_ids=sel)
+        gpu = sample_pca(D, 16, np.random.default_rng(0), rows=sel)
+        cpu = sample_pca(H, 16, np.random.default_rng(0), rows=sel)
         signs = np.sign((gpu * cpu).sum(axis=0))
         np.testing.assert_allclose(gpu * signs, cpu, rtol=1e-3, atol=1e-3 * np.abs(cpu).max())
 

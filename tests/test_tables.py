@@ -226,8 +226,9 @@ def test_pca_pass_reports_the_first_nonfinite_row(isa, rng):
     assert _core.pca_pass(A, None, Y, False)[3] == 123
     rows = np.array([5, 321, 400, 123], dtype=np.int64)
     assert _core.pca_pass(A, rows, Y, True)[3] == 1
-    with pytest.raises(ValueError, match=r"first in row 321"):
-        sample_pca(A[rows], 3, np.random.default_rng(0), row_ids=rows)
+    for source in (A, RowSource(A)):  # rows read in place, rows gathered first
+        with pytest.raises(ValueError, match=r"first in row 321"):
+            sample_pca(source, 3, np.random.default_rng(0), rows=np.array([5, 321, 400]))
 
 
 def test_sample_pca_spans_the_planted_subspace(rng):
@@ -275,5 +276,12 @@ def test_sample_pca_of_an_array_like_goes_block_by_block(rng, monkeypatch):
     blocks = sample_pca(RowSource(A), 4, np.random.default_rng(1))
     np.testing.assert_allclose(np.abs(blocks), np.abs(whole), rtol=1e-4, atol=1e-4 * np.abs(whole).max())
     A[650, 3] = np.inf
-    with pytest.raises(ValueError, match=r"first in row 1650"):
-        sample_pca(RowSource(A), 4, np.random.default_rng(1), row_ids=np.arange(1000, 1700))
+    with pytest.raises(ValueError, match=r"first in row 650"):
+        sample_pca(RowSource(A), 4, np.random.default_rng(1))
+
+
+def test_sample_pca_reads_a_row_subset_in_place(rng):
+    A = rng.standard_normal((700, 90)).astype(np.float16)
+    rows = np.sort(rng.choice(700, 300, replace=False))
+    np.testing.assert_array_equal(sample_pca(A, 4, np.random.default_rng(1), rows=rows),
+                                  sample_pca(A[rows], 4, np.random.default_rng(1)))

@@ -153,7 +153,7 @@ def _sample_scores(A, init, given, pca_neurons, rng):
         rows = None
         if pca_neurons is not None and N > pca_neurons:
             rows = np.sort(rng.choice(N, pca_neurons, replace=False))
-        scores = sample_pca(A if rows is None else A[rows], PCA_COMPONENTS, rng, row_ids=rows)
+        scores = sample_pca(A, PCA_COMPONENTS, rng, rows=rows)
     return scores, time.perf_counter() - t_start
 
 

@@ -5,13 +5,15 @@ activate one module of neurons) block by block, never whole in memory, and a dat
 the prompts' categories; then runs `python -m ulcmod discover --activations FOLDER` in a child
 process whose data segment (heap and every private anonymous mapping: what loading a matrix into
 memory takes) is capped with RLIMIT_DATA at the memory the interpreter and libraries take after
-import plus `--allowance`. RLIMIT_AS cannot be used: it caps address space, and the
-memory-mapped matrices (read in place by IterD) occupy address space without occupying memory.
+import and first use (BLAS buffers, the core's threads) plus `--allowance`. RLIMIT_AS cannot be
+used: it caps address space, and the memory-mapped matrices (read in place by IterD) occupy
+address space without occupying memory.
 
 Reported: the sizes on disk, the limit, the child's peak RSS (ru_maxrss, from wait4), which
 counts the clean file pages of the memory-mapped matrices that the kernel drops under memory
-pressure, and its peak anonymous RSS (RssAnon sampled every 50 ms), the memory the run itself
-holds. Then whether IterD found the planted modules and the baselines' subsample.
+pressure, its peak anonymous RSS (RssAnon sampled every 50 ms), the memory the run itself holds,
+and its peak data segment (VmData, what the limit caps). Then whether IterD found the planted
+modules and the baselines' subsample.
 
     python benchmarks/bench_bounded_memory.py          # a 2.5 GB folder (10 GB written in all)
     python benchmarks/bench_bounded_memory.py --neurons 40000 --per-category 130 --no-results
@@ -35,15 +37,19 @@ import numpy as np
 CATEGORIES = ("Coding", "Math", "Linguistic", "Knowledge", "Translation", "Ethical", "Writing")
 BLOCK_BYTES = 32 << 20  # rows generated at a time
 
-# The child imports what discover uses, reads its own data segment size, caps it at that plus the
-# allowance and runs the command line; the limit thus bounds what the run allocates, not imports.
+# The child imports what discover uses and pays the libraries' fixed first-use costs, reads its own
+# data segment size, caps it at that plus the allowance and runs the command line; the limit thus
+# bounds what the run allocates, not imports.
 CHILD = """
 import json, resource, sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot, numpy, scipy.linalg, sklearn.cluster, sklearn.decomposition, sklearn.linear_model, sklearn.svm
 import ulcmod.app.cli, ulcmod.app.discover, ulcmod.analyses.baselines, ulcmod.app.plots
-numpy.ones((64, 64)) @ numpy.ones((64, 64))  # BLAS thread buffers are allocated on first use
+# Fixed costs paid on first use, whatever the data's size: NumPy's BLAS thread buffers, and the
+# core's (its OpenBLAS buffers, its worker threads' stacks and malloc arenas, about 90 MiB).
+numpy.ones((64, 64)) @ numpy.ones((64, 64))
+ulcmod.iterd(numpy.random.default_rng(0).random((4096, 128), dtype=numpy.float32), 4, random_state=0)
 def data_bytes():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmData:"))
@@ -87,7 +93,7 @@ def run_limited(argv, allowance: int, log: Path) -> dict:
     with open(log, "w") as err:
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(allowance), *argv], stdout=subprocess.DEVNULL,
                                  stderr=err)
-        peak_anon = [0]
+        peak = {"RssAnon": 0, "VmData": 0}
 
         def sample():
             status = Path(f"/proc/{child.pid}/status")
@@ -96,8 +102,10 @@ def run_limited(argv, allowance: int, log: Path) -> dict:
                     text = status.read_text()
                 except OSError:
                     return
-                anon = next((int(line.split()[1]) for line in text.splitlines() if line.startswith("RssAnon:")), 0)
-                peak_anon[0] = max(peak_anon[0], anon * 1024)
+                for line in text.splitlines():
+                    field = line.split(":")[0]
+                    if field in peak:
+                        peak[field] = max(peak[field], int(line.split()[1]) * 1024)
                 time.sleep(0.05)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -109,7 +117,8 @@ def run_limited(argv, allowance: int, log: Path) -> dict:
     text = log.read_text()
     limits = json.loads(next(line for line in text.splitlines() if line.startswith('{"base_data_bytes"')))
     return {"returncode": child.returncode, "seconds": seconds, "peak_rss_bytes": usage.ru_maxrss * 1024,
-            "peak_anon_bytes": peak_anon[0], **limits, "log_tail": text[-3000:]}
+            "peak_anon_bytes": peak["RssAnon"],
+            "peak_data_bytes": peak["VmData"], **limits, "log_tail": text[-3000:]}
 
 
 def agreement(found, planted) -> float:
@@ -192,9 +201,10 @@ def write_results(s: dict, args, argv) -> None:
             ("run folder written (imported copy, z-scored float32 train/test, labels, figures)", "",
              f"{s['run_bytes'] / mib:,.0f}"),
             ("  of which the z-scored training matrix IterD reads", "", f"{s['zscored_train_bytes'] / mib:,.0f}"),
-            ("data segment after imports (interpreter, NumPy, SciPy, sklearn, matplotlib)", "",
+            ("data segment after imports and first use of the BLAS and the core's threads", "",
              f"{s['base_data_bytes'] / mib:,.0f}"),
-            ("RLIMIT_DATA of the run (imports + allowance)", "", f"{s['limit_bytes'] / mib:,.0f}"),
+            ("RLIMIT_DATA of the run (that + allowance)", "", f"{s['limit_bytes'] / mib:,.0f}"),
+            ("peak data segment (VmData, sampled every 50 ms)", "", f"{s['peak_data_bytes'] / mib:,.0f}"),
             ("peak anonymous RSS (RssAnon, sampled every 50 ms)", "", f"{s['peak_anon_bytes'] / mib:,.0f}"),
             ("peak RSS (ru_maxrss), file pages of the memory-mapped matrices included", "",
              f"{s['peak_rss_bytes'] / mib:,.0f}")]

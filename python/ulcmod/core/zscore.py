@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _device
-from ._blocks import row_blocks
+from ._blocks import row_blocks, write_npy_header
 from ._validation import check_activations, check_finite
 
 MIN_STD = 1e-8
@@ -162,10 +162,8 @@ def _write_zscored(stats: ZScore, A: np.ndarray, path: Path, dtype) -> None:
         return
     if A.shape[0] != stats.mean.size:
         raise ValueError(f"A has {A.shape[0]} neurons but the statistics have {stats.mean.size}")
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-              "shape": (A.shape[1], A.shape[0])}
     mean, std = stats.mean[:, None], stats.std[:, None]
     with open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, header)
+        write_npy_header(f, (A.shape[1], A.shape[0]), dtype)
         for c0, c1 in row_blocks(A.shape[1], A.shape[0] * _WIDE, _BLOCK_BYTES):
             f.write(np.ascontiguousarray(_standardised(A[:, c0:c1], mean, std).T, dtype=dtype).data)

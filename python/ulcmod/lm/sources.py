@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core._blocks import row_blocks
+from ..core._blocks import row_blocks, write_npy_header
 from ..core._optional import require
 
 FORMATS = ("extraction", "npy", "hdf5", "zarr")
@@ -60,10 +60,8 @@ class NpyRows:
     @classmethod
     def create(cls, path, shape, dtype) -> NpyRows:
         """A new .npy file of `shape` and `dtype` (zeros), open for writing rows."""
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                  "shape": tuple(int(n) for n in shape)}
         with open(path, "wb") as f:
-            np.lib.format.write_array_header_1_0(f, header)
+            write_npy_header(f, shape, dtype)
             f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
         return cls(path, mode="r+")
 

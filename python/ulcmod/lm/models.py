@@ -142,10 +142,3 @@ def pad_token_id(tokenizer) -> int:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer.pad_token_id
-
-
-def model_device(model):
-    """Where the model's token ids go: the (execution) device of its input embeddings."""
-    from .interop import as_lm
-
-    return as_lm(model).input_device

@@ -17,10 +17,12 @@ import pytest
 
 import ulcmod
 from ulcmod.analyses import baselines
+from ulcmod.analyses.model_selection import recommend_k
 from ulcmod.app import analyze, cli, discover
 from ulcmod.app.run import read_json
 
 N_NEURONS, N_TRAIN, N_TEST = 4 * 48, 7 * 12, 7 * 4  # the tiny model's neurons; --quick's prompts
+N_NULL, N_RUNS = 5, 3  # --significance and --stability of the shared quick run
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def quick_run(tiny_model_dir, dataset_rows, tmp_path_factory):
     data.write_text("\n".join(json.dumps(r) for r in dataset_rows))
     out = folder / "run"
     assert cli.main(["discover", "--model", tiny_model_dir, "--dataset", str(data), "--quick", "--out", str(out),
-                     "--no-progress"]) == 0
+                     "--significance", str(N_NULL), "--stability", str(N_RUNS), "--no-progress"]) == 0
     data.unlink()
     return out
 
@@ -91,6 +93,8 @@ def test_quick_run_writes_every_file_and_the_manifest_names_them(quick_run, tiny
     assert isinstance(metrics["verdict"]["iterd_L_beats_every_baseline_at_every_K"], bool)
     report = (quick_run / "report.md").read_text()
     assert "## Table 1" in report and "## Table 2" in report and "(figures/heatmap_K4.png)" in report
+    assert "## How real are the modules?" in report and "(significance/figure.png)" in report
+    assert (quick_run / "significance" / "figure.png").stat().st_size > 1000
 
     manifest = read_json(quick_run / "manifest.json")
     assert set(manifest["files"]) == run_files(quick_run)  # what produced every file, and nothing else
@@ -137,6 +141,25 @@ def test_load_run_gives_the_matrices_prompts_and_every_method_s_labels(quick_run
         run.labels("nope", 4)
     with pytest.raises(ValueError, match="is not a `ulcmod discover` folder"):
         ulcmod.load_run(quick_run / "labels")
+
+
+def test_significance_and_stability_score_the_reported_modules(quick_run):
+    run = ulcmod.load_run(quick_run)
+    sig = read_json(quick_run / "metrics.json")["significance"]
+    assert (sig["null_runs"], sig["stability_runs"]) == (N_NULL, N_RUNS)
+    for K in run.ks:
+        reported = run.iterd(K)
+        test = ulcmod.null_test(run.train, K, N_NULL, result=reported, random_state=0, progress=False)
+        stab = ulcmod.stability(run.train, K, N_RUNS, reference=reported, random_state=0, progress=False)
+        got = sig["by_K"][str(K)]
+        assert got["L"] == reported.L and got["p_value"] == test.p_value
+        assert got["module_p_value"] == test.module_p_values.tolist()
+        assert got["module_stability"] == stab.module_stability.tolist() and got["mean_ari"] == stab.mean_ari
+        sizes = np.bincount(reported.neuron_labels, minlength=K)
+        table = (quick_run / "significance" / "tables.md").read_text()
+        assert f"| U{K - 1} | {sizes[-1]:,} |" in table
+    p, ari = [sig["by_K"][str(K)]["p_value"] for K in run.ks], [sig["by_K"][str(K)]["mean_ari"] for K in run.ks]
+    assert sig["recommended_k"] == recommend_k(run.ks, p, ari, sig["alpha"])
 
 
 def _without_timing(x):
@@ -188,6 +211,7 @@ def rerun_stage(folder, copy, outputs, run_stage) -> dict:
     (discover.extract, ["activations/train", "activations/test"]),
     (discover.zscore, ["activations/zscored"]),
     (discover.find_modules, ["labels", "neurons.csv", "neuron_pcs.npy", "objective.json"]),
+    (discover.assess_modules, ["significance"]),
     (discover.score_informativeness, ["informativeness.json"]),
     (discover.draw_figures, ["figures", "similarity.json"]),
     (discover.write_labelling, ["labelling"]),
@@ -262,6 +286,8 @@ def test_analyze_report_stage_remakes_the_report_from_the_stage_results(analyzed
     (["--dataset", "no-such-dataset"], "unknown dataset 'no-such-dataset'"),
     (["--n-train", "2000"], "category 'Coding' has 1200 prompts, fewer than n_train + n_test"),
     (["--methods", "kmeans"], "methods must include 'iterd'"),
+    (["--significance", "1"], "--significance takes 0 (off) or at least 2 runs per K, got 1"),
+    (["--stability", "-3"], "--stability takes 0 (off) or at least 2 runs per K, got -3"),
     (["--k", "x"], "expected comma-separated integers"),
     (["--model", "/no/such/model/dir.gguf"], "does not exist"),
 ])

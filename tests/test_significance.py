@@ -266,6 +266,23 @@ def test_select_k_repeats_null_test_and_stability_exactly(selection):
     assert np.array_equal(sel.stabilities[i].module_stability, stab.module_stability)
 
 
+def test_select_k_scores_the_given_results(selection):
+    A, sel = selection
+    given = ulcmod.iterd(A, 5, random_state=7, **FAST)  # another seed than select_k's own run at K=5
+    again = ulcmod.select_k(A, [3, 5], n_null=19, n_runs=8, iterd_params=FAST, results={5: given},
+                            random_state=0, progress=False)
+    assert again.null_tests[1].result is given and again.stabilities[1].reference is given
+    assert again.L[1] == given.L
+    assert np.array_equal(again.null_tests[1].null_L, sel.null_tests[3].null_L)  # same nulls, same seed
+    assert np.array_equal(again.null_tests[0].result.neuron_labels, sel.null_tests[1].result.neuron_labels)
+    with pytest.raises(ValueError, match=r"K=\[4\], which are not in ks"):
+        ulcmod.select_k(A, [3, 5], results={4: given}, progress=False)
+    with pytest.raises(ValueError, match=r"results\[5\] has L="):
+        ulcmod.select_k(A * 2.0, [5], n_null=2, n_runs=2, results={5: given}, progress=False)
+    with pytest.raises(TypeError, match="results must be a dict"):
+        ulcmod.select_k(A, [5], results=[given], progress=False)
+
+
 def test_recommend_k_rule():
     ks, ari = [2, 3, 4, 5], [0.9, 0.5, 0.9, 0.95]
     assert model_selection.recommend_k(ks, [0.01, 0.01, 0.01, 0.2], ari, 0.05) == 2  # tie: smaller K

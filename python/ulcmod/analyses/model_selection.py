@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +86,17 @@ def _check_ks(ks, N: int, M: int) -> list:
     return sorted({check_n_modules(k, N, M, name="ks") for k in values})
 
 
+def _check_results(results, ks) -> dict:
+    if results is None:
+        return {}
+    if not isinstance(results, Mapping):
+        raise TypeError(f"results must be a dict {{K: IterDResult}}, got {type(results).__name__}")
+    extra = sorted(set(results) - set(ks))
+    if extra:
+        raise ValueError(f"results holds runs for K={extra}, which are not in ks={ks}; add them to ks or drop them")
+    return dict(results)
+
+
 def _log_gap(test: NullTestResult) -> float:
     """log L - mean(log null_L); nan where an L is not positive (no log scale there)."""
     if test.L <= 0 or (test.null_L <= 0).any():
@@ -99,7 +111,7 @@ def _check_alpha(alpha) -> float:
 
 
 def select_k(A, ks, *, n_null=20, n_runs=20, alpha=0.05, resample="bootstrap", iterd_params=None,
-             random_state=None, progress="auto") -> SelectKResult:
+             results=None, random_state=None, progress="auto") -> SelectKResult:
     """Significance against the row-permutation null and stability for every K; a recommended K.
 
     For each K, :func:`ulcmod.null_test` and :func:`ulcmod.stability` with these settings and
@@ -128,6 +140,10 @@ def select_k(A, ks, *, n_null=20, n_runs=20, alpha=0.05, resample="bootstrap", i
         As in :func:`ulcmod.stability`.
     iterd_params : dict, optional
         Settings of :func:`ulcmod.iterd` shared by every run (see :func:`ulcmod.null_test`).
+    results : dict {K: IterDResult}, optional
+        The runs on A to test and score for some or all of the Ks (e.g. the ones being reported),
+        made with the same settings; each is checked to belong to A, as ``result`` is in
+        :func:`ulcmod.null_test`. IterD runs on A here for the Ks it does not hold.
     random_state : None, int or numpy Generator
         Seeds everything; the same seed gives the same result.
     progress : "auto" or bool, default "auto"
@@ -153,7 +169,8 @@ def select_k(A, ks, *, n_null=20, n_runs=20, alpha=0.05, resample="bootstrap", i
     alpha = _check_alpha(alpha)
     resample = check_choice(resample, "resample", RESAMPLES)
 
-    reals = {K: real_run(A, K, settings, entropy, None, "result") for K in ks}
+    results = _check_results(results, ks)
+    reals = {K: real_run(A, K, settings, entropy, results.get(K), f"results[{K}]") for K in ks}
     nulls = null_runs(A, ks, n_null, settings, entropy, show)
     runs = stability_runs(A, ks, n_runs, resample, settings, entropy, show)
     tests: list[NullTestResult] = []

@@ -112,6 +112,12 @@ def build_parser():
                    help=f"k-means sub-clusters for agglomerative/spectral (default {d.n_subclusters})")
     q.add_argument("--top", type=int, default=d.top, help="samples per module in the labelling prompts")
     q.add_argument("--seed", type=int, default=d.seed)
+    q.add_argument("--significance", type=int, nargs="?", const=100, metavar="N_NULL",
+                   help="test IterD's modules at every K against N_NULL row-permuted null matrices "
+                        "(default 100 when given: p < 0.01 becomes reachable)")
+    q.add_argument("--stability", type=int, nargs="?", const=20, metavar="N_RUNS",
+                   help="IterD at every K over N_RUNS bootstrap resamples: each module's stability "
+                        "(default 20 when given); with --significance also the K the data support")
     q.add_argument("--label-endpoint", help="OpenAI-compatible URL to send the labelling prompts to")
     q.add_argument("--label-model", default=d.label_model)
     q.add_argument("--out", default=d.out, help="output folder (a rerun resumes its activations)")
@@ -163,8 +169,8 @@ def config_from(args):
 
     cfg = _config(DiscoverConfig, QUICK, args, (
         "model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "ks", "n_train", "n_test",
-        "max_length", "batch_size", "n_subclusters", "top", "seed", "label_endpoint", "label_model", "out",
-        *BIG_OPTIONS))
+        "max_length", "batch_size", "n_subclusters", "top", "seed", "significance", "stability", "label_endpoint",
+        "label_model", "out", *BIG_OPTIONS))
     cfg.ks = tuple(cfg.ks)
     cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     return cfg

@@ -13,6 +13,7 @@ extract                 manifest (prompts, model, site, layers)      activations
 zscore                  activations/train/, activations/test/        activations/zscored/
 find_modules            activations/zscored/train.npy                labels/, neurons.csv, neuron_pcs.npy,
                                                                      objective.json
+assess_modules          zscored train.npy, labels/                   significance/ (when the settings ask)
 score_informativeness   zscored matrices, labels/, manifest          informativeness.json
 draw_figures            zscored matrices, labels/, neuron_pcs.npy    figures/, similarity.json
 write_labelling         zscored train.npy, labels/, manifest         labelling/
@@ -59,6 +60,9 @@ DEFAULT_KS = (4, 7, 10, 16)
 OBJECTIVE = "objective.json"  # {"table1": rows of L, xi, B per method and K}
 INFORMATIVENESS = "informativeness.json"  # {"table2": rows of I(F) per method and K}
 SIMILARITY = "similarity.json"  # {"category_similarity": {K: categories x categories}}
+SIGNIFICANCE = "significance/results.json"  # null test and stability of IterD's modules per K, recommended K
+SIGNIFICANCE_TABLES = "significance/tables.md"  # the same as markdown tables, inlined in report.md
+SIGNIFICANCE_FIGURE = "significance/figure.png"
 TIMINGS = "timings.json"
 METRICS = "metrics.json"
 LABELLING = "labelling/modules_K{K}.md"
@@ -92,6 +96,8 @@ class DiscoverConfig:
     n_subclusters: int = 10000  # agglomerative/spectral cluster this many k-means centroids (they are O(n^2))
     top: int = 10  # samples per module in the labelling prompts
     seed: int = 0
+    significance: int = 0  # row-permutation null runs per K (ulcmod.null_test); 0: off, 100 reaches p < 0.01
+    stability: int = 0  # bootstrap runs per K (ulcmod.stability); 0: off
     label_endpoint: str | None = None
     label_model: str = "gpt-4o-mini"
     out: str = "runs/default"
@@ -122,6 +128,10 @@ def check_config(cfg: DiscoverConfig) -> None:
     for name in ("n_train", "n_test", "max_length", "batch_size", "top", "n_subclusters"):
         if int(getattr(cfg, name)) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("significance", "stability"):
+        runs = int(getattr(cfg, name))
+        if runs < 0 or runs == 1:
+            raise ValueError(f"--{name} takes 0 (off) or at least 2 runs per K, got {getattr(cfg, name)}")
     _check_loading(cfg)
 
 
@@ -304,6 +314,63 @@ def find_modules(run, *, progress: bool = False) -> None:
     record(run, "find_modules", [*files, OBJECTIVE])
 
 
+def assess_modules(run, *, progress: bool = False) -> None:
+    """Stage 5 (when the settings ask for it): IterD's modules at every K against the
+    row-permutation null (``significance`` runs) and over bootstrap resamples (``stability``
+    runs); with both, the K the data support (:func:`ulcmod.select_k`, on the reported runs)."""
+    from ..analyses import significance_report as sr
+    from ..analyses.model_selection import select_k
+    from ..analyses.module_stability import stability
+    from ..analyses.significance import null_test
+
+    r = load_run(run)
+    s = r.settings
+    n_null, n_runs = s.get("significance", 0), s.get("stability", 0)
+    if not (n_null or n_runs):
+        return
+    A, ks, seed = r.train, r.ks, s["seed"]
+    reported = {K: r.iterd(K) for K in ks}
+    if n_null and n_runs:
+        selection = select_k(A, ks, n_null=n_null, n_runs=n_runs, results=reported, random_state=seed,
+                             progress=progress)
+        tests, stabilities = list(selection.null_tests), list(selection.stabilities)
+    else:
+        selection = None
+        tests = [null_test(A, K, n_null, result=reported[K], random_state=seed, progress=progress)
+                 for K in ks] if n_null else []
+        stabilities = [stability(A, K, n_runs, reference=reported[K], random_state=seed, progress=progress)
+                       for K in ks] if n_runs else []
+    per_k = list(zip(ks, tests or [None] * len(ks), stabilities or [None] * len(ks)))
+    by_k = {str(K): _assessment(t, st) for K, t, st in per_k}
+    folder = (r.path / SIGNIFICANCE).parent
+    folder.mkdir(exist_ok=True)
+    write_json(r.path / SIGNIFICANCE, {
+        "null_runs": n_null, "stability_runs": n_runs, "alpha": sr.ALPHA, "stable_jaccard": sr.STABLE_JACCARD,
+        "recommended_k": None if selection is None else selection.recommended_k, "by_K": by_k})
+    lines = []
+    if selection is not None:
+        lines += ["Every K against its null and over resamples (recommended: the significant K whose "
+                  "modules agree most between runs):", "", *sr.selection_table(selection), ""]
+    for K, t, st in per_k:
+        lines += [f"K={K}:", "", *sr.module_table(t, st), ""]
+    (r.path / SIGNIFICANCE_TABLES).write_text("\n".join(lines))
+    sr.significance_figure(r.path / SIGNIFICANCE_FIGURE, null_tests=tests, stabilities=stabilities,
+                           selection=selection)
+    record(run, "assess_modules", [folder.name])
+
+
+def _assessment(test, stab) -> dict:
+    """The numbers of one K's null test and stability for results.json (None: not run)."""
+    out = {}
+    if test is not None:
+        out.update(L=test.L, null_L_mean=float(test.null_L.mean()), null_L_std=float(test.null_L.std(ddof=1)),
+                   z=test.z, p_value=test.p_value, module_block_mean=test.module_means.tolist(),
+                   module_p_value=test.module_p_values.tolist())
+    if stab is not None:
+        out.update(mean_ari=stab.mean_ari, module_stability=stab.module_stability.tolist())
+    return out
+
+
 def _write_neuron_table(path, layer, position, iterd_results) -> None:
     """CSV of every neuron: its index (the matrices' row), layer, position and IterD module per K."""
     ks = sorted(iterd_results)
@@ -315,7 +382,7 @@ def _write_neuron_table(path, layer, position, iterd_results) -> None:
 
 
 def score_informativeness(run, *, progress: bool = False) -> None:
-    """Stage 5: Table 2, I(F) of every method's modules on the held-out samples (the module
+    """Stage 6: Table 2, I(F) of every method's modules on the held-out samples (the module
     features of every method and K from one pass over each matrix)."""
     from ..analyses.informativeness import informativeness_of_features
     from ..core.objective import module_features_many
@@ -338,7 +405,7 @@ def score_informativeness(run, *, progress: bool = False) -> None:
 
 
 def draw_figures(run, *, progress: bool = False) -> None:
-    """Stage 6: the figures of IterD's modules, and the category similarity of held-out samples."""
+    """Stage 7: the figures of IterD's modules, and the category similarity of held-out samples."""
     from ..analyses.informativeness import category_similarity, heatmap_of_features
     from ..core.objective import module_features_many
     from . import plots
@@ -372,7 +439,7 @@ def draw_figures(run, *, progress: bool = False) -> None:
 
 
 def write_labelling(run, *, progress: bool = False) -> None:
-    """Stage 7: one prompt per IterD module from its most active training samples (Appendix C),
+    """Stage 8: one prompt per IterD module from its most active training samples (Appendix C),
     and the LLM's answers when the settings name an endpoint."""
     from ..analyses import labelling
     from ..core.objective import module_features_many
@@ -394,7 +461,7 @@ def write_labelling(run, *, progress: bool = False) -> None:
 
 
 def write_report(run, *, progress: bool = False) -> dict:
-    """Stage 8: ``metrics.json`` (every number of the report, and the settings) and ``report.md``.
+    """Stage 9: ``metrics.json`` (every number of the report, and the settings) and ``report.md``.
 
     Returns the metrics.
     """
@@ -419,14 +486,20 @@ def write_report(run, *, progress: bool = False) -> dict:
         "activations_source": {k: v for k, v in r.manifest["activations"].items() if k != "rows"}
         if "activations" in r.manifest else None,
     }
+    assessed = (r.path / SIGNIFICANCE).is_file()
+    if assessed:
+        metrics["significance"] = read_json(r.path / SIGNIFICANCE)
     write_json(r.path / METRICS, metrics)
     figures = {f"K{K}": {name: r.path / path.format(K=K) for name, path in FIGURES_PER_K.items()
                          if (r.path / path.format(K=K)).is_file()} for K in r.ks}
     ks = r.ks
     figures.update({f"split K{a} -> K{b}": r.path / SPLIT_FIGURE.format(a=a, b=b) for a, b in zip(ks, ks[1:])})
     figures["IterD objective per iteration"] = r.path / HISTORY_FIGURE
+    if assessed:
+        figures["significance and stability"] = r.path / SIGNIFICANCE_FIGURE
     discover_report(r.path, metrics, figures, {K: r.path / LABELLING.format(K=K) for K in ks},
-                    read_json(r.path / TIMINGS))
+                    read_json(r.path / TIMINGS),
+                    (r.path / SIGNIFICANCE_TABLES).read_text() if assessed else None)
     record(run, "write_report", [METRICS, "report.md"])
     return metrics
 
@@ -456,6 +529,7 @@ STAGES = (
     ("activations", extract),
     ("z-scoring", zscore),
     ("modules (IterD and baselines)", find_modules),
+    ("significance and stability", assess_modules),
     ("informativeness", score_informativeness),
     ("figures", draw_figures),
     ("labelling prompts", write_labelling),

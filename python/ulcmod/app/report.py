@@ -38,11 +38,13 @@ def _memory_lines(metrics: dict) -> list:
     return lines
 
 
-def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files: dict, timings: dict) -> None:
-    """Write ``report.md``: settings, Tables 1 and 2 with the verdicts, figures, prompts, timings.
+def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files: dict, timings: dict,
+                    significance_tables: str | None = None) -> None:
+    """Write ``report.md``: settings, Tables 1 and 2 with the verdicts, the significance and
+    stability of the modules (when assessed), figures, prompts, timings.
 
     `figures` maps a group name to a path or to ``{figure name: path}``; `labelling_files` maps
-    K to its labelling prompts file.
+    K to its labelling prompts file; `significance_tables` is the markdown of the assessment.
     """
     s, v = metrics["settings"], metrics["verdict"]
     lines = ["# ulcmod discover report", "",
@@ -67,6 +69,8 @@ def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files:
                                                          "linear_svc_macro_f1"))) for r in metrics["table2"]])
     lines += [""] + [f"- K={b['K']}: best LogReg accuracy {b['best_accuracy']:.3f} ({b['best_method']}); "
                      f"IterD {b['iterd_accuracy']:.3f}" for b in v["informativeness_logreg_by_K"]]
+    if significance_tables is not None:
+        lines += ["", _significance_heading(metrics["significance"]), "", significance_tables.rstrip()]
     lines += ["", "## Figures", ""]
     for group, items in figures.items():
         if isinstance(items, dict):
@@ -78,6 +82,17 @@ def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files:
     lines += ["", "## Timings (seconds)", ""]
     lines += markdown_table(("stage", "seconds"), [(k, f"{t:.1f}") for k, t in timings.items()])
     (folder / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _significance_heading(sig: dict) -> str:
+    parts = []
+    if sig["null_runs"]:
+        parts.append(f"against {sig['null_runs']} row-permuted null matrices per K (a module is significant "
+                     f"at p <= {sig['alpha']:g}, family-wise over its K modules)")
+    if sig["stability_runs"]:
+        parts.append(f"over {sig['stability_runs']} bootstrap resamples of the samples per K (stable: mean "
+                     f"matched Jaccard >= {sig['stable_jaccard']:g})")
+    return "## How real are the modules? IterD " + " and ".join(parts)
 
 
 _EDIT_METRICS = {"token_ppl": "token ppl", "word_ppl": "word ppl", "top1": "top-1", "mmlu": "MMLU", "probe": "probe"}

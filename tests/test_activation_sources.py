@@ -280,6 +280,15 @@ def test_discover_under_a_small_memory_budget_subsamples_the_baselines(planted_s
             np.testing.assert_array_equal(a["neuron_labels"], b["neuron_labels"])
 
 
+def test_significance_refuses_a_copy_of_A_beyond_the_memory_budget(planted_source, tmp_path, capsys):
+    folder, _, _ = planted_source
+    assert _discover(folder, tmp_path / "run", "--methods", "iterd", "--memory-budget", "512K",
+                     "--significance", "2") == 2
+    err = capsys.readouterr().err
+    # 70 training prompts x 3,000 neurons in float32
+    assert err.count("\n") == 1 and "in memory (0.8 MiB), more than the memory budget of 0.5 MiB; raise" in err, err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--activations", "/no/such/file.h5"], "activations '/no/such/file.h5' do not exist"),
     (["--memory-budget", "lots"], "expected a size such as 512M"),

@@ -329,6 +329,7 @@ def assess_modules(run, *, progress: bool = False) -> None:
     if not (n_null or n_runs):
         return
     A, ks, seed = r.train, r.ks, s["seed"]
+    _check_copy_fits(A, s)
     reported = {K: r.iterd(K) for K in ks}
     if n_null and n_runs:
         selection = select_k(A, ks, n_null=n_null, n_runs=n_runs, results=reported, random_state=seed,
@@ -357,6 +358,19 @@ def assess_modules(run, *, progress: bool = False) -> None:
     sr.significance_figure(r.path / SIGNIFICANCE_FIGURE, null_tests=tests, stabilities=stabilities,
                            selection=selection)
     record(run, "assess_modules", [folder.name])
+
+
+def _check_copy_fits(A, s: dict) -> None:
+    """Null runs and bootstrap resamples each fill an in-memory copy of the training matrix (the
+    one part of a run that is not memory-bounded): refuse when it exceeds the memory budget."""
+    from ..core._memory import default_memory_budget
+
+    budget = s.get("memory_budget") or default_memory_budget()
+    copy = A.shape[0] * A.shape[1] * A.dtype.itemsize
+    if copy > budget:
+        raise ValueError(f"--significance and --stability hold a permuted or resampled copy of the training "
+                         f"activations in memory ({copy / 2**20:,.1f} MiB), more than the memory budget of "
+                         f"{budget / 2**20:,.1f} MiB; raise --memory-budget or run without them")
 
 
 def _assessment(test, stab) -> dict:

@@ -22,6 +22,24 @@ def _link(path, folder: Path, name=None) -> str:
     return f"[{name or rel}]({rel})"
 
 
+def _memory_lines(metrics: dict) -> list:
+    """Where the activations came from when they were not extracted, and whether the baselines
+    ran on a subsample of neurons to stay within the memory budget."""
+    lines = []
+    source = metrics.get("activations_source")
+    if source:
+        name = f":{source['name']}" if source.get("name") else ""
+        lines.append(f"- activations: read from `{source['path']}{name}` ({source['format']}, {source['dtype']}, "
+                     f"{source['shape'][0]:,} x {source['shape'][1]:,}), not extracted here")
+    memory = metrics.get("baselines_memory")
+    if memory and memory["baseline_subsample"]:
+        lines.append(f"- baselines fitted on a random subsample of {memory['baseline_neurons']:,} of "
+                     f"{memory['n_neurons']:,} neurons (their copies of the activations would exceed the memory "
+                     f"budget of {memory['memory_budget_bytes'] / 2**30:.2f} GiB); every neuron is labelled and "
+                     f"L is computed on all of them")
+    return lines
+
+
 def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files: dict, timings: dict,
                     significance_tables: str | None = None) -> None:
     """Write ``report.md``: settings, Tables 1 and 2 with the verdicts, the significance and
@@ -37,7 +55,7 @@ def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files:
              f"- data: `{s['dataset']}`, {len(metrics['categories'])} categories "
              f"({', '.join(metrics['categories'])}), {s['n_train']} train + {s['n_test']} test prompts each, "
              f"max {s['max_length']} tokens",
-             f"- K: {list(s['ks'])}, seed {s['seed']}, total {timings['total']:.0f} s", "",
+             f"- K: {list(s['ks'])}, seed {s['seed']}, total {timings['total']:.0f} s", *_memory_lines(metrics), "",
              "## Table 1: objective (L = xi * B; the paper prints L and B x 1e-6)", ""]
     lines += markdown_table(
         ("method", "K", "L", "L x1e-6", "xi", "B", "B x1e-6", "empty sample modules", "seconds"),

@@ -8,7 +8,9 @@
 * a linear probe: logistic regression on the mean last-layer hidden state, held-out accuracy.
 
 Texts are evaluated without a chat template (plain language modelling), truncated to
-`max_length` tokens, in length-sorted batches under ``torch.inference_mode()``.
+`max_length` tokens, in length-sorted batches under ``torch.inference_mode()``. The model is
+anything :func:`~ulcmod.lm.interop.as_lm` takes (also spread over devices: token ids go to the
+input embedding's device, and targets and masks to the device the logits come out on).
 """
 
 from __future__ import annotations
@@ -18,20 +20,23 @@ import math
 import numpy as np
 
 from ._batches import check_texts, encode, longest_first, pad_batch
-from .models import check_max_length, model_device, pad_token_id
+from .interop import as_lm, tokenizer_of
+from .models import check_max_length, pad_token_id
 
 
-def _logits(model, input_ids, mask):
+def _logits(lm, input_ids, mask):
     import torch
 
     with torch.inference_mode():
-        return model(input_ids=input_ids, attention_mask=mask.long(), use_cache=False).logits.float()
+        return lm.forward(input_ids, mask).float()
 
 
 def next_token_stats(model, tokenizer, texts, *, max_length: int = 256, batch_size: int = 8) -> dict:
     """NLL sum, correct top-1 predictions and counts over every predicted token of `texts`."""
     import torch
 
+    lm = as_lm(model, tokenizer)
+    tokenizer = tokenizer_of(lm, tokenizer)
     pad_id = pad_token_id(tokenizer)
     texts = check_texts(texts)
     enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=check_max_length(model, max_length),
@@ -40,13 +45,13 @@ def next_token_stats(model, tokenizer, texts, *, max_length: int = 256, batch_si
     # Words of the text actually evaluated: up to the last kept token's end (truncation aside,
     # the whole text), counted on the original string.
     words = [len(t[: max((e for _, e in off), default=0)].split()) for t, off in zip(texts, enc["offset_mapping"])]
-    device = model_device(model)
+    device = lm.input_device
     nll, correct, n_tok, n_words = 0.0, 0, 0, 0
     for batch in longest_first(ids, batch_size):
         input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
-        logp = torch.log_softmax(_logits(model, input_ids, mask)[:, :-1], dim=-1)
-        target = input_ids[:, 1:]
-        valid = mask[:, 1:]
+        logp = torch.log_softmax(_logits(lm, input_ids, mask)[:, :-1], dim=-1)
+        target = input_ids[:, 1:].to(logp.device)
+        valid = mask[:, 1:].to(logp.device)
         tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         nll -= float(tok_lp[valid].double().sum())
         correct += int((logp.argmax(-1) == target)[valid].sum())
@@ -82,6 +87,8 @@ def option_loglik(model, tokenizer, prompt: str, options, max_length: int = 512)
     """Summed log-likelihood of each option's tokens following `prompt`."""
     import torch
 
+    lm = as_lm(model, tokenizer)
+    tokenizer = tokenizer_of(lm, tokenizer)
     pad_id = pad_token_id(tokenizer)
     p_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     rows, spans = [], []
@@ -90,12 +97,12 @@ def option_loglik(model, tokenizer, prompt: str, options, max_length: int = 512)
         row = (p_ids + o_ids)[-max_length:]
         rows.append(row)
         spans.append(min(len(o_ids), len(row) - 1))
-    device = model_device(model)
-    input_ids, mask = pad_batch(rows, pad_id, device)
-    logp = torch.log_softmax(_logits(model, input_ids, mask), dim=-1)
+    input_ids, mask = pad_batch(rows, pad_id, lm.input_device)
+    logp = torch.log_softmax(_logits(lm, input_ids, mask), dim=-1)
+    input_ids = input_ids.to(logp.device)
     out = np.empty(len(rows))
     for r, (row, span) in enumerate(zip(rows, spans)):
-        pos = torch.arange(len(row) - span, len(row), device=device)
+        pos = torch.arange(len(row) - span, len(row), device=logp.device)
         out[r] = float(logp[r, pos - 1, input_ids[r, pos]].double().sum())
     return out
 
@@ -111,16 +118,16 @@ def hidden_features(model, tokenizer, texts, *, max_length: int = 256, batch_siz
     """Mean over real tokens of the last layer's hidden state, one row per text."""
     import torch
 
+    lm = as_lm(model, tokenizer)
+    tokenizer = tokenizer_of(lm, tokenizer)
     pad_id = pad_token_id(tokenizer)
     ids = encode(tokenizer, texts, False, max_length)
-    device = model_device(model)
     out = None
     for batch in longest_first(ids, batch_size):
-        input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
+        input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, lm.input_device)
         with torch.inference_mode():
-            h = model(input_ids=input_ids, attention_mask=mask.long(), output_hidden_states=True,
-                      use_cache=False).hidden_states[-1].float()
-        m = mask.unsqueeze(-1).float()
+            h = lm.last_hidden(input_ids, mask).float()
+        m = mask.unsqueeze(-1).to(h.device).float()
         feats = ((h * m).sum(1) / m.sum(1)).cpu().numpy()
         if out is None:
             out = np.empty((len(ids), feats.shape[1]))

@@ -250,7 +250,7 @@ def test_discover_reads_activations_instead_of_extracting(planted_source, tmp_pa
         assert [p.text for p in run.split(split)] == [f"prompt number {j}" for j in rows]
     assert manifest["model"]["name"] == "my-org/my-model" and manifest["model"]["n_neurons"] == N_NEURONS
     assert manifest["model"]["widths"] == [1000] * 3 and run.neuron_layer.max() == 2
-    assert manifest["files"]["activations/train/activations.npy"] == {"stage": "import_activations"}
+    assert manifest["files"]["activations/train/activations.npy"]["stage"] == "import_activations"
     assert "torch" not in manifest["software"]  # no model ran
     res = run.iterd(7)
     assert len({(a, b) for a, b in zip(res.neuron_labels, module)}) == 7  # the planted modules

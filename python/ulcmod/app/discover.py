@@ -438,23 +438,34 @@ def score_informativeness(run, *, progress: bool = False) -> None:
     """Stage 6: Table 2, I(F) of every method's modules on the held-out samples (the module
     features of every method and K from one pass over each matrix)."""
     from ..analyses.informativeness import informativeness_of_features
+    from ..core._validation import check_labels
     from ..core.objective import module_features_many
 
     r = load_run(run)
     y_train, y_test = r.y("train"), r.y("test")
-    failed = r.failed
-    keys = [(K, method) for K in r.ks for method in r.methods if (method, K) not in failed]
-    labelings = [(r.labels(method, K).neuron_labels, K) for K, method in keys]
-    X_train = dict(zip(keys, module_features_many(r.train, labelings)))
-    X_test = dict(zip(keys, module_features_many(r.test, labelings)))
+    failed = dict(r.failed)
+    labelings = {}
+    for K in r.ks:
+        for method in r.methods:
+            if (method, K) in failed:
+                continue
+            u = r.labels(method, K).neuron_labels
+            try:  # a baseline may leave a module without neurons: no features for it
+                labelings[method, K] = (check_labels(u, len(u), K, f"{method}'s neuron labels at K={K}"), K)
+            except ValueError as err:
+                if method == "iterd":
+                    raise
+                failed[method, K] = failure_reason(err)
+    X_train = dict(zip(labelings, module_features_many(r.train, list(labelings.values()))))
+    X_test = dict(zip(labelings, module_features_many(r.test, list(labelings.values()))))
     table2 = []
     for K in r.ks:
         for method in r.methods:
             if (method, K) in failed:
-                table2.append({"method": method, "K": K, "failed": failed[(method, K)]})
+                table2.append({"method": method, "K": K, "failed": failed[method, K]})
                 continue
             try:
-                scores = informativeness_of_features(X_train[K, method], y_train, X_test[K, method], y_test,
+                scores = informativeness_of_features(X_train[method, K], y_train, X_test[method, K], y_test,
                                                      random_state=r.settings["seed"])
             except Exception as err:  # noqa: BLE001 - one baseline's failure must not cost the run
                 if method == "iterd":

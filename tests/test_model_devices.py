@@ -2,6 +2,7 @@
 machine), and models from other libraries (nnsight, TransformerLens, a plain nn.Module): each
 gives the activations, edits and metrics of the single-device HuggingFace model."""
 
+import json
 import warnings
 
 import numpy as np
@@ -231,3 +232,60 @@ def test_model_split_over_gpu_and_cpu_equals_one_device(saved, tmp_path):
     if torch.cuda.device_count() > 1:
         auto, _ = ulcmod.load_model(saved, device_map="auto", max_memory={0: "20KB", 1: "1GB", "cpu": "1GB"})
         same_everywhere(auto, reference, tok, tmp_path / "auto", rtol=1e-4, atol=1e-5)
+
+
+# --- where discover's IterD runs -------------------------------------------------------------
+
+def _iterd_gpu_ready() -> bool:
+    from ulcmod.core._device import cuda_module
+
+    mod = cuda_module()
+    return mod is not None and mod.device_count() > 0
+
+
+def test_discover_iterd_follows_the_model_to_the_gpu_when_it_can(monkeypatch):
+    from ulcmod.app import discover
+
+    assert discover.iterd_device({"device": None, "device_map": None}) == "cpu"
+    assert discover.iterd_device({"device": "cpu", "device_map": {"model": "cpu"}}) == "cpu"
+    assert discover.iterd_device({"device": "cuda:1", "iterd_device": "cpu"}) == "cpu"
+    monkeypatch.setattr(discover, "require_cuda", lambda name: None)  # as on a GPU machine with the CUDA build
+    assert discover.iterd_device({"device": "cuda:1", "device_map": None}) == "cuda"
+    assert discover.iterd_device({"device": None, "device_map": {"model.layers.0": 0, "lm_head": "cpu"}}) == "cuda"
+
+    def missing(name):
+        raise ValueError(f'{name}="cuda" needs the CUDA build of ulcmod')
+
+    monkeypatch.setattr(discover, "require_cuda", missing)
+    with pytest.warns(RuntimeWarning, match="IterD runs on the CPU although the model runs on a GPU: iterd_device"):
+        assert discover.iterd_device({"device": "cuda", "device_map": None}) == "cpu"
+
+
+@pytest.mark.skipif(_iterd_gpu_ready(), reason="this machine can run IterD on a GPU")
+def test_discover_iterd_device_cuda_without_a_gpu_is_one_line_before_loading(capsys, tmp_path):
+    from ulcmod.app import cli
+
+    code = cli.main(["discover", "--iterd-device", "cuda", "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and '--iterd-device="cuda" needs' in err, err
+    assert not (tmp_path / "o").exists()  # nothing loaded, nothing written
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _iterd_gpu_ready(), reason="needs the CUDA build and a GPU")
+def test_quick_discover_on_the_gpu_runs_iterd_there(tiny_model_dir, dataset_rows, tmp_path):
+    """On a GPU machine: the model and IterD on the GPU; the modules' L is the CPU objective."""
+    from ulcmod.app import cli
+    from ulcmod.app.run import read_json
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in dataset_rows))
+    out = tmp_path / "run"
+    assert cli.main(["discover", "--model", tiny_model_dir, "--dataset", str(data), "--quick", "--device", "cuda",
+                     "--dtype", "bfloat16", "--out", str(out), "--no-progress"]) == 0
+    assert read_json(out / "objective.json")["iterd_device"] == "cuda"
+    run = ulcmod.load_run(out)
+    for K in run.ks:
+        res = run.iterd(K)
+        assert res.converged
+        assert res.L == pytest.approx(ulcmod.objective(run.train, res.neuron_labels, res.sample_labels).L, rel=1e-9)

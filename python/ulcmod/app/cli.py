@@ -59,11 +59,11 @@ def _json_object(text):
 
 
 # Models bigger than one device and activations bigger than memory (DiscoverConfig's names).
-BIG_OPTIONS = ("device", "dtype", "device_map", "model_kwargs", "activations", "memory_budget")
+BIG_OPTIONS = ("device", "dtype", "device_map", "model_kwargs", "activations", "memory_budget", "iterd_device")
 
 
 def _add_big_options(q) -> None:
-    """--device, --dtype, --device-map, --model-kwargs, --activations, --memory-budget."""
+    """--device, --dtype, --device-map, --model-kwargs, --activations, --memory-budget, --iterd-device."""
     from ..lm.models import DEVICE_MAPS, DTYPES
 
     g = q.add_argument_group("models bigger than one device, activations bigger than memory")
@@ -82,6 +82,9 @@ def _add_big_options(q) -> None:
     g.add_argument("--memory-budget",
                    help="memory for the baselines' in-memory copies of the activations, e.g. 8G; above it they "
                         "run on a subsample of neurons (default: half of the memory available)")
+    g.add_argument("--iterd-device", choices=("auto", "cpu", "cuda"),
+                   help="where IterD runs (default auto: on the GPU when the model runs on one and ulcmod is "
+                        "built with CUDA)")
 
 
 def build_parser():

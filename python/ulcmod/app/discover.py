@@ -33,6 +33,7 @@ import csv
 import io
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analyses.baselines import METHODS, failure_reason
+from ..core._device import DEVICES, require_cuda
 from ..core._files import atomic_file, save_npy, save_npz, write_text
 from ..core._validation import unique_ks
 from ..lm._store import STORAGE_DTYPES
@@ -119,6 +121,7 @@ class DiscoverConfig:
     model_kwargs: dict | None = None  # passed to from_pretrained (attn_implementation, max_memory, ...)
     activations: str | None = None  # read these (samples x neurons, the dataset's order), do not extract
     memory_budget: int | None = None  # bytes for the baselines' copies of A; None: half of what is available
+    iterd_device: str = "auto"  # where IterD runs: "auto" (the GPU when the model runs on one), "cpu", "cuda"
 
 
 # Settings that change no result by their value, so a run resumes whatever it is: where the run
@@ -129,7 +132,7 @@ NOT_RESULTS = ("out", "progress", "overwrite", "batch_size", "device", "device_m
                "text_column", "label_column", "n_train", "n_test")
 # Settings the activations do not depend on.
 AFTER_EXTRACTION = ("ks", "methods", "n_subclusters", "top", "seed", "significance", "stability", "label_endpoint",
-                    "label_model", "memory_budget")
+                    "label_model", "memory_budget", "iterd_device")
 
 
 # `--quick`: a minutes-long run on the default model, a few prompts per category and two K.
@@ -174,6 +177,37 @@ def _check_loading(cfg: DiscoverConfig) -> None:
         raise ValueError(f"model_kwargs must be a dict of from_pretrained arguments, got {cfg.model_kwargs!r}")
     if cfg.memory_budget is not None:
         cfg.memory_budget = parse_bytes(cfg.memory_budget)
+    if cfg.iterd_device not in DEVICES:
+        raise ValueError(f"iterd_device must be one of {list(DEVICES)}, got {cfg.iterd_device!r}")
+    if cfg.iterd_device == "cuda":
+        require_cuda("--iterd-device")  # before the model loads, not after the extraction
+
+
+def _model_on_gpu(device, device_map) -> bool:
+    if device_map is not None and not isinstance(device_map, dict):  # a named placement fills the GPUs first
+        import torch
+
+        return torch.cuda.is_available()
+    places = list(device_map.values()) if device_map is not None else [device]
+    return any((isinstance(p, int) and not isinstance(p, bool)) or str(p).startswith("cuda") for p in places)
+
+
+def iterd_device(settings: dict) -> str:
+    """Where the run's IterD goes: its ``iterd_device``, or for "auto" the GPU when the model
+    runs on a CUDA device (``device`` or ``device_map``) and this ulcmod can use one, else the
+    CPU (with a warning when the model is on a GPU but IterD cannot follow it)."""
+    wanted = settings.get("iterd_device", "auto")
+    if wanted != "auto":
+        return wanted
+    if not _model_on_gpu(settings.get("device"), settings.get("device_map")):
+        return "cpu"
+    try:
+        require_cuda("iterd_device")
+    except ValueError as err:
+        warnings.warn(f"IterD runs on the CPU although the model runs on a GPU: {err}", RuntimeWarning,
+                      stacklevel=2)
+        return "cpu"
+    return "cuda"
 
 
 def load_dataset(cfg: DiscoverConfig):
@@ -327,10 +361,11 @@ def find_modules(run, *, progress: bool = False) -> None:
     Z = r.train  # neurons x samples, memory-mapped: never loaded whole
     budget = s.get("memory_budget") or default_memory_budget()
     subsample = baseline_subsample(*Z.shape, s["methods"], budget, s["seed"])
+    device = iterd_device(s)
     features = NeuronFeatures(Z, s["n_subclusters"], s["seed"], rows=subsample) if len(s["methods"]) > 1 else None
     rows, labels, iterd_results = compare_methods(
         Z, s["ks"], methods=s["methods"], random_state=s["seed"], n_subclusters=s["n_subclusters"],
-        features=features, progress=progress, subsample=subsample)
+        features=features, progress=progress, subsample=subsample, iterd_kwargs={"device": device})
     files = [LABELS.format(method=m, K=K) for m, K in labels]  # a failed baseline has none (see Table 1)
     for (method, K), (u, samples) in labels.items():
         path = r.path / LABELS.format(method=method, K=K)
@@ -347,7 +382,7 @@ def find_modules(run, *, progress: bool = False) -> None:
     memory = {"memory_budget_bytes": int(budget), "n_neurons": int(Z.shape[0]),
               "baseline_neurons": int(Z.shape[0] if subsample is None else subsample.size),
               "baseline_subsample": subsample is not None}
-    write_json(r.path / OBJECTIVE, {"table1": rows, "baselines_memory": memory})
+    write_json(r.path / OBJECTIVE, {"table1": rows, "baselines_memory": memory, "iterd_device": device})
     record(run, "find_modules", [*files, OBJECTIVE])
 
 

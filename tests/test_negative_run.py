@@ -257,7 +257,7 @@ def test_a_failing_baseline_is_reported_and_the_run_goes_on(quick_run, tmp_path,
     assert table1["spectral"]["failed"] == "RuntimeError: no convergence at all" and table1["spectral"]["L"] is None
     assert table2["spectral"]["failed"] == table1["spectral"]["failed"]
     assert "failed" not in table1["iterd"] and table1["iterd"]["L"] > 0
-    assert "neuron_labels leave module(s)" in table2["spectral-coclustering"]["failed"]  # empty at K=38
+    assert "spectral-coclustering's neuron labels at K=38 leave module(s)" in table2["spectral-coclustering"]["failed"]
     assert not (out / "labels" / "spectral_K38.npz").exists()
     assert (("spectral", 38) not in ulcmod.load_run(out).all_labels)
     verdict = discover._verdicts(list(table1.values()), list(table2.values()))

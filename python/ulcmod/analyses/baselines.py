@@ -7,6 +7,14 @@ sub-cluster centroids and map the labels back (as the paper). Their samples then
 whose neurons they activate most on average. Spectral Co-clustering partitions neurons and
 samples jointly, on the activations shifted to be non-negative (which it requires).
 Needs scikit-learn.
+
+The baselines need copies of A in memory (a float32 copy for the PCA, float64 ones for
+co-clustering), IterD does not. When those copies would exceed a memory budget
+(:func:`baseline_subsample`), the baselines are fitted on a seeded subsample of neurons, and every
+neuron still gets a label: the PCA basis is fitted on the subsample, every neuron is projected on
+it block by block and clustered; co-clustering partitions the subsample and the samples, and every
+other neuron joins the module whose samples it activates most on average (:func:`assign_neurons`).
+L, xi and B are always computed on every neuron.
 """
 
 from __future__ import annotations
@@ -16,25 +24,66 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..core._blocks import row_blocks
 from ..core._optional import require
 from ..core._validation import check_activations, check_random_state, seed_from
 from ..core.iterd import iterd
-from ..core.objective import assign_samples, objective
+from ..core.objective import assign_neurons, assign_samples, objective
 
 METHODS = ("iterd", "kmeans", "minibatch-kmeans", "agglomerative", "spectral", "spectral-coclustering")
 PCA_DIMS = 16
+# Bytes per entry of A that a baseline holds in memory at once: the neuron PCA keeps a float32 copy
+# of the rows and sklearn's centred copy of it; spectral co-clustering a float64 shifted copy,
+# its scaled copy and sklearn's validated one (peaks measured in benchmarks/results/bounded_memory.md).
+BYTES_PER_ENTRY = {"pca": 8, "spectral-coclustering": 24}
+_BLOCK_BYTES = 32 << 20  # rows of A projected on the PCA basis at a time (float32, and centred)
+_MIN_SUBSAMPLE = 1000  # fewer neurons than this say too little about the baselines
+
+
+def baseline_subsample(n_neurons: int, n_samples: int, methods, memory_budget: int, random_state=0):
+    """The neurons the baselines are fitted on: None (all of them) when their in-memory copies of
+    A fit in `memory_budget` bytes, else a seeded sorted subsample of as many as fit.
+
+    Raises ``ValueError`` when not even a few thousand neurons fit (raise the budget, or run
+    IterD alone).
+    """
+    needs = [BYTES_PER_ENTRY["spectral-coclustering" if m == "spectral-coclustering" else "pca"]
+             for m in methods if m != "iterd"]
+    if not needs:
+        return None
+    fit = int(memory_budget // (max(needs) * n_samples))
+    if fit >= n_neurons:
+        return None
+    if fit < min(_MIN_SUBSAMPLE, n_neurons):
+        raise ValueError(f"a memory budget of {memory_budget / 2**20:.0f} MiB holds the baselines' copies of only "
+                         f"{fit} of {n_neurons} neurons x {n_samples} samples; raise --memory-budget or run IterD "
+                         f"alone (--methods iterd)")
+    rng = check_random_state(random_state)
+    return np.sort(rng.choice(n_neurons, fit, replace=False))
 
 
 class NeuronFeatures:
-    """The neuron rows reduced by PCA to 16 dimensions, and their k-means sub-clusters (lazily)."""
+    """The neuron rows reduced by PCA to 16 dimensions, and their k-means sub-clusters (lazily).
 
-    def __init__(self, A, n_subclusters: int, seed: int):
+    With `rows` (sorted neuron indices) the PCA is fitted on those rows only and every neuron is
+    projected on its basis, block by block, so A is never copied whole.
+    """
+
+    def __init__(self, A, n_subclusters: int, seed: int, rows=None):
         from sklearn.decomposition import PCA
 
         self.seed = seed
         self.n_subclusters = n_subclusters
-        X = np.asarray(A, dtype=np.float32)
-        self.X = PCA(n_components=min(PCA_DIMS, *X.shape), random_state=seed).fit_transform(X)
+        self.rows = rows
+        n_components = min(PCA_DIMS, *A.shape)
+        pca = PCA(n_components=n_components, random_state=seed)
+        if rows is None:
+            self.X = pca.fit_transform(np.asarray(A, dtype=np.float32))
+        else:
+            pca.fit(np.asarray(A[rows], dtype=np.float32))
+            self.X = np.empty((A.shape[0], n_components), dtype=np.float32)
+            for r0, r1 in row_blocks(A.shape[0], 4 * A.shape[1], _BLOCK_BYTES):
+                self.X[r0:r1] = pca.transform(np.asarray(A[r0:r1], dtype=np.float32))
         self._sub = None
 
     def subclusters(self):
@@ -82,15 +131,35 @@ def neuron_labels_of(method: str, features: NeuronFeatures, K: int) -> np.ndarra
     return np.asarray(top)[sub]
 
 
+def _coclustering(A, K, seed, rows):
+    """Spectral co-clustering of A (of its `rows` only, when given): (neuron labels, sample labels)."""
+    from sklearn.cluster import SpectralCoclustering
+
+    shifted = np.array(A if rows is None else A[rows], dtype=np.float64)  # a copy: it is shifted in place
+    shifted -= float(shifted.min())  # non-negative, as co-clustering requires
+    shifted += 1e-6
+    model = SpectralCoclustering(K, random_state=seed, svd_method="randomized").fit(shifted)
+    del shifted
+    s = model.column_labels_
+    if rows is None:
+        return model.row_labels_, s
+    u = assign_neurons(A, s, n_modules=K)
+    u[rows] = model.row_labels_
+    return u, s
+
+
 def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclusters: int = 10000,
-                    iterd_kwargs=None, progress: bool = False, features: NeuronFeatures | None = None):
+                    iterd_kwargs=None, progress: bool = False, features: NeuronFeatures | None = None,
+                    subsample=None):
     """Run IterD and the baselines for every K; return (rows, labels, iterd_results).
 
     rows: one dict per (method, K) with L, xi, B (also L and B x 1e-6, as the paper prints them),
     the number of empty modules and the seconds taken. labels: {(method, K): (neuron labels,
     sample labels)}. iterd_results: {K: IterDResult}. `features` may hold the neuron PCA already
-    computed for A (it is computed on first need otherwise). `progress` shows one bar over the
-    (K, method) runs, labelled with the one running (IterD's own bar stays off).
+    computed for A (it is computed on first need otherwise). `subsample` (sorted neuron indices,
+    see :func:`baseline_subsample`) fits the baselines on those neurons only; every neuron is
+    still labelled and scored. `progress` shows one bar over the (K, method) runs, labelled with
+    the one running (IterD's own bar stays off).
 
     A baseline that fails (sklearn leaving a cluster empty, say) does not stop the others: its
     row holds ``"failed"`` (the reason, one line) and None for every number, and it has no labels.
@@ -116,8 +185,8 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
             else:
                 try:
                     if features is None and method != "spectral-coclustering":
-                        features = NeuronFeatures(A, n_subclusters, seed)
-                    u, s = _baseline(method, A, K, features, seed)
+                        features = NeuronFeatures(A, n_subclusters, seed, rows=subsample)
+                    u, s = _baseline(method, A, K, features, seed, subsample)
                 except Exception as err:  # noqa: BLE001 - one baseline's failure must not cost the run
                     rows.append({"method": method, "K": K, **dict.fromkeys(_NUMBERS), "failed": failure_reason(err),
                                  "seconds": time.perf_counter() - t0})
@@ -141,14 +210,11 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
 _NUMBERS = ("L", "xi", "B", "L_e6", "B_e6", "empty_neuron_modules", "empty_sample_modules")
 
 
-def _baseline(method: str, A, K: int, features, seed: int):
-    """(neuron labels, sample labels) of a baseline."""
+def _baseline(method: str, A, K: int, features, seed: int, subsample):
+    """(neuron labels, sample labels) of a baseline; a baseline that leaves a module without
+    neurons raises (its L would silently count an empty module)."""
     if method == "spectral-coclustering":
-        from sklearn.cluster import SpectralCoclustering
-
-        shifted = np.asarray(A, dtype=np.float64) - float(np.min(A)) + 1e-6
-        model = SpectralCoclustering(K, random_state=seed, svd_method="randomized").fit(shifted)
-        return model.row_labels_, model.column_labels_
+        return _coclustering(A, K, seed, subsample)
     u = np.asarray(neuron_labels_of(method, features, K), dtype=np.int32)
     empty = np.flatnonzero(np.bincount(u, minlength=K) == 0)
     if empty.size:

@@ -109,10 +109,13 @@ def load_models(run, seed: int) -> Models:
     """The model the run's manifest names, and a random one of its architecture (seeded)."""
     import torch
 
-    from ..lm.models import load_model
+    from .discover import load_settings_model
 
     s = load_run(run).settings
-    model, tok = load_model(s["model"], gguf_file=s["gguf_file"])
+    if s.get("activations") and not s.get("model"):
+        raise ValueError(f"the run's activations were read from {s['activations']}; analyze needs the model "
+                         f"they came from: rerun discover with --model and --activations")
+    model, tok = load_settings_model(s)
     torch.manual_seed(seed)
     return Models(model, tok, type(model)(model.config).eval())
 

@@ -176,7 +176,7 @@ def browser_context(r) -> dict:
     other = [_figure(p, folder, p.stem.replace("_", " ")) for p in figures if p.name not in shown]
     model = r.model
     return {
-        "title": f"ulcmod run: {Path(str(model.get('name', 'model'))).name}, K={','.join(map(str, ks))}",
+        "title": f"ulcmod run: {Path(str(model.get('name') or 'activations')).name}, K={','.join(map(str, ks))}",
         "model": model, "settings": s, "categories": categories,
         "category_colors": {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(categories)},
         "n_train": metrics["n_train_samples"], "n_test": n_test, "low_sample": metrics.get("low_sample", False),

@@ -9,6 +9,8 @@ exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import warnings
 
@@ -30,6 +32,59 @@ def _int_list(text):
     except ValueError:
         message = f"expected comma-separated integers or ranges like 0-11, got {text!r}"
         raise argparse.ArgumentTypeError(message) from None
+
+
+def _json_value(text):
+    """A JSON value from inline JSON or from a .json file."""
+    try:
+        if os.path.isfile(text):
+            with open(text) as f:
+                return json.load(f)
+        return json.loads(text)
+    except (OSError, ValueError) as err:
+        raise argparse.ArgumentTypeError(f"expected inline JSON or a JSON file, got {text!r} ({err})") from None
+
+
+def _device_map(text):
+    from ..lm.models import DEVICE_MAPS
+
+    return text if text in DEVICE_MAPS else _json_value(text)
+
+
+def _json_object(text):
+    value = _json_value(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+# Models bigger than one device and activations bigger than memory (DiscoverConfig's names).
+BIG_OPTIONS = ("device", "dtype", "device_map", "model_kwargs", "activations", "memory_budget", "iterd_device")
+
+
+def _add_big_options(q) -> None:
+    """--device, --dtype, --device-map, --model-kwargs, --activations, --memory-budget, --iterd-device."""
+    from ..lm.models import DEVICE_MAPS, DTYPES
+
+    g = q.add_argument_group("models bigger than one device, activations bigger than memory")
+    g.add_argument("--device", help="torch device for the whole model, e.g. cuda or cuda:1 (default cpu)")
+    g.add_argument("--dtype", choices=DTYPES, help="the model's weights (default float32)")
+    g.add_argument("--device-map", type=_device_map,
+                   help=f"spread the model over devices with accelerate: {', '.join(DEVICE_MAPS)}, or a map "
+                        "{module path: device} as inline JSON or a .json file")
+    g.add_argument("--model-kwargs", type=_json_object,
+                   help="JSON object (inline or a file) of from_pretrained arguments, e.g. "
+                        "'{\"attn_implementation\": \"sdpa\", \"max_memory\": {\"0\": \"20GB\", \"cpu\": \"60GB\"}, "
+                        "\"offload_folder\": \"offload\"}'")
+    g.add_argument("--activations",
+                   help="skip extraction: read activations (samples x neurons, one row per --dataset prompt in "
+                        "its order) from an extraction folder, a .npy file, FILE.h5[:DATASET] or STORE.zarr[:ARRAY]")
+    g.add_argument("--memory-budget",
+                   help="memory for the baselines' in-memory copies of the activations, e.g. 8G; above it they "
+                        "run on a subsample of neurons (default: half of the memory available)")
+    g.add_argument("--iterd-device", choices=("auto", "cpu", "cuda"),
+                   help="where IterD runs (default auto: on the GPU when the model runs on one and ulcmod is "
+                        "built with CUDA)")
 
 
 def build_parser():
@@ -91,6 +146,7 @@ def build_parser():
     q.add_argument("--overwrite", action="store_true",
                    help="replace a run in --out that was made with another model, prompts or settings (its "
                         "activations are kept when they still match)")
+    _add_big_options(q)
     a = sub.add_parser("analyze", help="editing, selective pruning and MoEfication on a discover run's modules")
     a.add_argument("--run", help=f"the discover output folder (default {a_d.run})")
     a.add_argument("--k", type=int, help="IterD K to analyse (default: the run's K closest to its number of "
@@ -142,7 +198,7 @@ def config_from(args):
     cfg = _config(DiscoverConfig, QUICK, args, (
         "model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "ks", "n_train", "n_test",
         "max_length", "batch_size", "n_subclusters", "top", "seed", "significance", "stability", "label_endpoint",
-        "label_model", "out", "storage_dtype"))
+        "label_model", "out", "storage_dtype", *BIG_OPTIONS))
     cfg.label_with_categories = args.label_with_categories
     cfg.overwrite = args.overwrite
     cfg.ks = tuple(cfg.ks)

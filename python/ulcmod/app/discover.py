@@ -9,6 +9,7 @@ stage                   reads                                        writes
 ======================  ===========================================  =========================================
 choose_prompts          the dataset named by the settings            manifest.json (settings, prompts, split)
 extract                 manifest (prompts, model, site, layers)      activations/train/, activations/test/
+  (import_activations   manifest, the activations named by settings  activations/train/, activations/test/)
 zscore                  activations/train/, activations/test/        activations/zscored/
 find_modules            activations/zscored/train.npy                labels/, neurons.csv, neuron_pcs.npy,
                                                                      objective.json
@@ -21,6 +22,12 @@ write_report            manifest, the .json files, labels/,          metrics.jso
 write_browser           manifest, metrics.json, figures/,            index.html
                         labelling/*.json, analysis.json (if any)
 ======================  ===========================================  =========================================
+
+With ``activations`` set (``--activations PATH``), ``extract`` reads the train and test prompts'
+rows from those activations instead of running a model (:func:`import_activations`). Every stage
+after it reads the matrices block by block or in place, never whole: the baselines, which need
+copies in memory, are fitted on a subsample of neurons when those copies would exceed the memory
+budget (:func:`ulcmod.analyses.baselines.baseline_subsample`), and the report says so.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import io
 import math
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +46,7 @@ from tqdm.auto import tqdm
 
 from ..analyses import module_name
 from ..analyses.baselines import METHODS, failure_reason
+from ..core._device import DEVICES, require_cuda
 from ..core._files import atomic_file, save_npy, save_npz, write_text
 from ..core._validation import unique_ks
 from ..lm._store import STORAGE_DTYPES
@@ -117,16 +126,25 @@ class DiscoverConfig:
     progress: bool = True  # progress lines and bars (not a setting of the results)
     storage_dtype: str = "float16"  # of the raw activations: half of float32's disk; values above 65504 need float32
     overwrite: bool = False  # replace a run in `out` made with other settings (not a setting of the results)
+    # Models bigger than one device, activations bigger than memory:
+    device: str | None = None  # torch device of the whole model; None: the CPU
+    dtype: str = "float32"  # the model's weights
+    device_map: str | dict | None = None  # accelerate placement: "auto", ..., or {module path: device}
+    model_kwargs: dict | None = None  # passed to from_pretrained (attn_implementation, max_memory, ...)
+    activations: str | None = None  # read these (samples x neurons, the dataset's order), do not extract
+    memory_budget: int | None = None  # bytes for the baselines' copies of A; None: half of what is available
+    iterd_device: str = "auto"  # where IterD runs: "auto" (the GPU when the model runs on one), "cpu", "cuda"
 
 
 # Settings that change no result by their value, so a run resumes whatever it is: where the run
-# goes, how it is shown, the batch size (padding never counts), the model's path (its files count
-# by content) and what chooses the prompts (they count by content, split included).
-NOT_RESULTS = ("out", "progress", "overwrite", "batch_size", "model", "gguf_file", "dataset", "text_column",
-               "label_column", "n_train", "n_test")
+# goes, how it is shown, the batch size (padding never counts), where the model runs, the model's
+# path (its files count by content) and what chooses the prompts (they count by content, split
+# included).
+NOT_RESULTS = ("out", "progress", "overwrite", "batch_size", "device", "device_map", "model", "gguf_file", "dataset",
+               "text_column", "label_column", "n_train", "n_test")
 # Settings the activations do not depend on.
 AFTER_EXTRACTION = ("ks", "methods", "n_subclusters", "top", "seed", "significance", "stability", "label_endpoint",
-                    "label_model")
+                    "label_model", "memory_budget", "iterd_device")
 
 
 # `--quick`: a minutes-long run on the default model, a few prompts per category and two K.
@@ -154,6 +172,54 @@ def check_config(cfg: DiscoverConfig) -> None:
         runs = int(getattr(cfg, name))
         if runs < 0 or runs == 1:
             raise ValueError(f"--{name} takes 0 (off) or at least 2 runs per K, got {getattr(cfg, name)}")
+    _check_loading(cfg)
+
+
+def _check_loading(cfg: DiscoverConfig) -> None:
+    """The model-loading and memory settings (those of issue 12)."""
+    from ..core._memory import parse_bytes
+    from ..lm.models import DTYPES, check_device_map
+
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {cfg.dtype!r}")
+    check_device_map(cfg.device_map)
+    if cfg.device_map is not None and cfg.device is not None:
+        raise ValueError("give --device or --device-map, not both")
+    if cfg.model_kwargs is not None and not isinstance(cfg.model_kwargs, dict):
+        raise ValueError(f"model_kwargs must be a dict of from_pretrained arguments, got {cfg.model_kwargs!r}")
+    if cfg.memory_budget is not None:
+        cfg.memory_budget = parse_bytes(cfg.memory_budget)
+    if cfg.iterd_device not in DEVICES:
+        raise ValueError(f"iterd_device must be one of {list(DEVICES)}, got {cfg.iterd_device!r}")
+    if cfg.iterd_device == "cuda":
+        require_cuda("--iterd-device")  # before the model loads, not after the extraction
+
+
+def _model_on_gpu(device, device_map) -> bool:
+    if device_map is not None and not isinstance(device_map, dict):  # a named placement fills the GPUs first
+        import torch
+
+        return torch.cuda.is_available()
+    places = list(device_map.values()) if device_map is not None else [device]
+    return any((isinstance(p, int) and not isinstance(p, bool)) or str(p).startswith("cuda") for p in places)
+
+
+def iterd_device(settings: dict) -> str:
+    """Where the run's IterD goes: its ``iterd_device``, or for "auto" the GPU when the model
+    runs on a CUDA device (``device`` or ``device_map``) and this ulcmod can use one, else the
+    CPU (with a warning when the model is on a GPU but IterD cannot follow it)."""
+    wanted = settings.get("iterd_device", "auto")
+    if wanted != "auto":
+        return wanted
+    if not _model_on_gpu(settings.get("device"), settings.get("device_map")):
+        return "cpu"
+    try:
+        require_cuda("iterd_device")
+    except ValueError as err:
+        warnings.warn(f"IterD runs on the CPU although the model runs on a GPU: {err}", RuntimeWarning,
+                      stacklevel=2)
+        return "cpu"
+    return "cuda"
 
 
 def load_dataset(cfg: DiscoverConfig):
@@ -187,25 +253,65 @@ def choose_prompts(cfg: DiscoverConfig) -> Path:
     categories = [c for c in CATEGORIES if c in present] + sorted(present - set(CATEGORIES))
     train, test = split_by_category(prompts, cfg.n_train, cfg.n_test, categories=categories,
                                     random_state=cfg.seed)
+    source = _activation_rows(cfg.activations, prompts, train, test) if cfg.activations else None
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite")}
     fp = fingerprint(settings, train + test, model_fingerprint(cfg.model, cfg.gguf_file), ignore=NOT_RESULTS,
                      after_extraction=AFTER_EXTRACTION)
     open_run(cfg.out, settings, categories, train + test, fp, ignore=NOT_RESULTS, overwrite=cfg.overwrite)
+    if source is not None:
+        record(cfg.out, "prompts", [], activations=source)
     return Path(cfg.out)
 
 
+def _activation_rows(spec, prompts, train, test) -> dict:
+    """Where the activations come from, and the row of every chosen prompt in them (the manifest's
+    ``activations``), after checking that they hold one row per prompt of the dataset."""
+    from ..lm.activations import _fingerprint
+    from ..lm.sources import open_activations
+
+    with open_activations(spec) as source:
+        if source.shape[0] != len(prompts):
+            raise ValueError(f"activations {source.where} have {source.shape[0]} rows but the dataset has "
+                             f"{len(prompts)} prompts; they need one row per prompt, in the dataset's order")
+        sha = source.meta.get("texts_sha256")
+        if sha is not None and sha != _fingerprint([p.text for p in prompts]):
+            raise ValueError(f"the extraction in {source.where} was made from other texts than the dataset's "
+                             f"prompts (or in another order)")
+        described = source.describe()
+    free = {}  # (text, category) -> its rows in the dataset, to hand out in order
+    for row, p in enumerate(prompts):
+        free.setdefault((p.text, p.category), []).append(row)
+    rows = {split: [free[(p.text, p.category)].pop(0) for p in chosen] for split, chosen in
+            (("train", train), ("test", test))}
+    return {**described, "dataset_rows": len(prompts), "rows": rows}
+
+
+def load_settings_model(s: dict):
+    """(model, tokenizer) as a run's settings name them, with their device, dtype, device map and
+    from_pretrained arguments (runs from before those settings load on the CPU in float32)."""
+    from ..lm.models import load_model
+
+    return load_model(s["model"], gguf_file=s["gguf_file"], dtype=s.get("dtype", "float32"),
+                      device=s.get("device"), device_map=s.get("device_map"), **(s.get("model_kwargs") or {}))
+
+
 def extract(run, *, progress: bool = False) -> None:
-    """Stage 2: the activations of the train and test prompts (resumable), and the model's identity."""
+    """Stage 2: the activations of the train and test prompts (resumable), and the model's identity.
+
+    With ``activations`` in the settings, :func:`import_activations` instead.
+    """
+    if load_run(run).settings.get("activations"):
+        return import_activations(run, progress=progress)
     import torch
     import transformers
 
     from ..lm.activations import extract_activations
-    from ..lm.models import load_model, model_identity
+    from ..lm.models import model_identity
 
     r = load_run(run)
     s = r.settings
     with quiet_libraries(not progress):
-        model, tok = load_model(s["model"], gguf_file=s["gguf_file"])
+        model, tok = load_settings_model(s)
     folders = {split: EXTRACTION.format(split=split) for split in ("train", "test")}
     acts = {split: extract_activations(model, tok, [p.text for p in r.split(split)], r.path / folder,
                                        site=s["site"], layers=s["layers"], max_length=s["max_length"],
@@ -215,6 +321,31 @@ def extract(run, *, progress: bool = False) -> None:
     where = {k: acts["train"].meta[k] for k in ("site", "layers", "widths", "n_neurons")}
     record(run, "extract", folders.values(), model={**model_identity(model, s["model"], s["gguf_file"]), **where},
            software={"torch": torch.__version__, "transformers": transformers.__version__})
+
+
+def import_activations(run, *, progress: bool = False) -> None:
+    """Stage 2 with ``--activations``: the train and test prompts' rows of the activations the
+    settings name, copied block by block into the run's extraction folders (so the run keeps
+    working without them), and what they came from in the manifest's ``model``."""
+    from ..lm.sources import open_activations, write_extraction
+
+    r = load_run(run)
+    s, where = r.settings, r.manifest["activations"]
+    folders = {split: EXTRACTION.format(split=split) for split in ("train", "test")}
+    with open_activations(s["activations"]) as source:
+        if list(source.shape) != where["shape"]:
+            raise ValueError(f"activations {source.where} have shape {source.shape}, not the {where['shape']} "
+                             f"recorded when the run started; use the same activations or start a new run")
+        for split, folder in folders.items():
+            write_extraction(source, where["rows"][split], r.path / folder, progress=progress,
+                             model=s["model"] or source.meta.get("model"))
+        meta = source.meta
+    info = r.extraction("train").meta
+    model = {"name": s["model"] or meta.get("model") or f"unknown (activations from {where['path']})",
+             "gguf_file": s["gguf_file"], "model_type": meta.get("model_type"), "class": None,
+             "n_parameters": None, "site": meta.get("site"), "layers": info["layers"], "widths": info["widths"],
+             "n_neurons": info["n_neurons"]}
+    record(run, "import_activations", folders.values(), model=model)
 
 
 def zscore(run, *, progress: bool = False) -> None:
@@ -230,16 +361,24 @@ def zscore(run, *, progress: bool = False) -> None:
 
 
 def find_modules(run, *, progress: bool = False) -> None:
-    """Stage 4: IterD and the baselines at every K; labels, the neuron table and Table 1."""
-    from ..analyses.baselines import NeuronFeatures, compare_methods
+    """Stage 4: IterD and the baselines at every K; labels, the neuron table and Table 1.
+
+    IterD reads the memory-mapped matrix in place; the baselines run on a subsample of neurons
+    when their copies of it would exceed the memory budget (recorded in objective.json).
+    """
+    from ..analyses.baselines import NeuronFeatures, baseline_subsample, compare_methods
+    from ..core._memory import default_memory_budget
 
     r = load_run(run)
     s = r.settings
-    Z = np.ascontiguousarray(r.train)  # neurons x samples in memory, for PCA and the core
-    features = NeuronFeatures(Z, s["n_subclusters"], s["seed"]) if len(s["methods"]) > 1 else None
+    Z = r.train  # neurons x samples, memory-mapped: never loaded whole
+    budget = s.get("memory_budget") or default_memory_budget()
+    subsample = baseline_subsample(*Z.shape, s["methods"], budget, s["seed"])
+    device = iterd_device(s)
+    features = NeuronFeatures(Z, s["n_subclusters"], s["seed"], rows=subsample) if len(s["methods"]) > 1 else None
     rows, labels, iterd_results = compare_methods(
         Z, s["ks"], methods=s["methods"], random_state=s["seed"], n_subclusters=s["n_subclusters"],
-        features=features, progress=progress)
+        features=features, progress=progress, subsample=subsample, iterd_kwargs={"device": device})
     files = [LABELS.format(method=m, K=K) for m, K in labels]  # a failed baseline has none (see Table 1)
     for (method, K), (u, samples) in labels.items():
         path = r.path / LABELS.format(method=method, K=K)
@@ -253,7 +392,10 @@ def find_modules(run, *, progress: bool = False) -> None:
     if features is not None:
         save_npy(r.path / NEURON_PCS, features.X[:, :2])
         files.append(NEURON_PCS)
-    write_json(r.path / OBJECTIVE, {"table1": rows})
+    memory = {"memory_budget_bytes": int(budget), "n_neurons": int(Z.shape[0]),
+              "baseline_neurons": int(Z.shape[0] if subsample is None else subsample.size),
+              "baseline_subsample": subsample is not None}
+    write_json(r.path / OBJECTIVE, {"table1": rows, "baselines_memory": memory, "iterd_device": device})
     record(run, "find_modules", [*files, OBJECTIVE])
 
 
@@ -272,6 +414,7 @@ def assess_modules(run, *, progress: bool = False) -> None:
     if not (n_null or n_runs):
         return
     A, ks, seed = r.train, r.ks, s["seed"]
+    _check_copy_fits(A, s)
     reported = {K: r.iterd(K) for K in ks}
     if n_null and n_runs:
         selection = select_k(A, ks, n_null=n_null, n_runs=n_runs, results=reported, random_state=seed,
@@ -302,6 +445,19 @@ def assess_modules(run, *, progress: bool = False) -> None:
     record(run, "assess_modules", [folder.name])
 
 
+def _check_copy_fits(A, s: dict) -> None:
+    """Null runs and bootstrap resamples each fill an in-memory copy of the training matrix (the
+    one part of a run that is not memory-bounded): refuse when it exceeds the memory budget."""
+    from ..core._memory import default_memory_budget
+
+    budget = s.get("memory_budget") or default_memory_budget()
+    copy = A.shape[0] * A.shape[1] * A.dtype.itemsize
+    if copy > budget:
+        raise ValueError(f"--significance and --stability hold a permuted or resampled copy of the training "
+                         f"activations in memory ({copy / 2**20:,.1f} MiB), more than the memory budget of "
+                         f"{budget / 2**20:,.1f} MiB; raise --memory-budget or run without them")
+
+
 def _assessment(test, stab) -> dict:
     """The numbers of one K's null test and stability for results.json (None: not run)."""
     out = {}
@@ -327,21 +483,38 @@ def _write_neuron_table(path, layer, position, iterd_results) -> None:
 
 
 def score_informativeness(run, *, progress: bool = False) -> None:
-    """Stage 6: Table 2, I(F) of every method's modules on the held-out samples."""
-    from ..analyses.informativeness import informativeness
+    """Stage 6: Table 2, I(F) of every method's modules on the held-out samples (the module
+    features of every method and K from one pass over each matrix)."""
+    from ..analyses.informativeness import informativeness_of_features
+    from ..core._validation import check_labels
+    from ..core.objective import module_features_many
 
     r = load_run(run)
-    Z_train, Z_test, y_train, y_test = r.train, r.test, r.y("train"), r.y("test")
-    failed = r.failed
+    y_train, y_test = r.y("train"), r.y("test")
+    failed = dict(r.failed)
+    labelings = {}
+    for K in r.ks:
+        for method in r.methods:
+            if (method, K) in failed:
+                continue
+            u = r.labels(method, K).neuron_labels
+            try:  # a baseline may leave a module without neurons: no features for it
+                labelings[method, K] = (check_labels(u, len(u), K, f"{method}'s neuron labels at K={K}"), K)
+            except ValueError as err:
+                if method == "iterd":
+                    raise
+                failed[method, K] = failure_reason(err)
+    X_train = dict(zip(labelings, module_features_many(r.train, list(labelings.values()))))
+    X_test = dict(zip(labelings, module_features_many(r.test, list(labelings.values()))))
     table2 = []
     tasks = [(K, method) for K in r.ks for method in r.methods]
     for K, method in tqdm(tasks, desc="informativeness", unit="method", disable=not progress):
         if (method, K) in failed:
-            table2.append({"method": method, "K": K, "failed": failed[(method, K)]})
+            table2.append({"method": method, "K": K, "failed": failed[method, K]})
             continue
         try:
-            scores = informativeness(Z_train, y_train, Z_test, y_test, r.labels(method, K).neuron_labels,
-                                     n_modules=K, random_state=r.settings["seed"])
+            scores = informativeness_of_features(X_train[method, K], y_train, X_test[method, K], y_test,
+                                                 random_state=r.settings["seed"])
         except Exception as err:  # noqa: BLE001 - one baseline's failure must not cost the run
             if method == "iterd":
                 raise
@@ -355,22 +528,25 @@ def score_informativeness(run, *, progress: bool = False) -> None:
 
 def draw_figures(run, *, progress: bool = False) -> None:
     """Stage 7: the figures of IterD's modules, and the category similarity of held-out samples."""
-    from ..analyses.informativeness import category_similarity, module_heatmap
-    from ..core.objective import module_features
+    from ..analyses.informativeness import category_similarity, heatmap_of_features
+    from ..core.objective import module_features_many
     from . import plots
 
     r = load_run(run)
-    Z_train, Z_test, y_test = r.train, r.test, r.y("test")
+    y_test = r.y("test")
     layer_of = r.neuron_layer
     pcs = np.load(r.path / NEURON_PCS) if (r.path / NEURON_PCS).is_file() else None
     results = {K: r.iterd(K) for K in r.ks}
+    labelings = [(res.neuron_labels, K) for K, res in results.items()]
+    X_train = dict(zip(results, module_features_many(r.train, labelings)))
+    X_test = dict(zip(results, module_features_many(r.test, labelings)))
     (r.path / HISTORY_FIGURE).parent.mkdir(exist_ok=True)
     similarity = {}
     for K, res in tqdm(results.items(), desc="figures", unit="K", disable=not progress):
         u, s = res.neuron_labels, res.sample_labels
-        similarity[K] = category_similarity(module_features(Z_test, u, n_modules=K), y_test, len(r.categories))
+        similarity[K] = category_similarity(X_test[K], y_test, len(r.categories))
         fig = [r.path / path.format(K=K) for path in FIGURES_PER_K.values()]
-        plots.module_heatmap(module_heatmap(Z_train, u, s, K), fig[0], K)
+        plots.module_heatmap(heatmap_of_features(X_train[K], s, K), fig[0], K)
         plots.similarity_matrix(similarity[K], r.categories, fig[1], K)
         plots.layer_distribution(layer_of, u, K, int(layer_of.max()) + 1, fig[2])
         if pcs is not None:
@@ -388,7 +564,7 @@ def write_labelling(run, *, progress: bool = False) -> None:
     """Stage 8: one prompt per IterD module from its most active training samples (Appendix C),
     and the LLM's answers when the settings name an endpoint."""
     from ..analyses import labelling
-    from ..core.objective import module_features
+    from ..core.objective import module_features_many
 
     r = load_run(run)
     s = r.settings
@@ -396,8 +572,8 @@ def write_labelling(run, *, progress: bool = False) -> None:
     texts, categories = [p.text for p in train], [p.category for p in train]
     files = [LABELLING.format(K=K) for K in r.ks]
     (r.path / files[0]).parent.mkdir(exist_ok=True)
-    for K, path in zip(r.ks, files):
-        features = module_features(r.train, r.iterd(K).neuron_labels, n_modules=K)
+    all_features = module_features_many(r.train, [(r.iterd(K).neuron_labels, K) for K in r.ks])
+    for path, features in zip(files, all_features):
         prompts = labelling.labelling_prompts(features, texts, h=s["top"],
                                               categories=categories if s.get("label_with_categories") else None)
         answers = None
@@ -462,7 +638,8 @@ def write_report(run, *, progress: bool = False) -> dict:
     from .report import discover_report
 
     r = load_run(run)
-    table1 = read_json(r.path / OBJECTIVE)["table1"]
+    objective = read_json(r.path / OBJECTIVE)
+    table1 = objective["table1"]
     table2 = read_json(r.path / INFORMATIVENESS)["table2"]
     results = {K: r.iterd(K) for K in r.ks}
     n_test = len(r.split("test"))
@@ -478,6 +655,9 @@ def write_report(run, *, progress: bool = False) -> dict:
         **read_json(r.path / SIMILARITY),
         "modules": module_summaries(r, r.settings["top"]),
         "verdict": _verdicts(table1, table2, n_test),
+        "baselines_memory": objective.get("baselines_memory"),
+        "activations_source": {k: v for k, v in r.manifest["activations"].items() if k != "rows"}
+        if "activations" in r.manifest else None,
     }
     assessed = (r.path / SIGNIFICANCE).is_file()
     if assessed:

@@ -67,6 +67,24 @@ def module_lines(summary: dict, categories) -> list:
                            "main categories of its samples"), rows)
 
 
+def _memory_lines(metrics: dict) -> list:
+    """Where the activations came from when they were not extracted, and whether the baselines
+    ran on a subsample of neurons to stay within the memory budget."""
+    lines = []
+    source = metrics.get("activations_source")
+    if source:
+        name = f":{source['name']}" if source.get("name") else ""
+        lines.append(f"- activations: read from `{source['path']}{name}` ({source['format']}, {source['dtype']}, "
+                     f"{source['shape'][0]:,} x {source['shape'][1]:,}), not extracted here")
+    memory = metrics.get("baselines_memory")
+    if memory and memory["baseline_subsample"]:
+        lines.append(f"- baselines fitted on a random subsample of {memory['baseline_neurons']:,} of "
+                     f"{memory['n_neurons']:,} neurons (their copies of the activations would exceed the memory "
+                     f"budget of {memory['memory_budget_bytes'] / 2**30:.2f} GiB); every neuron is labelled and "
+                     f"L is computed on all of them")
+    return lines
+
+
 def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files: dict, timings: dict,
                     significance_tables: str | None = None) -> None:
     """Write ``report.md``: settings, Tables 1 and 2 with the verdicts, the significance and
@@ -87,7 +105,7 @@ def discover_report(folder: Path, metrics: dict, figures: dict, labelling_files:
              f"- data: `{s['dataset']}`, {len(metrics['categories'])} categories "
              f"({', '.join(metrics['categories'])}), {s['n_train']} train + {s['n_test']} test prompts each "
              f"({metrics['n_train_samples']:,} + {n_test:,}), max {s['max_length']} tokens",
-             f"- K: {list(s['ks'])}, seed {s['seed']}, total {timings['total']:.0f} s",
+             f"- K: {list(s['ks'])}, seed {s['seed']}, total {timings['total']:.0f} s", *_memory_lines(metrics),
              "- modules are named M0, M1, ... by their label in `labels/` and `neurons.csv`", ""]
     if metrics.get("low_sample"):
         lines += low_sample_warning(f"Table 2 rests on {n_test} held-out prompts: one prompt moves an accuracy "

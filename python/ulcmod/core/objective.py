@@ -8,7 +8,10 @@ import numpy as np
 
 from .. import _core
 from . import _device
-from ._validation import check_finite, check_int, check_labels, largest_abs, overflow_error
+from ._blocks import row_blocks
+from ._validation import check_activations, check_finite, check_int, check_labels, largest_abs, overflow_error
+
+_BLOCK_BYTES = 64 << 20  # samples of A per block in module_features_many: read once, kept in cache
 
 
 class Objective(NamedTuple):
@@ -118,3 +121,63 @@ def assign_samples(A, neuron_labels, *, n_modules: int | None = None) -> np.ndar
     :func:`module_features`).
     """
     return module_features(A, neuron_labels, n_modules=n_modules).argmax(axis=1).astype(np.int32)
+
+
+def module_features_many(A, labelings) -> list:
+    """:func:`module_features` for several neuron partitions, from one pass over A.
+
+    `labelings` is a list of ``(neuron_labels, n_modules)``; returns one (n_samples, K) array per
+    partition. A is read block by block along its contiguous axis and every partition's sums are
+    taken from a block while it is in memory, so a memory-mapped A larger than RAM is read from
+    disk once instead of once per partition.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ulcmod.core.objective import module_features_many
+    >>> A = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    >>> [x.tolist() for x in module_features_many(A, [([0, 0, 1], 2), ([0, 1, 1], 2)])]
+    [[[2.0, 5.0], [3.0, 6.0]], [[1.0, 4.0], [2.0, 5.0]]]
+    """
+    A = check_activations(A)
+    N, M = A.shape
+    checked = [(check_labels(u, N, check_int(K, "n_modules", minimum=1), "neuron_labels"), int(K))
+               for u, K in labelings]
+    sums = [np.zeros((M, K)) for _, K in checked]
+    if A.strides[0] < A.strides[1]:  # sample-major: blocks of whole samples
+        for c0, c1 in row_blocks(M, N * A.itemsize, _BLOCK_BYTES):
+            block = A[:, c0:c1].T
+            for out, (u, K) in zip(sums, checked):
+                out[c0:c1] = _core.build_table(block, u, K)
+    else:  # neuron-major: blocks of neurons, partial sums
+        for r0, r1 in row_blocks(N, M * A.itemsize, _BLOCK_BYTES):
+            block = A[r0:r1].T
+            for out, (u, K) in zip(sums, checked):
+                out += _core.build_table(block, np.ascontiguousarray(u[r0:r1]), K)
+    for out in sums:
+        check_finite(out.sum(axis=1), "A", along="column")
+    return [out / np.bincount(u, minlength=K) for out, (u, K) in zip(sums, checked)]
+
+
+def assign_neurons(A, sample_labels, *, n_modules: int | None = None) -> np.ndarray:
+    """Module of each neuron given a sample partition: the one whose samples it activates most on
+    average (the mirror of :func:`assign_samples`; IterD's initialisation places neurons so).
+
+    ``A`` is (n_neurons, n_samples), read in place in one pass; modules without samples are never
+    chosen.
+
+    Examples
+    --------
+    >>> import numpy as np, ulcmod
+    >>> from ulcmod.core.objective import assign_neurons
+    >>> assign_neurons(np.array([[5.0, 0.0, 1.0], [0.0, 3.0, 4.0]]), [0, 1, 1]).tolist()
+    [0, 1]
+    """
+    A = check_activations(A)
+    K = _n_modules(sample_labels, n_modules)
+    s = check_labels(sample_labels, A.shape[1], K, "sample_labels", require_all=False)
+    R = _core.build_table(A, s, K)
+    check_finite(R.sum(axis=1), "A", along="row")
+    m = np.bincount(s, minlength=K)
+    means = np.where(m > 0, R / np.maximum(m, 1), -np.inf)
+    return means.argmax(axis=1).astype(np.int32)

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from . import _device
-from ._blocks import row_blocks
+from ._blocks import row_blocks, write_npy_header
 from ._validation import check_activations, check_finite
 
 MIN_STD = 1e-8
-_BLOCK_BYTES = 64 << 20  # per block of A widened to float64: bounded memory whatever A's size
+_BLOCK_BYTES = 32 << 20  # per block of A widened to float64 (worked on in place): bounded memory at any size
+_WIDE = 8  # bytes per entry of a block once widened (float64)
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,27 @@ class ZScore:
             raise ValueError(f"out has shape {out.shape}, expected {A.shape}")
         mean, std = self.mean[:, None], self.std[:, None]
         if _sample_major(A):
-            for c0, c1 in row_blocks(A.shape[1], A.shape[0] * A.itemsize, _BLOCK_BYTES):
-                out[:, c0:c1] = (A[:, c0:c1].astype(np.float64) - mean) / std
+            for c0, c1 in row_blocks(A.shape[1], A.shape[0] * _WIDE, _BLOCK_BYTES):
+                out[:, c0:c1] = _standardised(A[:, c0:c1], mean, std)
         else:
-            for r0, r1 in row_blocks(A.shape[0], A.shape[1] * A.itemsize, _BLOCK_BYTES):
-                out[r0:r1] = (A[r0:r1].astype(np.float64) - mean[r0:r1]) / std[r0:r1]
+            for r0, r1 in row_blocks(A.shape[0], A.shape[1] * _WIDE, _BLOCK_BYTES):
+                out[r0:r1] = _standardised(A[r0:r1], mean[r0:r1], std[r0:r1])
         return out
+
+
+def _standardised(block, mean, std) -> np.ndarray:
+    """``(block - mean) / std`` in float64, in one widened copy of the block."""
+    x = block.astype(np.float64)
+    x -= mean
+    x /= std
+    return x
+
+
+def _centred_squares(block, mean) -> np.ndarray:
+    """Per row, the sum of squared deviations from `mean`; works on `block` (float64) in place."""
+    block -= mean[:, None]
+    block *= block
+    return block.sum(axis=1)
 
 
 def _sample_major(A: np.ndarray) -> bool:
@@ -91,11 +107,11 @@ def _moments(A: np.ndarray):
     N, M = A.shape
     if _sample_major(A):
         count, mean, m2 = 0, np.zeros(N), np.zeros(N)
-        for c0, c1 in row_blocks(M, N * A.itemsize, _BLOCK_BYTES):
+        for c0, c1 in row_blocks(M, N * _WIDE, _BLOCK_BYTES):
             block = A[:, c0:c1].astype(np.float64)
             n_b = c1 - c0
             mean_b = block.mean(axis=1)
-            m2_b = ((block - mean_b[:, None]) ** 2).sum(axis=1)
+            m2_b = _centred_squares(block, mean_b)
             delta = mean_b - mean
             total = count + n_b
             mean = mean + delta * (n_b / total)
@@ -104,10 +120,10 @@ def _moments(A: np.ndarray):
         var = m2 / M
     else:
         mean, var = np.empty(N), np.empty(N)
-        for r0, r1 in row_blocks(N, M * A.itemsize, _BLOCK_BYTES):
+        for r0, r1 in row_blocks(N, M * _WIDE, _BLOCK_BYTES):
             block = A[r0:r1].astype(np.float64)
             mean[r0:r1] = block.mean(axis=1)
-            var[r0:r1] = block.var(axis=1)
+            var[r0:r1] = _centred_squares(block, mean[r0:r1]) / M
     return mean, var
 
 
@@ -124,8 +140,10 @@ def zscore_files(train, test=None, *, out_dir, dtype=np.float32):
     """z-score extracted activations into ``out_dir`` with the training statistics.
 
     `train` and `test` are :class:`~ulcmod.lm.activations.Activations` (or neurons x samples arrays).
-    Writes ``zscore.npz`` (the statistics), ``train.npy`` and ``test.npy`` (neurons x samples,
-    memory-mapped, sample-major like the inputs) and returns (stats, train_z, test_z).
+    Writes ``zscore.npz`` (the statistics), ``train.npy`` and ``test.npy`` (samples x neurons on
+    disk, as the inputs) and returns (stats, train_z, test_z): their neurons x samples views,
+    memory-mapped read-only. Sample-major inputs are written with sequential file writes, block by
+    block, so the files are never mapped while written (their pages stay out of the process's RSS).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,9 +155,24 @@ def zscore_files(train, test=None, *, out_dir, dtype=np.float32):
         if A is None:
             results.append(None)
             continue
-        z = np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype,
-                                      shape=(A.shape[1], A.shape[0]))
-        stats.apply(A, out=z.T)  # z is samples x neurons on disk; fill its neurons x samples view
-        z.flush()
-        results.append(z.T)
+        _write_zscored(stats, A, out / f"{name}.npy", dtype)
+        results.append(np.load(out / f"{name}.npy", mmap_mode="r").T)
     return stats, results[0], results[1]
+
+
+def _write_zscored(stats: ZScore, A: np.ndarray, path: Path, dtype) -> None:
+    """z-scored A (neurons x samples) to the .npy file `path`, stored samples x neurons."""
+    if not _device.is_cuda_array(A):
+        A = check_activations(A)
+    if _device.is_cuda_array(A) or not _sample_major(A):  # on a GPU, or the file's rows spread over A
+        z = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(A.shape[1], A.shape[0]))
+        stats.apply(A, out=z.T)
+        z.flush()
+        return
+    if A.shape[0] != stats.mean.size:
+        raise ValueError(f"A has {A.shape[0]} neurons but the statistics have {stats.mean.size}")
+    mean, std = stats.mean[:, None], stats.std[:, None]
+    with open(path, "wb") as f:
+        write_npy_header(f, (A.shape[1], A.shape[0]), dtype)
+        for c0, c1 in row_blocks(A.shape[1], A.shape[0] * _WIDE, _BLOCK_BYTES):
+            f.write(np.ascontiguousarray(_standardised(A[:, c0:c1], mean, std).T, dtype=dtype).data)

@@ -29,7 +29,8 @@ from ..core._validation import check_int
 from . import _store
 from ._batches import check_texts, encode, longest_first, pad_batch
 from ._store import STORAGE_DTYPES
-from .models import check_max_length, model_device, pad_token_id, tokenizer_digest, weights_digest
+from .interop import as_lm, tokenizer_of
+from .models import check_max_length, pad_token_id, tokenizer_digest, weights_digest
 from .sites import resolve_site
 
 REDUCTIONS = ("mean_abs", "mean", "max", "max_abs")
@@ -43,12 +44,15 @@ class _StopForward(Exception):
 def _tensor(x, batch: int, tokens: int):
     """The (batch, tokens, width) activation tensor from a hook argument.
 
-    transformers passes tensors or tuples depending on module and version, and some models
-    (OPT) flatten batch and tokens inside their layers.
+    transformers passes tensors or tuples depending on module and version, some models (OPT)
+    flatten batch and tokens inside their layers, and per-head hooks (TransformerLens
+    ``attn.hook_z``) hold (batch, tokens, heads, d_head): the trailing axes become one.
     """
     while isinstance(x, (tuple, list)):
         x = x[0]
     if x.dim() == 2 and x.shape[0] == batch * tokens:
+        x = x.reshape(batch, tokens, -1)
+    elif x.dim() > 3 and x.shape[:2] == (batch, tokens):
         x = x.reshape(batch, tokens, -1)
     if x.dim() != 3 or x.shape[:2] != (batch, tokens):
         raise ValueError(f"expected activations of shape ({batch}, {tokens}, width), got {tuple(x.shape)}; "
@@ -57,19 +61,17 @@ def _tensor(x, batch: int, tokens: int):
 
 
 def _reduce(a, mask, how: str):
-    """Reduce (B, T, W) activations over real tokens (mask (B, T) bool) to (B, W), float32."""
-    import torch
-
+    """Reduce (B, T, W) activations over real tokens (mask (B, T) bool, on a's device) to (B, W),
+    float32."""
     a = a.float()
-    m = mask.unsqueeze(-1)
+    pad = ~mask.unsqueeze(-1)
+    v = a.abs() if how in (_SUM_ABS, "mean_abs", "max_abs") else a
+    if how in ("max", "max_abs"):
+        return v.masked_fill(pad, -float("inf")).amax(dim=1)
+    total = v.masked_fill(pad, 0.0).sum(dim=1)
     if how == _SUM_ABS:
-        return torch.where(m, a.abs(), torch.zeros((), dtype=a.dtype)).sum(dim=1)
-    if how in ("mean_abs", "mean"):
-        v = a.abs() if how == "mean_abs" else a
-        total = torch.where(m, v, torch.zeros((), dtype=v.dtype)).sum(dim=1)
-        return total / mask.sum(dim=1, keepdim=True).clamp_min(1).float()
-    v = a.abs() if how == "max_abs" else a
-    return torch.where(m, v, torch.full((), -torch.inf, dtype=v.dtype)).amax(dim=1)
+        return total
+    return total / mask.sum(dim=1, keepdim=True).clamp_min(1).float()
 
 
 @dataclass
@@ -143,13 +145,22 @@ class _Capture:
         self.points = points
         self.reduction = reduction  # None keeps every token: parts are (B, T, W)
         self.mask = None
+        self._masks = {}  # the batch's mask on each device that activations come from
         self.parts = {}  # layer position in `points` -> (B, W) tensor
         self.handles = []
 
+    def _mask_on(self, device):
+        if device not in self._masks:
+            self._masks[device] = self.mask.to(device)
+        return self._masks[device]
+
     def _store(self, k, x):
         a = _tensor(x, *self.mask.shape)
-        self.parts[k] = (a.float() if self.reduction is None else _reduce(a, self.mask, self.reduction)).cpu()
+        reduced = a.float() if self.reduction is None else _reduce(a, self._mask_on(a.device), self.reduction)
+        self.parts[k] = reduced.cpu()
         if k == len(self.points) - 1:
+            # Stops the forward pass. Under accelerate's disk offload the blocks around this module
+            # then keep their weights loaded until their next forward pass: one block at most.
             raise _StopForward
 
     def __enter__(self):
@@ -167,14 +178,14 @@ class _Capture:
         self.handles.clear()
         return False
 
-    def run(self, model, input_ids, mask):
+    def run(self, lm, input_ids, mask):
         import torch
 
-        self.mask = mask
+        self.mask, self._masks = mask, {mask.device: mask}
         self.parts = {}
         with torch.inference_mode():
             try:
-                model(input_ids=input_ids, attention_mask=mask.long(), use_cache=False)
+                lm.forward(input_ids, mask, logits=False)
             except _StopForward:
                 pass
         missing = [self.points[k].name for k in range(len(self.points)) if k not in self.parts]
@@ -184,25 +195,29 @@ class _Capture:
 
 
 def _prepare(model, tokenizer, site, layers, chat_template):
-    """Shared set-up: the hook points, the model's device, and the chat-template decision."""
+    """Shared set-up: the model's view (:func:`~ulcmod.lm.interop.as_lm`), its tokenizer, the hook
+    points, the device token ids go to, and the chat-template decision."""
+    lm = as_lm(model, tokenizer)
+    tokenizer = tokenizer_of(lm, tokenizer)
     if chat_template is None:
         chat_template = getattr(tokenizer, "chat_template", None) is not None
     pad_token_id(tokenizer)
-    return resolve_site(model, site, layers), model_device(model), bool(chat_template)
+    return lm, tokenizer, resolve_site(lm, site, layers), lm.input_device, bool(chat_template)
 
 
-def _probe_widths(capture, model, pad_id, device) -> list:
+def _probe_widths(capture, lm, pad_id, device) -> list:
     """Neurons per hooked module, from a one-token forward pass."""
     ids, mask = pad_batch([[pad_id]], pad_id, device)
-    capture.run(model, ids, mask)
+    capture.run(lm, ids, mask)
     return [capture.parts[k].shape[-1] for k in range(len(capture.points))]
 
 
-def site_widths(model, tokenizer, site: str = "mlp.act", layers=None) -> list:
+def site_widths(model, tokenizer=None, site: str = "mlp.act", layers=None) -> list:
     """Neurons per layer at `site` (the layer-major order every neuron index here follows)."""
-    points = resolve_site(model, site, layers)
+    lm = as_lm(model, tokenizer)
+    points = resolve_site(lm, site, layers)
     with _Capture(points, "mean") as capture:
-        return _probe_widths(capture, model, pad_token_id(tokenizer), model_device(model))
+        return _probe_widths(capture, lm, pad_token_id(tokenizer_of(lm, tokenizer)), lm.input_device)
 
 
 def token_statistics(model, tokenizer, texts, *, site: str = "mlp.act", layers=None, batch_size: int = 8,
@@ -211,14 +226,14 @@ def token_statistics(model, tokenizer, texts, *, site: str = "mlp.act", layers=N
 
     One pass; ``sums / count`` is the mean absolute activation over tokens.
     """
-    points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
-    ids = encode(tokenizer, check_texts(texts), chat_template, check_max_length(model, max_length))
+    lm, tokenizer, points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
+    ids = encode(tokenizer, check_texts(texts), chat_template, check_max_length(lm.module, max_length))
     sums, count = None, 0
     with _Capture(points, _SUM_ABS) as capture:
         for b0 in range(0, len(ids), batch_size):
             batch = ids[b0:b0 + batch_size]
             input_ids, mask = pad_batch(batch, tokenizer.pad_token_id, device)
-            part = capture.run(model, input_ids, mask).astype(np.float64).sum(axis=0)
+            part = capture.run(lm, input_ids, mask).astype(np.float64).sum(axis=0)
             sums = part if sums is None else sums + part
             count += sum(len(x) for x in batch)
     return sums, count
@@ -234,14 +249,14 @@ def _check_extraction(texts, reduction, dtype, batch_size, max_length) -> list:
     return texts, check_int(batch_size, "batch_size", minimum=1), check_int(max_length, "max_length", minimum=1)
 
 
-def _extract_samples(capture, model, ids, todo, store, pad_id, device, batch_size, progress):
+def _extract_samples(capture, lm, ids, todo, store, pad_id, device, batch_size, progress):
     """Run samples `todo` (token ids `ids`) and store each batch's rows (with flags and checksums)."""
     bar = tqdm(total=int(todo.size), desc=progress if isinstance(progress, str) else "activations", unit="sample",
                disable=not progress)
     try:
         for batch in longest_first(ids, batch_size):
             input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
-            store.write(todo[batch], capture.run(model, input_ids, mask))
+            store.write(todo[batch], capture.run(lm, input_ids, mask))
             bar.update(len(batch))
     finally:
         bar.close()
@@ -268,15 +283,19 @@ def extract_activations(
     Parameters
     ----------
     model, tokenizer
-        A HuggingFace causal LM and its tokenizer (see :func:`ulcmod.load_model`).
+        A causal LM and its tokenizer: a HuggingFace model (see :func:`ulcmod.load_model`; also
+        spread over devices with ``device_map``), an nnsight or TransformerLens model (their own
+        tokenizer is used when `tokenizer` is None), or any ``torch.nn.Module`` causal LM (see
+        :mod:`ulcmod.lm.interop`).
     texts : list of str
         The samples (prompts).
     out_dir : path
         Folder for the results; created if needed. If it already holds an extraction of the same
         texts and settings, finished samples are kept and only the rest run (``resume=True``).
     site : str
-        ``"mlp.act"`` (default), ``"mlp.out"``, ``"mlp.gate"``, ``"mlp.up"`` or a raw module path
-        such as ``"model.layers.{layer}.mlp.down_proj:input"``.
+        ``"mlp.act"`` (default), ``"mlp.out"``, ``"mlp.gate"``, ``"mlp.up"``, a raw module path
+        such as ``"model.layers.{layer}.mlp.down_proj:input"``, or a TransformerLens hook name
+        such as ``"blocks.{layer}.mlp.hook_post"`` (see :mod:`ulcmod.lm.sites`).
     layers : list of int, optional
         Layers to read (default all).
     reduction : {"mean_abs", "mean", "max", "max_abs"}
@@ -302,15 +321,14 @@ def extract_activations(
     Activations
     """
     texts, batch_size, max_length = _check_extraction(texts, reduction, dtype, batch_size, max_length)
-    points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
-    check_max_length(model, max_length)
+    lm, tokenizer, points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
+    check_max_length(lm.module, max_length)
     out = Path(out_dir)
     with _Capture(points, reduction) as capture:
-        widths = _probe_widths(capture, model, tokenizer.pad_token_id, device)
+        widths = _probe_widths(capture, lm, tokenizer.pad_token_id, device)
         meta = {
-            "model": getattr(model.config, "_name_or_path", type(model).__name__),
-            "model_type": getattr(model.config, "model_type", None),
-            "weights_digest": weights_digest(model), "tokenizer_digest": tokenizer_digest(tokenizer),
+            "model": lm.name, "model_type": lm.model_type,
+            "weights_digest": weights_digest(lm.module), "tokenizer_digest": tokenizer_digest(tokenizer),
             "site": site, "layers": [p.layer for p in points], "widths": widths,
             "reduction": reduction, "max_length": max_length, "chat_template": chat_template,
             "dtype": dtype, "n_samples": len(texts), "n_neurons": sum(widths), "texts_sha256": _fingerprint(texts),
@@ -321,7 +339,7 @@ def extract_activations(
         todo = np.flatnonzero(~store.done)
         if todo.size:
             ids = encode(tokenizer, [texts[j] for j in todo], chat_template, max_length)
-            _extract_samples(capture, model, ids, todo, store, tokenizer.pad_token_id, device, batch_size, progress)
+            _extract_samples(capture, lm, ids, todo, store, tokenizer.pad_token_id, device, batch_size, progress)
         del store
     return load_activations(out)
 
@@ -335,9 +353,9 @@ def token_activations(model, tokenizer, text: str, *, site: str = "mlp.act", lay
     """
     if not isinstance(text, str) or not text:
         raise ValueError("text must be a non-empty string")
-    points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
-    ids = encode(tokenizer, [text], chat_template, check_max_length(model, max_length))[0]
+    lm, tokenizer, points, device, chat_template = _prepare(model, tokenizer, site, layers, chat_template)
+    ids = encode(tokenizer, [text], chat_template, check_max_length(lm.module, max_length))[0]
     input_ids, mask = pad_batch([ids], tokenizer.pad_token_id, device)
     with _Capture(points, None) as capture:
-        values = capture.run(model, input_ids, mask)[0]
+        values = capture.run(lm, input_ids, mask)[0]
     return [tokenizer.decode([t]) for t in ids], values

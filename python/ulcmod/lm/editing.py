@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core._validation import check_random_state
 from .activations import site_widths
-from .models import model_device
+from .interop import as_lm
 from .sites import resolve_site
 
 MODES = ("inhibit", "scale", "add")
@@ -55,7 +55,22 @@ def matched_random_mask(mask, neuron_layer, random_state=None) -> np.ndarray:
     return out
 
 
-def _edited(x, idx, mode, value):
+class _Indices:
+    """A layer's edited positions, as a tensor on each device its activations come from."""
+
+    def __init__(self, idx: np.ndarray):
+        self.idx, self.on = idx, {}
+
+    def __call__(self, device):
+        if device not in self.on:
+            import torch
+
+            self.on[device] = torch.as_tensor(self.idx, device=device)
+        return self.on[device]
+
+
+def _edited(x, indices, mode, value):
+    idx = indices(x.device)
     x = x.clone()
     if mode == "inhibit":
         x[..., idx] = 0
@@ -77,40 +92,42 @@ def edit_neurons(model, mask, *, site: str = "mlp.act", layers=None, mode: str =
     mode : {"inhibit", "scale", "add"}
         Set to 0, multiply by `value`, or add `value`.
     tokenizer, widths
-        The neurons per layer come from `widths`, or from a one-token probe with `tokenizer`.
-    """
-    import torch
+        The neurons per layer come from `widths`, or from a one-token probe with `tokenizer` (an
+        nnsight or TransformerLens model's own by default).
 
+    `model` is anything :func:`~ulcmod.lm.interop.as_lm` takes, also spread over devices: each
+    layer's indices go to the device its activations are on.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if mode != "inhibit" and value is None:
         raise ValueError(f"mode {mode!r} needs a value (the factor or the constant)")
-    points = resolve_site(model, site, layers)
+    lm = as_lm(model, tokenizer)
+    points = resolve_site(lm, site, layers)
     if widths is None:
-        if tokenizer is None:
+        if lm.tokenizer is None:
             raise ValueError("give tokenizer (to probe the neurons per layer) or widths")
-        widths = site_widths(model, tokenizer, site, layers)
+        widths = site_widths(lm, None, site, layers)
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != (sum(widths),):
         raise ValueError(f"mask must have {sum(widths)} entries (the site's neurons), got shape {mask.shape}")
     bounds = np.cumsum([0, *widths])
-    device = model_device(model)
     handles = []
     try:
         for k, p in enumerate(points):
             idx = np.flatnonzero(mask[bounds[k]:bounds[k + 1]])
             if idx.size == 0:
                 continue
-            idx_t = torch.as_tensor(idx, device=device)
+            indices = _Indices(idx)
             if p.read == "input":
-                def pre(mod, args, idx_t=idx_t):  # the neurons are the last axis, whatever the rest
-                    return (_edited(args[0], idx_t, mode, value), *args[1:])
+                def pre(mod, args, indices=indices):  # the neurons are the last axis, whatever the rest
+                    return (_edited(args[0], indices, mode, value), *args[1:])
                 handles.append(p.module.register_forward_pre_hook(pre))
             else:
-                def post(mod, args, out, idx_t=idx_t):
+                def post(mod, args, out, indices=indices):
                     if isinstance(out, tuple):
-                        return (_edited(out[0], idx_t, mode, value), *out[1:])
-                    return _edited(out, idx_t, mode, value)
+                        return (_edited(out[0], indices, mode, value), *out[1:])
+                    return _edited(out, indices, mode, value)
                 handles.append(p.module.register_forward_hook(post))
         yield
     finally:

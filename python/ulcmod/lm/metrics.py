@@ -8,7 +8,9 @@
 * a linear probe: logistic regression on the mean last-layer hidden state, held-out accuracy.
 
 Texts are evaluated without a chat template (plain language modelling), truncated to
-`max_length` tokens, in length-sorted batches under ``torch.inference_mode()``.
+`max_length` tokens, in length-sorted batches under ``torch.inference_mode()``. The model is
+anything :func:`~ulcmod.lm.interop.as_lm` takes (also spread over devices: token ids go to the
+input embedding's device, and targets and masks to the device the logits come out on).
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import math
 import numpy as np
 
 from ._batches import check_texts, encode, longest_first, pad_batch, similar_lengths
-from .models import check_max_length, model_device, pad_token_id
+from .interop import as_lm, tokenizer_of
+from .models import check_max_length, pad_token_id
 
 
-def _logits(model, input_ids, mask):
+def _logits(lm, input_ids, mask):
     import torch
 
     with torch.inference_mode():
-        return model(input_ids=input_ids, attention_mask=mask.long(), use_cache=False).logits.float()
+        return lm.forward(input_ids, mask).float()
 
 
 def next_token_stats(model, tokenizer, texts, *, max_length: int = 256, batch_size: int = 8,
@@ -37,6 +40,8 @@ def next_token_stats(model, tokenizer, texts, *, max_length: int = 256, batch_si
     """
     import torch
 
+    lm = as_lm(model, tokenizer)
+    tokenizer = tokenizer_of(lm, tokenizer)
     pad_id = pad_token_id(tokenizer)
     texts = check_texts(texts)
     enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=check_max_length(model, max_length),
@@ -45,13 +50,13 @@ def next_token_stats(model, tokenizer, texts, *, max_length: int = 256, batch_si
     # Words of the text actually evaluated: up to the last kept token's end (truncation aside,
     # the whole text), counted on the original string.
     words = [len(t[: max((e for _, e in off), default=0)].split()) for t, off in zip(texts, enc["offset_mapping"])]
-    device = model_device(model)
+    device = lm.input_device
     nll, correct, n_tok = np.zeros(len(texts)), np.zeros(len(texts), np.int64), np.zeros(len(texts), np.int64)
     for batch in longest_first(ids, batch_size):
         input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
-        logp = torch.log_softmax(_logits(model, input_ids, mask)[:, :-1], dim=-1)
-        target = input_ids[:, 1:]
-        valid = mask[:, 1:]
+        logp = torch.log_softmax(_logits(lm, input_ids, mask)[:, :-1], dim=-1)
+        target = input_ids[:, 1:].to(logp.device)
+        valid = mask[:, 1:].to(logp.device)
         tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).double()
         nll[batch] = -(tok_lp * valid).sum(dim=1).cpu().numpy()
         correct[batch] = ((logp.argmax(-1) == target) & valid).sum(dim=1).cpu().numpy()
@@ -115,27 +120,29 @@ def _option_rows(tokenizer, prompt: str, options, max_length: int):
     return rows, spans
 
 
-def _span_loglik(model, tokenizer, rows, spans, batch_size: int) -> np.ndarray:
+def _span_loglik(lm, tokenizer, rows, spans, batch_size: int) -> np.ndarray:
     """Summed log-likelihood of the last `span` tokens of each row, rows batched longest first."""
     import torch
 
     pad_id = pad_token_id(tokenizer)
-    device = model_device(model)
     out = np.empty(len(rows))
     for batch in similar_lengths(rows, batch_size):
-        input_ids, mask = pad_batch([rows[k] for k in batch], pad_id, device)
-        logp = torch.log_softmax(_logits(model, input_ids, mask), dim=-1)
+        input_ids, mask = pad_batch([rows[k] for k in batch], pad_id, lm.input_device)
+        logp = torch.log_softmax(_logits(lm, input_ids, mask), dim=-1)
+        input_ids = input_ids.to(logp.device)
         for r, k in enumerate(batch):
             n, span = len(rows[k]), spans[k]
-            pos = torch.arange(n - span, n, device=device)
+            pos = torch.arange(n - span, n, device=logp.device)
             out[k] = float(logp[r, pos - 1, input_ids[r, pos]].double().sum())
     return out
 
 
 def option_loglik(model, tokenizer, prompt: str, options, max_length: int = 512) -> np.ndarray:
     """Summed log-likelihood of each option's tokens following `prompt`."""
+    lm = as_lm(model, tokenizer)
+    tokenizer = tokenizer_of(lm, tokenizer)
     rows, spans = _option_rows(tokenizer, prompt, options, max_length)
-    return _span_loglik(model, tokenizer, rows, spans, len(rows))
+    return _span_loglik(lm, tokenizer, rows, spans, len(rows))
 
 
 def multiple_choice_accuracy(model, tokenizer, questions, *, max_length: int = 512, batch_size: int = 16) -> float:
@@ -147,13 +154,15 @@ def multiple_choice_accuracy(model, tokenizer, questions, *, max_length: int = 5
     questions = list(questions)
     if not questions:
         return float("nan")
+    lm = as_lm(model, tokenizer)
+    tokenizer = tokenizer_of(lm, tokenizer)
     rows, spans, owner = [], [], []
     for q_index, q in enumerate(questions):
         r, sp = _option_rows(tokenizer, q["prompt"], q["options"], max_length)
         rows += r
         spans += sp
         owner += [q_index] * len(r)
-    ll, owner = _span_loglik(model, tokenizer, rows, spans, batch_size), np.asarray(owner)
+    ll, owner = _span_loglik(lm, tokenizer, rows, spans, batch_size), np.asarray(owner)
     hits = [int(np.argmax(ll[owner == i])) == int(q["answer"]) for i, q in enumerate(questions)]
     return float(np.mean(hits))
 
@@ -162,16 +171,16 @@ def hidden_features(model, tokenizer, texts, *, max_length: int = 256, batch_siz
     """Mean over real tokens of the last layer's hidden state, one row per text."""
     import torch
 
+    lm = as_lm(model, tokenizer)
+    tokenizer = tokenizer_of(lm, tokenizer)
     pad_id = pad_token_id(tokenizer)
     ids = encode(tokenizer, texts, False, max_length)
-    device = model_device(model)
     out = None
     for batch in longest_first(ids, batch_size):
-        input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
+        input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, lm.input_device)
         with torch.inference_mode():
-            h = model(input_ids=input_ids, attention_mask=mask.long(), output_hidden_states=True,
-                      use_cache=False).hidden_states[-1].float()
-        m = mask.unsqueeze(-1).float()
+            h = lm.last_hidden(input_ids, mask).float()
+        m = mask.unsqueeze(-1).to(h.device).float()
         feats = ((h * m).sum(1) / m.sum(1)).cpu().numpy()
         if out is None:
             out = np.empty((len(ids), feats.shape[1]))

@@ -42,17 +42,40 @@ def model_identity(model, name: str | None = None, gguf_file: str | None = None)
     The name and file it came from (for the embedded default, the GGUF file and the version of
     the package that ships it), its ``model_type``, class and number of parameters.
     """
+    from .interop import as_lm
+
+    lm = as_lm(model)
     identity = {"name": name, "gguf_file": gguf_file}
     if name is None:
         package = DEFAULT_MODEL_PACKAGE.replace("_", "-")
         identity.update(name=f"{DEFAULT_MODEL_NAME} (embedded, from {package})", gguf_file=default_model_file(),
                         package=f"{package} {importlib.metadata.version(package)}")
-    return {**identity, "model_type": getattr(model.config, "model_type", None), "class": type(model).__name__,
-            "n_parameters": int(sum(p.numel() for p in model.parameters()))}
+    device_map = getattr(lm.module, "hf_device_map", None)
+    if device_map is not None:
+        identity["device_map"] = {k: str(v) for k, v in device_map.items()}
+    return {**identity, "model_type": lm.model_type, "class": type(lm.module).__name__,
+            "n_parameters": int(sum(p.numel() for p in lm.module.parameters()))}
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's named placements
+
+
+def check_device_map(device_map):
+    """`device_map` if accelerate can take it: None, a name of :data:`DEVICE_MAPS`, or a dict from
+    module paths ("" for the whole model) to devices (an int GPU index, "cpu", "cuda:1", "disk")."""
+    if device_map is None or device_map in DEVICE_MAPS:
+        return device_map
+    if isinstance(device_map, dict) and device_map and all(
+            isinstance(k, str) and isinstance(v, (int, str)) and not isinstance(v, bool)
+            for k, v in device_map.items()):
+        return device_map
+    raise ValueError(f"device_map must be one of {list(DEVICE_MAPS)} or a non-empty dict from module paths to "
+                     f"devices (e.g. {{\"model.embed_tokens\": 0, \"model.layers.0\": \"cpu\"}}), got {device_map!r}")
 
 
 def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: str = "float32",
-               device: str = "cpu"):
+               device: str | None = None, device_map=None, **kwargs):
     """Load a causal LM and its tokenizer, in eval mode.
 
     Parameters
@@ -64,8 +87,16 @@ def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: 
         A GGUF file name inside ``name`` (a folder or hub id).
     dtype : {"float32", "bfloat16", "float16"}
         Weights' dtype (GGUF weights are dequantised to it).
-    device : str
-        A torch device ("cpu", "cuda", "cuda:1", ...).
+    device : str, optional
+        A torch device for the whole model ("cpu", "cuda", "cuda:1", ...; default "cpu").
+    device_map : str or dict, optional
+        Spread the model over devices with accelerate instead: "auto" (fill the GPUs, then the
+        CPU, then disk), "balanced", "balanced_low_0", "sequential", or a dict from module paths
+        to devices (``{"model.embed_tokens": 0, "model.layers.0": 0, ..., "lm_head": "cpu"}``).
+        Disk offload needs ``offload_folder=``; ``max_memory=`` caps each device.
+    **kwargs
+        Passed to ``from_pretrained``: ``quantization_config``, ``attn_implementation``,
+        ``max_memory``, ``offload_folder``, ``revision``, ``trust_remote_code``, ...
 
     Returns
     -------
@@ -74,17 +105,24 @@ def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: 
     install = "pip install 'ulcmod[hf]' (install torch first if you want a CPU-only build)"
     torch = require("torch", "loading models", install)
     transformers = require("transformers", "loading models", install)
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    dtypes = {name: getattr(torch, name) for name in DTYPES}
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    device_map = check_device_map(device_map)
+    if device_map is not None and device is not None:
+        raise ValueError(f"give device ({device!r}) or device_map ({device_map!r}), not both")
     name, gguf_file = resolve_model(name, gguf_file)
     extra = {"gguf_file": gguf_file} if gguf_file else {}
+    placement = {"device_map": device_map} if device_map is not None else {}
+    if isinstance(kwargs.get("max_memory"), dict):  # from JSON: GPU indices arrive as strings
+        kwargs["max_memory"] = {int(k) if str(k).isdigit() else k: v for k, v in kwargs["max_memory"].items()}
     # A damaged GGUF file fails inside the gguf reader with whatever its parser hits first
     # (struct.error, IndexError, ...): every failure then names the file.
     failures = Exception if gguf_file else (OSError, ValueError)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(name, **extra)
-        model = transformers.AutoModelForCausalLM.from_pretrained(name, dtype=dtypes[dtype], **extra)
+        model = transformers.AutoModelForCausalLM.from_pretrained(name, dtype=dtypes[dtype], **extra, **placement,
+                                                                  **kwargs)
     except failures as err:
         if gguf_file and os.path.isfile(os.path.join(name, gguf_file)):
             raise ValueError(f"cannot read the GGUF file {os.path.join(name, gguf_file)!r}: it is damaged or "
@@ -93,7 +131,9 @@ def load_model(name: str | None = None, *, gguf_file: str | None = None, dtype: 
             f"cannot load model {name!r}: {err}. Give a local folder or .gguf file (no model hub is "
             f"needed then), or omit it to use the embedded default"
         ) from err
-    model.to(device).eval()
+    if device_map is None and not getattr(model, "is_quantized", False):  # quantised: placed when loaded
+        model.to(device or "cpu")
+    model.eval()
     pad_token_id(tokenizer)
     return model, tokenizer
 
@@ -163,7 +203,8 @@ def pad_token_id(tokenizer) -> int:
 def check_max_length(model, max_length: int) -> int:
     """`max_length`, after checking that the model has that many positions (GPT-2's learned
     position table would fail with an IndexError beyond them)."""
-    cfg = getattr(model.config, "text_config", None) or model.config
+    cfg = getattr(model, "config", None)  # a plain nn.Module (ulcmod.lm.interop) has none: nothing to check
+    cfg = getattr(cfg, "text_config", None) or cfg
     for attr in ("n_positions", "max_position_embeddings"):
         positions = getattr(cfg, attr, None)
         if isinstance(positions, int) and max_length > positions:
@@ -171,11 +212,6 @@ def check_max_length(model, max_length: int) -> int:
                              f"{getattr(cfg, 'model_type', 'model')} model (config.{attr}); use max_length <= "
                              f"{positions} (--max-length)")
     return max_length
-
-
-def model_device(model):
-    """The torch device of the model's weights, where its inputs go."""
-    return next(model.parameters()).device
 
 
 _DIGEST_VALUES = 4096  # values sampled per weight tensor by weights_digest

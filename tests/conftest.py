@@ -1,6 +1,8 @@
 """Shared helpers: independent (brute-force) computations, and one quick discover run on a tiny
 random model (built here) that every command test reads (copying it before changing anything)."""
 
+import contextlib
+import io
 import json
 import os
 
@@ -106,7 +108,13 @@ def quick_run(tiny_model_dir, dataset_rows, tmp_path_factory):
     data = folder / "prompts.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in dataset_rows))
     out = folder / "run"
-    assert cli.main(["discover", "--model", tiny_model_dir, "--dataset", str(data), "--quick", "--out", str(out),
-                     *QUICK_RUN_FLAGS, "--no-progress"]) == 0
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        assert cli.main(["discover", "--model", tiny_model_dir, "--dataset", str(data), "--quick", "--out", str(out),
+                         *QUICK_RUN_FLAGS, "--no-progress"]) == 0
     data.unlink()
+    # --no-progress: no stage lines, no bars (ulcmod's or transformers'), only the closing summary
+    assert errors.getvalue() == ""
+    lines = printed.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("found IterD modules at K=4,7") and "index.html" in lines[1], lines
     return out

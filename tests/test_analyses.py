@@ -79,7 +79,10 @@ def test_labelling_prompts_list_top_samples_in_order(tmp_path):
     path = tmp_path / "m.md"
     assert labelling.write_labelling(path, prompts, answers) == path
     text = path.read_text()
-    assert "## Module 1" in text and "label for 2 items" in text
+    assert "## M1" in text and "label for 2 items" in text
+    rows = json.loads((tmp_path / "m.json").read_text())["modules"]
+    assert [r["module"] for r in rows] == ["M0", "M1"] and rows[1]["answer"] == "label for 2 items"
+    assert "(category:" not in labelling.labelling_prompts(features, ["alpha", "beta", "gamma"], h=2)[0]
 
 
 def test_openai_compatible_endpoint(tmp_path):

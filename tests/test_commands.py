@@ -5,12 +5,16 @@ shared by the tests; the file is deleted as soon as discover finishes, so everyt
 each stage rerun alone, analyze) shows that it reads only the run folder.
 """
 
+import contextlib
 import csv
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +37,7 @@ def run_files(folder) -> set:
 def test_quick_run_writes_every_file_and_the_manifest_names_them(quick_run, tiny_model_dir, dataset_rows):
     for name in ("report.md", "metrics.json", "timings.json", "manifest.json", "neurons.csv", "neuron_pcs.npy",
                  "activations/zscored/zscore.npz", "labelling/modules_K4.md", "labelling/modules_K7.md",
-                 "figures/iterd_history.png", "figures/split_K4_K7.png"):
+                 "labelling/modules_K7.json", "figures/iterd_history.png", "figures/split_K4_K7.png", "index.html"):
         assert (quick_run / name).is_file(), name
     for K in (4, 7):
         for kind in ("heatmap", "similarity", "layers", "neuron_map"):
@@ -45,7 +49,10 @@ def test_quick_run_writes_every_file_and_the_manifest_names_them(quick_run, tiny
     assert len(metrics["table1"]) == len(metrics["table2"]) == 2 * len(baselines.METHODS)
     assert isinstance(metrics["verdict"]["iterd_L_beats_every_baseline_at_every_K"], bool)
     report = (quick_run / "report.md").read_text()
-    assert "## Table 1" in report and "## Table 2" in report and "(figures/heatmap_K4.png)" in report
+    assert "## Table 1" in report and "## Table 2" in report and "![module heatmap](figures/heatmap_K4.png)" in report
+    assert "[analysis.md](analysis.md)" in report and "[index.html](index.html)" in report
+    assert "Low-sample numbers" in report and "on 28 held-out prompts" in report and "| M6 |" in report
+    assert "(category:" not in (quick_run / "labelling" / "modules_K4.md").read_text()  # no tags by default
     assert "## How real are the modules?" in report and "(significance/figure.png)" in report
     assert (quick_run / "significance" / "figure.png").stat().st_size > 1000
 
@@ -115,7 +122,7 @@ def test_significance_and_stability_score_the_reported_modules(quick_run):
         assert got["module_stability"] == stab.module_stability.tolist() and got["mean_ari"] == stab.mean_ari
         sizes = np.bincount(reported.neuron_labels, minlength=K)
         table = (quick_run / "significance" / "tables.md").read_text()
-        assert f"| U{K - 1} | {sizes[-1]:,} |" in table
+        assert f"| M{K - 1} | {sizes[-1]:,} |" in table
     p, ari = [sig["by_K"][str(K)]["p_value"] for K in run.ks], [sig["by_K"][str(K)]["mean_ari"] for K in run.ks]
     assert sig["recommended_k"] == recommend_k(run.ks, p, ari, sig["alpha"])
 
@@ -174,6 +181,7 @@ def rerun_stage(folder, copy, outputs, run_stage) -> dict:
     (discover.draw_figures, ["figures", "similarity.json"]),
     (discover.write_labelling, ["labelling"]),
     (discover.write_report, ["metrics.json", "report.md"]),
+    (discover.write_browser, ["index.html"]),
 ], ids=lambda x: getattr(x, "__name__", ""))
 def test_each_discover_stage_remakes_its_outputs_from_the_folder(quick_run, tmp_path, stage, outputs):
     recorded = rerun_stage(quick_run, tmp_path / "run", outputs, stage)
@@ -188,7 +196,12 @@ def analyzed_run(quick_run, tmp_path_factory):
     assert not (quick_run.parent / "prompts.jsonl").exists()
     out = tmp_path_factory.mktemp("analyzed") / "run"
     shutil.copytree(quick_run, out)
-    assert cli.main(["analyze", "--run", str(out), "--quick", "--k", "4", "--no-progress"]) == 0
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        assert cli.main(["analyze", "--run", str(out), "--quick", "--k", "4", "--no-progress"]) == 0
+    assert errors.getvalue() == ""  # --no-progress: nothing but the closing summary
+    lines = printed.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("analysed the IterD modules at K=4 in ") and "low-sample" in lines[0]
     return out
 
 
@@ -196,13 +209,17 @@ def test_analyze_reads_only_the_run_folder(analyzed_run):
     result = read_json(analyzed_run / "analysis.json")
     assert result["K"] == 4 and len(result["editing"]) == 4
     assert set(result["pruning"]["overlap"]) == {"trained", "random"}
-    assert set(result["moefication"]["mean_auc"]["trained"]) >= {"module 0", "pruning Math"}
+    assert set(result["moefication"]["mean_auc"]["trained"]) >= {"M0", "pruning Math"}
+    assert result["low_sample"][0] == "a --quick analysis" and result["counts"]["eval_prompts"] == 14
     assert len(result["ica_networks"]["best_iou_with_a_module"]) == 4
     for name in ("analysis_edit_top1.png", "analysis_pruning_cross_effects.png", "analysis_overlap_random.png",
                  "analysis_lorenz_auc.png"):
         assert (analyzed_run / "figures" / name).stat().st_size > 1000, name
-    assert "## Selective pruning" in (analyzed_run / "analysis.md").read_text()
+    text = (analyzed_run / "analysis.md").read_text()
+    assert "## Selective pruning" in text and "Low-sample numbers" in text and "MMLU over 4 questions" in text
     assert set(read_json(analyzed_run / "manifest.json")["files"]) == run_files(analyzed_run)
+    page = parse_page(analyzed_run)
+    assert "analysis" in page.ids and "figures/analysis_edit_top1.png" in page.images  # rewritten by analyze
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +232,7 @@ QUICK_ANALYZE = analyze.AnalyzeConfig(**analyze.QUICK_ANALYZE, k=4, progress=Fal
 
 def test_analyze_takes_the_k_closest_to_the_number_of_categories_by_default(quick_run):
     assert analyze.module_k(quick_run, None) == 7  # 7 categories; the run has K = 4 and 7
+    assert analyze.module_k(quick_run, None, quick=True) == 4  # --quick: the smallest K
     with pytest.raises(ValueError, match=r"K=5 was not run; the run has K in \[4, 7\]"):
         analyze.module_k(quick_run, 5)
 
@@ -232,9 +250,121 @@ def test_each_analyze_stage_remakes_its_outputs_from_the_folder(analyzed_run, mo
 
 def test_analyze_report_stage_remakes_the_report_from_the_stage_results(analyzed_run, tmp_path):
     outputs = ["analysis.json", "analysis.md"]
-    seconds = read_json(analyzed_run / "analysis.json")["seconds"]
+    before = read_json(analyzed_run / "analysis.json")
     rerun_stage(analyzed_run, tmp_path / "run", outputs,
-                lambda run: analyze.write_analysis(run, QUICK_ANALYZE, seconds))
+                lambda run: analyze.write_analysis(run, QUICK_ANALYZE, before["seconds"], before["timings"]))
+
+
+class Page(HTMLParser):
+    """The ids, image sources and links of an HTML page, and whether it has any script."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids, self.images, self.links, self.scripts = set(), [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "img":
+            self.images.append(a["src"])
+        if tag == "a" and "href" in a:
+            self.links.append(a["href"])
+        if tag == "script" or "src" in a and tag != "img":
+            self.scripts += 1
+
+
+def parse_page(folder) -> Page:
+    page = Page()
+    page.feed((folder / "index.html").read_text(encoding="utf-8"))
+    return page
+
+
+def test_browser_shows_every_module_and_figure_and_resolves_every_reference(quick_run):
+    page = parse_page(quick_run)
+    metrics = read_json(quick_run / "metrics.json")
+    for K in (4, 7):
+        assert f"K{K}" in page.ids
+        assert {f"K{K}-M{k}" for k in range(K)} <= page.ids  # every module of every K
+        assert len(metrics["modules"][str(K)]["modules"]) == K
+    figures = {f"figures/{p.name}" for p in (quick_run / "figures").glob("*.png")}
+    assert figures == set(page.images)  # every figure inline, each once
+    for ref in page.images + page.links:
+        if ref.startswith("#"):
+            assert ref[1:] in page.ids, ref
+        else:
+            assert "://" not in ref and (quick_run / ref).is_file(), ref  # offline, relative, present
+    assert page.scripts == 0  # static: nothing to run, nothing fetched
+    html = (quick_run / "index.html").read_text()
+    top = metrics["modules"]["4"]["modules"][0]["top_samples"][0]
+    train = [p for p in read_json(quick_run / "manifest.json")["prompts"] if p["split"] == "train"]
+    from markupsafe import escape
+    assert str(escape(train[top["index"]]["text"])) in html  # top samples in full
+    assert "Low-sample run" in html and "Not run yet" in html
+
+
+def test_browser_marks_the_best_value_per_column_and_ties():
+    from ulcmod.app.browser import _marked
+
+    rows = [{"method": "a", "x": 0.5, "y": 1.0}, {"method": "b", "x": 0.9, "y": 1.0},
+            {"method": "c", "x": 0.1, "y": 0.2}, {"method": "d", "x": None, "failed": "a cluster was empty"}]
+    marked = _marked(rows, [("x", "x", "{}"), ("y", "y", "{}")])
+    cells = [[(c["best"], c["tie"]) for c in r["cells"]] for r in marked]
+    assert cells == [[(False, False), (True, True)], [(True, False), (True, True)], [(False, False), (False, False)],
+                     [(False, False), (False, False)]]
+    assert [c["text"] for c in marked[3]["cells"]] == ["failed", "failed"]  # a failed baseline, never the best
+
+
+def test_informativeness_verdict_reports_ties_with_their_sample_count():
+    table1 = [{"method": m, "K": 4, "L": L} for m, L in (("iterd", 3.0), ("kmeans", 1.0), ("spectral", 2.0))]
+    table2 = [{"method": m, "K": 4, "logreg_accuracy": acc, "n_test": 28}
+              for m, acc in (("iterd", 24 / 28), ("kmeans", 24 / 28), ("spectral", 23 / 28))]
+    v = discover._verdicts(table1, table2)
+    best = v["informativeness_logreg_by_K"][0]
+    assert v["iterd_L_beats_every_baseline_at_every_K"]
+    assert best["best_methods"] == ["iterd", "kmeans"] and best["n_test"] == 28
+    assert best["standard_error"] == pytest.approx((24 / 28 * 4 / 28 / 28) ** 0.5)
+    assert best["within_one_se"] == ["iterd", "kmeans", "spectral"]
+
+
+def test_labelling_tags_categories_only_when_asked(quick_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(quick_run, copy)
+    manifest = read_json(copy / "manifest.json")
+    manifest["settings"]["label_with_categories"] = True
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    discover.write_labelling(copy)
+    assert "(category: " in (copy / "labelling" / "modules_K4.md").read_text()
+    args = cli.build_parser().parse_args(["discover", "--label-with-categories"])
+    assert cli.config_from(args).label_with_categories and not discover.DiscoverConfig().label_with_categories
+
+
+def test_every_option_has_help():
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"ulcmod {name} {action.option_strings} has no help text"
+
+
+def test_browser_check_script_finds_no_problem_in_headless_chromium(quick_run, tmp_path):
+    """The benchmarks/ check in a real browser, where one is installed (CI installs none)."""
+    script = Path(__file__).parents[1] / "benchmarks" / "check_browser.py"
+    sys.path.insert(0, str(script.parent))
+    try:
+        import check_browser
+    finally:
+        sys.path.remove(str(script.parent))
+    if check_browser.find_chromium() is None:
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    report = check_browser.check(quick_run, tmp_path / "page.png")
+    assert report["problems"] == [], report
+    assert report["modules_rendered"] == report["modules_expected"] == 4 + 7
+    broken = tmp_path / "broken"  # the check sees a missing figure
+    shutil.copytree(quick_run, broken)
+    (broken / "figures" / "heatmap_K4.png").unlink()
+    assert any("heatmap_K4.png" in p for p in check_browser.check(broken, tmp_path / "b.png")["problems"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -254,16 +384,32 @@ def test_bad_arguments_end_with_one_line(args, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("ulcmod: error:") and message in err, err
+    assert not (tmp_path / "o").exists()  # a failed run leaves no folder behind
 
 
 @pytest.mark.parametrize("args, message", [
     (["--run", "/no/such/run"], "is not a `ulcmod discover` folder"),
     (["--prune-fraction", "2"], "--prune-fraction must be in (0, 1]"),
+    (["--threads", "0"], "threads must be >= 1"),
 ])
 def test_analyze_bad_arguments_end_with_one_line(args, message, capsys):
     assert cli.main(["analyze", "--no-progress", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_torch_threads_follow_the_load_unless_given():
+    torch = pytest.importorskip("torch")
+    from ulcmod.app.threads import default_threads, torch_threads
+
+    assert default_threads(5.0, 2) == default_threads(2.0, 2) == 1  # the cores are taken: one thread
+    assert default_threads(1.5, 2) is None and default_threads(7.0, 16) is None  # torch's default
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    args = cli.build_parser().parse_args(["analyze", "--threads", "3"])
+    assert cli.analyze_config_from(args).threads == 3 and analyze.AnalyzeConfig().threads is None
 
 
 def test_argparse_errors_are_one_line_too(capsys):
@@ -280,6 +426,7 @@ def test_unknown_model_name_is_one_line_from_the_command(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("ulcmod: error: cannot load model 'no-such-org/no-such-model'")
     assert out.stderr.count("\n") == 1, out.stderr
+    assert not (tmp_path / "o").exists()  # the run failed before its first sample: no folder left behind
 
 
 @pytest.mark.slow

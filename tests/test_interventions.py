@@ -135,6 +135,36 @@ def test_perplexity_top1_and_choice_equal_direct_computation():
     assert metrics.multiple_choice_accuracy(model, tok, [q]) == float(np.argmax(ll) == 0)
 
 
+def test_similar_length_batches_cover_every_row_once_with_little_padding():
+    from ulcmod.lm._batches import similar_lengths
+
+    lengths = np.random.default_rng(0).integers(1, 300, 200)
+    ids = [[0] * n for n in lengths]
+    batches = list(similar_lengths(ids, 16))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(200))
+    for b in batches:
+        assert len(b) <= 16 and lengths[b].min() >= 0.75 * lengths[b].max()
+    assert [len(b) for b in similar_lengths([[0] * 5] * 40, 16)] == [16, 16, 8]
+
+
+def test_batched_evaluations_equal_one_at_a_time():
+    """Text sets sharing batches, and MMLU option rows of many questions sharing batches, give
+    what each set or question gives alone."""
+    model, tok = make_model("llama"), make_tokenizer()
+    sets = {"a": TEXTS[:2], "b": TEXTS[2:5], "c": TEXTS[5:6]}
+    shared = metrics.next_token_metrics_by_set(model, tok, sets, batch_size=4)
+    for name, texts in sets.items():
+        alone = metrics.next_token_metrics(model, tok, texts, batch_size=2)
+        assert shared[name]["n_tokens"] == alone["n_tokens"] and shared[name]["top1"] == pytest.approx(alone["top1"])
+        assert shared[name]["token_ppl"] == pytest.approx(alone["token_ppl"], rel=1e-5)
+    questions = [{"prompt": p, "options": ["mat", "dog ran", "a long table by the door"], "answer": a}
+                 for p, a in (("the cat sat on the", 0), (TEXTS[0], 1), (TEXTS[1], 2), ("hello", 2))]
+    chosen = [int(np.argmax(metrics.option_loglik(model, tok, q["prompt"], q["options"]))) for q in questions]
+    want = np.mean([c == q["answer"] for c, q in zip(chosen, questions)])
+    for batch_size in (1, 5, 16):
+        assert metrics.multiple_choice_accuracy(model, tok, questions, batch_size=batch_size) == want
+
+
 def test_pruning_scores_equal_token_level_computation():
     model, tok = make_model("gemma2"), make_tokenizer()
     target, reference = TEXTS[:3], TEXTS[3:]

@@ -334,7 +334,7 @@ def test_module_table_flags_and_consistency(planted_tests):
     assert lines[0].startswith("| module | neurons | samples |") and len(lines) == 2 + 3
     for k, line in enumerate(lines[2:]):
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[0] == f"U{k}" and int(cells[1]) == (res.neuron_labels == k).sum()
+        assert cells[0] == f"M{k}" and int(cells[1]) == (res.neuron_labels == k).sum()
         assert cells[-2:] == ["yes", "yes"]
     strict = significance_report.module_table(test, stab, alpha=0.01, stable=1.01)
     assert all(line.endswith("| no | no |") for line in strict[2:])

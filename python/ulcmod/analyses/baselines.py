@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..core._blocks import row_blocks
 from ..core._optional import require
@@ -157,7 +158,8 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
     sample labels)}. iterd_results: {K: IterDResult}. `features` may hold the neuron PCA already
     computed for A (it is computed on first need otherwise). `subsample` (sorted neuron indices,
     see :func:`baseline_subsample`) fits the baselines on those neurons only; every neuron is
-    still labelled and scored.
+    still labelled and scored. `progress` shows one bar over the (K, method) runs, labelled with
+    the one running (IterD's own bar stays off).
 
     A baseline that fails (sklearn leaving a cluster empty, say) does not stop the others: its
     row holds ``"failed"`` (the reason, one line) and None for every number, and it has no labels.
@@ -172,11 +174,13 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
     rng = check_random_state(random_state)
     seed = seed_from(rng) % (2**31)
     rows, labels, results = [], {}, {}
+    bar = tqdm(total=len(Ks) * len(methods), desc="modules", unit="run", disable=not progress)
     for K in Ks:
         for method in methods:
+            bar.set_postfix_str(f"{method} K={K}")
             t0 = time.perf_counter()
             if method == "iterd":
-                res = results[K] = iterd(A, K, random_state=seed, progress=progress, **(iterd_kwargs or {}))
+                res = results[K] = iterd(A, K, random_state=seed, **{"progress": False, **(iterd_kwargs or {})})
                 u, s = res.neuron_labels, res.sample_labels
             else:
                 try:
@@ -198,6 +202,8 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
                 "seconds": seconds,
             })
             labels[(method, K)] = (u, s)
+            bar.update()
+    bar.close()
     return rows, labels, results
 
 

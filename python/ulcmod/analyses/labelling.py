@@ -1,7 +1,9 @@
 """Prompts that ask an LLM to name each module's function (the paper's Appendix C).
 
 For every module, the H samples with the highest mean activation on its neurons are listed in a
-prompt. The prompts can be written to a file and, optionally, sent to any callable or to an
+prompt. The samples' categories are left out unless asked for (``categories=``): a tag such as
+"(category: Math)" steers the labelling model toward the category's name instead of what the
+texts share. The prompts can be written to a file and, optionally, sent to any callable or to an
 OpenAI-compatible chat endpoint; the answers are stored next to them.
 """
 
@@ -12,6 +14,8 @@ import os
 import urllib.request
 
 import numpy as np
+
+from . import module_name
 
 PROMPT = (
     "I analyzed the activation patterns of one group of neurons (a function module) in a large "
@@ -29,7 +33,11 @@ def top_samples(features: np.ndarray, h: int) -> list[np.ndarray]:
 
 
 def labelling_prompts(features, texts, *, h: int = 10, categories=None, max_chars: int = 400) -> list[str]:
-    """One prompt per module from its top-h samples (``features`` is samples x modules)."""
+    """One prompt per module from its top-h samples (``features`` is samples x modules).
+
+    With `categories` (one per sample) each sample is tagged with its category; by default it
+    is not, so that the answer describes the texts rather than repeats a category name.
+    """
     texts = list(texts)
     prompts = []
     for idx in top_samples(features, h):
@@ -71,12 +79,17 @@ def label_modules(prompts, *, llm=None, endpoint: str | None = None, model: str 
 
 
 def write_labelling(path, prompts, answers=None) -> str:
-    """A markdown file with each module's prompt (and answer, when there is one)."""
-    lines = []
+    """A markdown file with each module's prompt (and answer, when there is one), and the same
+    as JSON next to it (``.json``: ``{"modules": [{"module", "prompt", "answer"}]}``)."""
+    lines, rows = [], []
     for k, p in enumerate(prompts):
-        lines += [f"## Module {k}", "", "```text", p, "```", ""]
-        if answers is not None:
-            lines += ["**Answer:**", "", answers[k].strip(), ""]
+        lines += [f"## {module_name(k)}", "", "```text", p, "```", ""]
+        answer = None if answers is None else answers[k].strip()
+        if answer is not None:
+            lines += ["**Answer:**", "", answer, ""]
+        rows.append({"module": module_name(k), "prompt": p, "answer": answer})
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
+    with open(os.path.splitext(path)[0] + ".json", "w", encoding="utf-8") as f:
+        json.dump({"modules": rows}, f, indent=1)
     return path

@@ -10,6 +10,7 @@ spread scores 0.5 and a set inside one expert scores 1.0.
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..core.balanced_kmeans import balanced_kmeans
 from ..lm.sites import resolve_site
@@ -32,12 +33,17 @@ def ffn_input_weights(model, layer: int, weight: str = "up_proj") -> np.ndarray:
 
 
 def moefication_clusters(model, n_experts: int, *, weight: str = "up_proj", layers=None, n_init: int = 3,
-                         random_state=0) -> dict:
-    """Expert label of every neuron, per layer: {layer: labels (d_ff,)}."""
+                         random_state=0, progress=False) -> dict:
+    """Expert label of every neuron, per layer: {layer: labels (d_ff,)}.
+
+    `progress` shows a bar over the layers (a string labels it).
+    """
     from ..lm.sites import n_layers
 
     out = {}
-    for layer in (range(n_layers(model)) if layers is None else layers):
+    layers = list(range(n_layers(model)) if layers is None else layers)
+    for layer in tqdm(layers, desc=progress if isinstance(progress, str) else "MoEfication", unit="layer",
+                      disable=not progress):
         W = ffn_input_weights(model, layer, weight)
         W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
         _, labels, _ = balanced_kmeans(W, n_experts, n_init=n_init, random_state=random_state)

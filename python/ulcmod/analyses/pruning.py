@@ -11,10 +11,11 @@ other set gives the cross-effect matrix. Overlap between selected sets is ``|N_i
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..lm.activations import site_widths, token_statistics
 from ..lm.editing import edit_neurons
-from ..lm.metrics import top1_accuracy
+from ..lm.metrics import next_token_metrics_by_set, top1_accuracy
 
 
 def mean_abs_over_tokens(model, tokenizer, texts, *, site: str = "mlp.act", layers=None, **kw) -> np.ndarray:
@@ -103,16 +104,32 @@ def prune_to_drop(model, tokenizer, target_texts, scores, target_drop: float, *,
 
 
 def cross_effects(model, tokenizer, text_sets: dict, masks: dict, *, site: str = "mlp.act", layers=None,
-                  **eval_kw) -> dict:
-    """Relative top-1 accuracy drop on every text set (columns) when each mask (rows) is inhibited."""
+                  progress: bool = False, **eval_kw) -> dict:
+    """Relative top-1 accuracy drop on every text set (columns) when each mask (rows) is inhibited.
+
+    Also returns the baseline accuracies and ``n_tokens``, the predicted tokens each accuracy
+    is over. `progress` shows a bar over the (mask, text set) evaluations.
+    """
     widths = site_widths(model, tokenizer, site, layers)
-    base = {name: top1_accuracy(model, tokenizer, texts, **eval_kw) for name, texts in text_sets.items()}
-    out = {}
-    for pruned, mask in masks.items():
-        with edit_neurons(model, mask, site=site, layers=layers, widths=widths):
-            out[pruned] = {name: (base[name] - top1_accuracy(model, tokenizer, texts, **eval_kw)) / base[name]
-                           if base[name] > 0 else 0.0 for name, texts in text_sets.items()}
-    return {"baseline": base, "drop": out}
+    bar = tqdm(total=1 + len(masks), desc="pruning cross-effects", unit="mask", disable=not progress)
+
+    def top1():  # every text set in one batched pass
+        m = next_token_metrics_by_set(model, tokenizer, text_sets, **eval_kw)
+        bar.update()
+        return m
+
+    try:
+        first = top1()
+        base = {name: m["top1"] for name, m in first.items()}
+        out = {}
+        for pruned, mask in masks.items():
+            with edit_neurons(model, mask, site=site, layers=layers, widths=widths):
+                edited = top1()
+            out[pruned] = {name: (base[name] - edited[name]["top1"]) / base[name] if base[name] > 0 else 0.0
+                           for name in text_sets}
+    finally:
+        bar.close()
+    return {"baseline": base, "drop": out, "n_tokens": {name: m["n_tokens"] for name, m in first.items()}}
 
 
 def overlap(masks: dict) -> dict:

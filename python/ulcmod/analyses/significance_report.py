@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import module_name
 from ._pyplot import pyplot, save
 from .model_selection import SelectKResult
 from .module_stability import StabilityResult
@@ -58,7 +59,7 @@ def module_table(null_test: NullTestResult | None = None, stability: StabilityRe
     >>> print("\\n".join(module_table(test, stab)[:3]))
     | module | neurons | samples | block mean | p-value | stability | significant | stable |
     |---|---|---|---|---|---|---|---|
-    | U0 | 40 | 20 | 1.529 | 0.05 | 0.99 | yes | yes |
+    | M0 | 40 | 20 | 1.529 | 0.05 | 0.99 | yes | yes |
     """
     res = _same_run(null_test, stability)
     K = res.n_modules
@@ -67,7 +68,7 @@ def module_table(null_test: NullTestResult | None = None, stability: StabilityRe
     lines = [_row(["module", "neurons", "samples", "block mean", "p-value", "stability", "significant",
                    "stable"]), "|---" * 8 + "|"]
     for k in range(K):
-        cells = [f"U{k}", f"{n[k]:,}", f"{m[k]:,}"]
+        cells = [module_name(k), f"{n[k]:,}", f"{m[k]:,}"]
         if null_test is not None:
             p = null_test.module_p_values[k]
             cells += [f"{null_test.module_means[k]:.3f}", f"{p:.3g}"]
@@ -114,7 +115,7 @@ def plot_module_stability(stab: StabilityResult, ax, *, stable: float = STABLE_J
     ax.axhline(stable, color="C3", ls="--", lw=1, label=f"stable from {stable:g}")
     ax.set_ylim(0, 1.05)
     ax.set_xticks(np.arange(K))
-    ax.set_xticklabels([f"U{k}" for k in range(K)], fontsize=7, rotation=90 if K > 12 else 0)
+    ax.set_xticklabels([module_name(k) for k in range(K)], fontsize=7, rotation=90 if K > 12 else 0)
     ax.set_title(f"K={K}: module stability over {stab.n_runs} runs\nmean ARI between runs {stab.mean_ari:.2f}",
                  fontsize=9)
     ax.set_xlabel("module")

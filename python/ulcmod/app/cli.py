@@ -103,20 +103,24 @@ def build_parser():
     q.add_argument("--gguf-file", help="GGUF file name inside --model")
     q.add_argument("--dataset", default=d.dataset,
                    help="'corpus' (offline, default), 'infinity-instruct[:PATH]' or a .jsonl/.json/.csv/.parquet file")
-    q.add_argument("--text-column", default=d.text_column)
-    q.add_argument("--label-column", default=d.label_column)
+    q.add_argument("--text-column", default=d.text_column,
+                   help=f"column of a --dataset file holding the prompt text (default {d.text_column!r})")
+    q.add_argument("--label-column", default=d.label_column,
+                   help=f"column of a --dataset file holding the category (default {d.label_column!r})")
     q.add_argument("--site", default=d.site, help="mlp.act (default), mlp.out, mlp.gate, mlp.up or a raw module path")
     q.add_argument("--layers", type=_int_list, help="layers to read, e.g. 0-11 or 0,5,10 (default all)")
     q.add_argument("--k", type=_int_list, dest="ks", help=f"numbers of modules (default {','.join(map(str, d.ks))})")
     q.add_argument("--n-train", type=int, help=f"training prompts per category (default {d.n_train})")
     q.add_argument("--n-test", type=int, help=f"held-out prompts per category (default {d.n_test})")
     q.add_argument("--max-length", type=int, help=f"tokens per prompt (default {d.max_length})")
-    q.add_argument("--batch-size", type=int, default=d.batch_size)
+    q.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"prompts per forward pass during extraction (default {d.batch_size})")
     q.add_argument("--methods", default=",".join(d.methods), help=f"comma-separated subset of {list(METHODS)}")
     q.add_argument("--n-subclusters", type=int,
                    help=f"k-means sub-clusters for agglomerative/spectral (default {d.n_subclusters})")
     q.add_argument("--top", type=int, default=d.top, help="samples per module in the labelling prompts")
-    q.add_argument("--seed", type=int, default=d.seed)
+    q.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seed of the train/test split, IterD and the baselines (default {d.seed})")
     q.add_argument("--significance", type=int, nargs="?", const=100, metavar="N_NULL",
                    help="test IterD's modules at every K against N_NULL row-permuted null matrices "
                         "(default 100 when given: p < 0.01 becomes reachable)")
@@ -124,12 +128,17 @@ def build_parser():
                    help="IterD at every K over N_RUNS bootstrap resamples: each module's stability "
                         "(default 20 when given); with --significance also the K the data support")
     q.add_argument("--label-endpoint", help="OpenAI-compatible URL to send the labelling prompts to")
-    q.add_argument("--label-model", default=d.label_model)
+    q.add_argument("--label-model", default=d.label_model,
+                   help=f"model name sent to --label-endpoint (default {d.label_model!r})")
     q.add_argument("--out", default=d.out, help="output folder (a rerun resumes its activations)")
     q.add_argument("--quick", action="store_true",
                    help=f"a minutes-long run: {QUICK['n_train']}+{QUICK['n_test']} prompts per category, "
                         f"K={','.join(map(str, QUICK['ks']))}")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true",
+                   help="print nothing but the final summary: no stage lines or progress bars (also transformers')")
+    q.add_argument("--label-with-categories", action="store_true",
+                   help="tag each sample of the labelling prompts with its category (off by default: the tags "
+                        "steer the labelling model toward the category names)")
     # The run folder and what it stores (issue 15).
     q.add_argument("--storage-dtype", choices=STORAGE_DTYPES,
                    help=f"dtype of the stored raw activations (default {d.storage_dtype}: half the disk of float32, "
@@ -140,7 +149,8 @@ def build_parser():
     _add_big_options(q)
     a = sub.add_parser("analyze", help="editing, selective pruning and MoEfication on a discover run's modules")
     a.add_argument("--run", help=f"the discover output folder (default {a_d.run})")
-    a.add_argument("--k", type=int, help="IterD K to analyse (default: the run's K closest to its categories)")
+    a.add_argument("--k", type=int, help="IterD K to analyse (default: the run's K closest to its number of "
+                                            "categories; with --quick its smallest K)")
     a.add_argument("--n-eval", type=int, help=f"held-out prompts per category for perplexity/top-1 "
                                                         f"(default {a_d.n_eval})")
     a.add_argument("--n-mmlu", type=int, help=f"MMLU questions (default {a_d.n_mmlu})")
@@ -148,9 +158,15 @@ def build_parser():
                    help=f"top fraction pruned per category (default {a_d.prune_fraction})")
     a.add_argument("--experts", type=int, dest="n_experts",
                    help=f"MoEfication experts per layer (default {a_d.n_experts})")
-    a.add_argument("--seed", type=int)
-    a.add_argument("--quick", action="store_true", help="a minutes-long version")
-    a.add_argument("--no-progress", action="store_true")
+    a.add_argument("--seed", type=int, help=f"seed of the random controls, random model, ICA and experts "
+                                            f"(default {a_d.seed})")
+    a.add_argument("--threads", type=int,
+                   help="CPU threads of the model's forward passes (default: one per core, or 1 when other "
+                        "processes already keep the cores busy, where more threads only wait on each other)")
+    a.add_argument("--quick", action="store_true",
+                   help="a few-minutes version on few prompts and questions; its numbers are marked low-sample")
+    a.add_argument("--no-progress", action="store_true",
+                   help="print nothing but the final summary: no stage lines or progress bars (also transformers')")
     return p
 
 
@@ -169,7 +185,7 @@ def analyze_config_from(args):
     from .analyze import QUICK_ANALYZE, AnalyzeConfig
 
     cfg = _config(AnalyzeConfig, QUICK_ANALYZE, args, ("run", "k", "n_eval", "n_mmlu", "prune_fraction",
-                                                        "n_experts", "seed"))
+                                                        "n_experts", "seed", "threads"))
     if not 0 < cfg.prune_fraction <= 1:
         raise ValueError(f"--prune-fraction must be in (0, 1], got {cfg.prune_fraction}")
     return cfg
@@ -183,6 +199,7 @@ def config_from(args):
         "model", "gguf_file", "dataset", "text_column", "label_column", "site", "layers", "ks", "n_train", "n_test",
         "max_length", "batch_size", "n_subclusters", "top", "seed", "significance", "stability", "label_endpoint",
         "label_model", "out", "storage_dtype", *BIG_OPTIONS))
+    cfg.label_with_categories = args.label_with_categories
     cfg.overwrite = args.overwrite
     cfg.ks = tuple(cfg.ks)
     cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -217,8 +234,10 @@ def _run_command(args) -> int:
             from .analyze import analyze
 
             cfg = analyze_config_from(args)
-            analyze(cfg)
-            print(f"wrote {cfg.run}/analysis.md")
+            result = analyze(cfg)
+            low = f"; low-sample ({'; '.join(result['low_sample'])})" if result["low_sample"] else ""
+            print(f"analysed the IterD modules at K={result['K']} in {_duration(result['seconds'])}{low}")
+            print(f"results: {cfg.run}/analysis.md; browse them with the modules in {cfg.run}/index.html")
             return 0
         from .discover import discover
 
@@ -228,9 +247,17 @@ def _run_command(args) -> int:
         print("ulcmod: error: " + " ".join(str(err).split()), file=sys.stderr)  # always one line
         return 2
     v = metrics["verdict"]
-    print(f"wrote {cfg.out}/report.md; IterD's L beats every baseline at every K: "
-          f"{'yes' if v['iterd_L_beats_every_baseline_at_every_K'] else 'no'}")
+    beats = ("yes" if v["iterd_L_beats_every_baseline_at_every_K"]
+             else "no, it loses to " + ", ".join(v["iterd_L_loses_to"]))
+    print(f"found IterD modules at K={','.join(map(str, cfg.ks))} in {metrics['n_neurons']:,} neurons of "
+          f"{metrics['model_type']}; IterD's L beats every baseline at every K: {beats}"
+          + ("; low-sample run" if metrics["low_sample"] else ""))
+    print(f"browse them in {cfg.out}/index.html; report: {cfg.out}/report.md")
     return 0
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
 
 
 if __name__ == "__main__":

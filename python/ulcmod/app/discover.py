@@ -17,7 +17,10 @@ assess_modules          zscored train.npy, labels/                   significanc
 score_informativeness   zscored matrices, labels/, manifest          informativeness.json
 draw_figures            zscored matrices, labels/, neuron_pcs.npy    figures/, similarity.json
 write_labelling         zscored train.npy, labels/, manifest         labelling/
-write_report            manifest, the .json files, timings.json      metrics.json, report.md
+write_report            manifest, the .json files, labels/,          metrics.json, report.md
+                        zscored train.npy, timings.json
+write_browser           manifest, metrics.json, figures/,            index.html
+                        labelling/*.json, analysis.json (if any)
 ======================  ===========================================  =========================================
 
 With ``activations`` set (``--activations PATH``), ``extract`` reads the train and test prompts'
@@ -31,15 +34,17 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
-import time
+import shutil
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from ..analyses import module_name
 from ..analyses.baselines import METHODS, failure_reason
 from ..core._device import DEVICES, require_cuda
 from ..core._files import atomic_file, save_npy, save_npz, write_text
@@ -47,9 +52,11 @@ from ..core._validation import unique_ks
 from ..lm._store import STORAGE_DTYPES
 from ..lm.prompts import CATEGORIES, load_corpus, load_infinity_instruct, load_prompts, split_by_category
 from ..lm.sites import parse_site
+from .progress import Clock, quiet_libraries
 from .run import (
     EXTRACTION,
     LABELS,
+    LOCK,
     NEURON_PCS,
     NEURON_TABLE,
     OBJECTIVE,
@@ -75,13 +82,17 @@ SIGNIFICANCE_TABLES = "significance/tables.md"  # the same as markdown tables, i
 SIGNIFICANCE_FIGURE = "significance/figure.png"
 TIMINGS = "timings.json"
 METRICS = "metrics.json"
-LABELLING = "labelling/modules_K{K}.md"
+LABELLING = "labelling/modules_K{K}.md"  # and the same as JSON: labelling/modules_K{K}.json
+BROWSER = "index.html"
 FIGURES_PER_K = {  # figure name -> file, for every K (IterD's modules)
     "module heatmap": "figures/heatmap_K{K}.png",
     "category similarity (held-out samples)": "figures/similarity_K{K}.png",
-    "neurons per layer": "figures/layers_K{K}.png",
+    "neurons per layer (share of each module)": "figures/layers_K{K}.png",
     "neuron map": "figures/neuron_map_K{K}.png",
 }
+# Below this many held-out prompts an accuracy's standard error passes ~0.04 and one prompt moves
+# it by more than 0.01: the report and the browser mark such numbers as low-sample.
+LOW_SAMPLE_TEST = 100
 SPLIT_FIGURE = "figures/split_K{a}_K{b}.png"
 HISTORY_FIGURE = "figures/iterd_history.png"
 
@@ -104,12 +115,13 @@ class DiscoverConfig:
     batch_size: int = 8
     methods: tuple = METHODS
     n_subclusters: int = 10000  # agglomerative/spectral cluster this many k-means centroids (they are O(n^2))
-    top: int = 10  # samples per module in the labelling prompts
+    top: int = 10  # samples per module in the labelling prompts (and the browser)
     seed: int = 0
     significance: int = 0  # row-permutation null runs per K (ulcmod.null_test); 0: off, 100 reaches p < 0.01
     stability: int = 0  # bootstrap runs per K (ulcmod.stability); 0: off
     label_endpoint: str | None = None
     label_model: str = "gpt-4o-mini"
+    label_with_categories: bool = False  # tag labelling samples with their category (steers the labeller)
     out: str = "runs/default"
     progress: bool = True  # progress lines and bars (not a setting of the results)
     storage_dtype: str = "float16"  # of the raw activations: half of float32's disk; values above 65504 need float32
@@ -298,12 +310,13 @@ def extract(run, *, progress: bool = False) -> None:
 
     r = load_run(run)
     s = r.settings
-    model, tok = load_settings_model(s)
+    with quiet_libraries(not progress):
+        model, tok = load_settings_model(s)
     folders = {split: EXTRACTION.format(split=split) for split in ("train", "test")}
     acts = {split: extract_activations(model, tok, [p.text for p in r.split(split)], r.path / folder,
                                        site=s["site"], layers=s["layers"], max_length=s["max_length"],
                                        batch_size=s["batch_size"], dtype=s.get("storage_dtype", "float16"),
-                                       progress=progress)
+                                       progress=progress and f"activations ({split})")
             for split, folder in folders.items()}
     where = {k: acts["train"].meta[k] for k in ("site", "layers", "widths", "n_neurons")}
     record(run, "extract", folders.values(), model={**model_identity(model, s["model"], s["gguf_file"]), **where},
@@ -494,21 +507,21 @@ def score_informativeness(run, *, progress: bool = False) -> None:
     X_train = dict(zip(labelings, module_features_many(r.train, list(labelings.values()))))
     X_test = dict(zip(labelings, module_features_many(r.test, list(labelings.values()))))
     table2 = []
-    for K in r.ks:
-        for method in r.methods:
-            if (method, K) in failed:
-                table2.append({"method": method, "K": K, "failed": failed[method, K]})
-                continue
-            try:
-                scores = informativeness_of_features(X_train[method, K], y_train, X_test[method, K], y_test,
-                                                     random_state=r.settings["seed"])
-            except Exception as err:  # noqa: BLE001 - one baseline's failure must not cost the run
-                if method == "iterd":
-                    raise
-                table2.append({"method": method, "K": K, "failed": failure_reason(err)})
-                continue
-            table2.append({"method": method, "K": K,
-                           **{f"{m}_{k}": v for m, d in scores.items() for k, v in d.items()}})
+    tasks = [(K, method) for K in r.ks for method in r.methods]
+    for K, method in tqdm(tasks, desc="informativeness", unit="method", disable=not progress):
+        if (method, K) in failed:
+            table2.append({"method": method, "K": K, "failed": failed[method, K]})
+            continue
+        try:
+            scores = informativeness_of_features(X_train[method, K], y_train, X_test[method, K], y_test,
+                                                 random_state=r.settings["seed"])
+        except Exception as err:  # noqa: BLE001 - one baseline's failure must not cost the run
+            if method == "iterd":
+                raise
+            table2.append({"method": method, "K": K, "failed": failure_reason(err)})
+            continue
+        table2.append({"method": method, "K": K, "n_test": len(y_test),
+                       **{f"{m}_{k}": v for m, d in scores.items() for k, v in d.items()}})
     write_json(r.path / INFORMATIVENESS, {"table2": table2})
     record(run, "score_informativeness", [INFORMATIVENESS])
 
@@ -529,15 +542,15 @@ def draw_figures(run, *, progress: bool = False) -> None:
     X_test = dict(zip(results, module_features_many(r.test, labelings)))
     (r.path / HISTORY_FIGURE).parent.mkdir(exist_ok=True)
     similarity = {}
-    for K, res in results.items():
+    for K, res in tqdm(results.items(), desc="figures", unit="K", disable=not progress):
         u, s = res.neuron_labels, res.sample_labels
         similarity[K] = category_similarity(X_test[K], y_test, len(r.categories))
-        fig = {name: r.path / path.format(K=K) for name, path in FIGURES_PER_K.items()}
-        plots.module_heatmap(heatmap_of_features(X_train[K], s, K), fig["module heatmap"])
-        plots.similarity_matrix(similarity[K], r.categories, fig["category similarity (held-out samples)"])
-        plots.layer_distribution(layer_of, u, K, int(layer_of.max()) + 1, fig["neurons per layer"])
+        fig = [r.path / path.format(K=K) for path in FIGURES_PER_K.values()]
+        plots.module_heatmap(heatmap_of_features(X_train[K], s, K), fig[0], K)
+        plots.similarity_matrix(similarity[K], r.categories, fig[1], K)
+        plots.layer_distribution(layer_of, u, K, int(layer_of.max()) + 1, fig[2])
         if pcs is not None:
-            plots.neuron_map(pcs, u, fig["neuron map"])
+            plots.neuron_map(pcs, u, fig[3], n_modules=K)
     ks = sorted(results)
     for a, b in zip(ks, ks[1:]):
         plots.split_flow(results[a].neuron_labels, results[b].neuron_labels, r.path / SPLIT_FIGURE.format(a=a, b=b),
@@ -561,12 +574,60 @@ def write_labelling(run, *, progress: bool = False) -> None:
     (r.path / files[0]).parent.mkdir(exist_ok=True)
     all_features = module_features_many(r.train, [(r.iterd(K).neuron_labels, K) for K in r.ks])
     for path, features in zip(files, all_features):
-        prompts = labelling.labelling_prompts(features, texts, h=s["top"], categories=categories)
+        prompts = labelling.labelling_prompts(features, texts, h=s["top"],
+                                              categories=categories if s.get("label_with_categories") else None)
         answers = None
         if s["label_endpoint"]:
             answers = labelling.label_modules(prompts, endpoint=s["label_endpoint"], model=s["label_model"])
         labelling.write_labelling(r.path / path, prompts, answers)
-    record(run, "write_labelling", files)
+    record(run, "write_labelling", [*files, *(str(Path(f).with_suffix(".json")) for f in files)])
+
+
+def module_summaries(r, top: int) -> dict:
+    """Per K (as a string) and IterD module: its size, neurons per layer, the categories of its
+    training samples, its `top` most active training samples (index into the train split, mean
+    z-scored activation of the module's neurons) and where its neurons go at the next K and come
+    from at the previous one."""
+    from ..analyses.labelling import top_samples
+    from ..core.objective import module_features
+
+    ks = sorted(r.ks)
+    labels = {K: r.iterd(K) for K in ks}
+    layers = [int(x) for x in r.model.get("layers") or sorted(set(r.neuron_layer.tolist()))]
+    layer_index = {lay: i for i, lay in enumerate(layers)}
+    layer_of = np.array([layer_index[int(x)] for x in r.neuron_layer])
+    y, categories = r.y("train"), r.categories
+
+    def flow(a, b, Kb):  # share of each module of labels a that lands in each module of labels b
+        C = np.zeros((a.max() + 1, Kb))
+        np.add.at(C, (a, b), 1)
+        return C / np.maximum(C.sum(axis=1, keepdims=True), 1)
+
+    out = {}
+    for i, K in enumerate(ks):
+        u, s = labels[K].neuron_labels, labels[K].sample_labels
+        features = module_features(r.train, u, n_modules=K)
+        best = top_samples(features, min(top, features.shape[0]))
+        nxt = flow(u, labels[ks[i + 1]].neuron_labels, ks[i + 1]) if i + 1 < len(ks) else None
+        prev = flow(u, labels[ks[i - 1]].neuron_labels, ks[i - 1]) if i > 0 else None
+        modules = []
+        for k in range(K):
+            per_layer = np.bincount(layer_of[u == k], minlength=len(layers))
+            cats = np.bincount(y[s == k], minlength=len(categories))
+            m = {"module": module_name(k), "neurons": int((u == k).sum()), "samples": int((s == k).sum()),
+                 "neurons_per_layer": per_layer.tolist(),
+                 "categories": {c: int(n) for c, n in zip(categories, cats)},
+                 "top_samples": [{"index": int(j), "activation": float(features[j, k]), "in_module": bool(s[j] == k)}
+                                 for j in best[k]]}
+            for key, C, K2 in (("next", nxt, ks[i + 1] if nxt is not None else None),
+                               ("previous", prev, ks[i - 1] if prev is not None else None)):
+                if C is not None:
+                    order = np.argsort(-C[k], kind="stable")
+                    m[key] = {"K": K2, "modules": [{"module": module_name(j), "share": float(C[k, j])}
+                                                   for j in order if C[k, j] >= 0.05]}
+            modules.append(m)
+        out[str(K)] = {"layers": layers, "modules": modules}
+    return out
 
 
 def write_report(run, *, progress: bool = False) -> dict:
@@ -581,16 +642,19 @@ def write_report(run, *, progress: bool = False) -> dict:
     table1 = objective["table1"]
     table2 = read_json(r.path / INFORMATIVENESS)["table2"]
     results = {K: r.iterd(K) for K in r.ks}
+    n_test = len(r.split("test"))
     metrics = {
         "settings": r.settings,
         "model": r.model["name"], "model_type": r.model["model_type"],
         "n_neurons": r.model["n_neurons"], "n_train_samples": len(r.split("train")),
-        "n_test_samples": len(r.split("test")), "categories": r.categories,
+        "n_test_samples": n_test, "categories": r.categories,
+        "low_sample": n_test < LOW_SAMPLE_TEST,
         "table1": table1, "table2": table2,
         "iterd": {str(K): {"n_iter": res.n_iter, "converged": res.converged, "history_L": res.history.L}
                   for K, res in results.items()},
         **read_json(r.path / SIMILARITY),
-        "verdict": _verdicts(table1, table2),
+        "modules": module_summaries(r, r.settings["top"]),
+        "verdict": _verdicts(table1, table2, n_test),
         "baselines_memory": objective.get("baselines_memory"),
         "activations_source": {k: v for k, v in r.manifest["activations"].items() if k != "rows"}
         if "activations" in r.manifest else None,
@@ -599,10 +663,10 @@ def write_report(run, *, progress: bool = False) -> dict:
     if assessed:
         metrics["significance"] = read_json(r.path / SIGNIFICANCE)
     write_json(r.path / METRICS, metrics)
-    figures = {f"K{K}": {name: r.path / path.format(K=K) for name, path in FIGURES_PER_K.items()
-                         if (r.path / path.format(K=K)).is_file()} for K in r.ks}
+    figures = {f"K={K}": {name: r.path / path.format(K=K) for name, path in FIGURES_PER_K.items()
+                          if (r.path / path.format(K=K)).is_file()} for K in r.ks}
     ks = r.ks
-    figures.update({f"split K{a} -> K{b}": r.path / SPLIT_FIGURE.format(a=a, b=b) for a, b in zip(ks, ks[1:])})
+    figures.update({f"split K={a} -> K={b}": r.path / SPLIT_FIGURE.format(a=a, b=b) for a, b in zip(ks, ks[1:])})
     figures["IterD objective per iteration"] = r.path / HISTORY_FIGURE
     if assessed:
         figures["significance and stability"] = r.path / SIGNIFICANCE_FIGURE
@@ -613,8 +677,29 @@ def write_report(run, *, progress: bool = False) -> dict:
     return metrics
 
 
-def _verdicts(table1, table2) -> dict:
-    """Does IterD's L beat every baseline at every K (Table 1), and how does I(F) compare (Table 2)?"""
+def write_browser(run, *, progress: bool = False) -> None:
+    """Stage 9: ``index.html``, the run's browser: a static page (no server, no network) with the
+    overview, Tables 1-2, every module of every K and, once ``ulcmod analyze`` has run, its
+    results; every figure inline. Reads only the run folder; ``analyze`` reruns it."""
+    from .browser import render_browser
+
+    r = load_run(run)
+    write_text(r.path / BROWSER, render_browser(r))
+    record(run, "write_browser", [BROWSER])
+
+
+def _best(rows, key) -> tuple:
+    """(best value, the methods that reach it): ties are every method equal to the best."""
+    top = max(r[key] for r in rows)
+    return top, [r["method"] for r in rows if r[key] == top]
+
+
+def _verdicts(table1, table2, n_test=None) -> dict:
+    """Does IterD's L beat every baseline at every K (Table 1), and how does I(F) compare (Table 2)?
+
+    For Table 2 the best LogReg accuracy at each K comes with every method that reaches it (a
+    tie is a tie), the number of held-out prompts it is over and its standard error.
+    """
     by = {(r["method"], r["K"]): r for r in table1 if not r.get("failed")}
     ks = sorted({r["K"] for r in table1})
     beaten, lost = [], []
@@ -626,9 +711,14 @@ def _verdicts(table1, table2) -> dict:
     best_inf = []
     for K in ks:
         rows = [r for (m, k), r in inf.items() if k == K]
-        top = max(rows, key=lambda r: r["logreg_accuracy"])
-        best_inf.append({"K": K, "best_method": top["method"], "best_accuracy": top["logreg_accuracy"],
-                         "iterd_accuracy": inf[("iterd", K)]["logreg_accuracy"]})
+        top, methods = _best(rows, "logreg_accuracy")
+        n = rows[0].get("n_test", n_test)
+        se = math.sqrt(top * (1 - top) / n) if n else None
+        best_inf.append({"K": K, "best_methods": methods, "best_accuracy": top,
+                         "iterd_accuracy": inf[("iterd", K)]["logreg_accuracy"], "n_test": n,
+                         "standard_error": se,
+                         "within_one_se": [r["method"] for r in rows if se is not None
+                                           and r["logreg_accuracy"] >= top - se]})
     return {"iterd_L_beats_every_baseline_at_every_K": not lost, "iterd_L_loses_to": lost,
             "informativeness_logreg_by_K": best_inf,
             "failed": [f"{r['method']} at K={r['K']}: {r['failed']}" for r in table1 if r.get("failed")]}
@@ -646,34 +736,39 @@ STAGES = (
 )
 
 
-class _Clock:
-    """Seconds per stage, with a progress line as each starts."""
-
-    def __init__(self, progress: bool):
-        self.times, self.progress, self._start = {}, progress, time.perf_counter()
-
-    @contextmanager
-    def stage(self, name: str):
-        if self.progress:
-            print(f"[ulcmod] {name} ...", flush=True)
-        t0 = time.perf_counter()
-        yield
-        self.times[name] = round(time.perf_counter() - t0, 3)
-
-    def total(self) -> dict:
-        return {**self.times, "total": round(time.perf_counter() - self._start, 3)}
-
-
 def discover(cfg: DiscoverConfig) -> dict:
-    """Run every stage into ``cfg.out``, holding its writer lock; returns the metrics (as in metrics.json)."""
+    """Run every stage into ``cfg.out``, holding its writer lock; returns the metrics (as in metrics.json).
+
+    The settings are checked, against those of a run already in ``cfg.out`` too, before the model
+    loads. A new folder whose run fails (or is interrupted) before it has extracted any sample is
+    removed; one that has extracted some keeps them, for a rerun to resume.
+    """
     check_config(cfg)
-    clock = _Clock(cfg.progress)
+    clock = Clock(cfg.progress)
+    new = not Path(cfg.out).exists()
     with lock_run(cfg.out):
-        with clock.stage("prompts"):
-            run = choose_prompts(cfg)
-        for name, stage in STAGES:
-            with clock.stage(name):
-                stage(run, progress=cfg.progress)
+        try:
+            with clock.stage("prompts"):
+                run = choose_prompts(cfg)
+            for name, stage in STAGES:
+                with clock.stage(name):
+                    stage(run, progress=cfg.progress)
+        except BaseException:
+            if new:
+                _empty_if_unstarted(Path(cfg.out))
+            raise
         write_json(run / TIMINGS, clock.total())
         record(run, "discover", [TIMINGS])
-        return write_report(run)
+        metrics = write_report(run)
+        write_browser(run)
+    return metrics
+
+
+def _empty_if_unstarted(folder: Path) -> None:
+    """Empty `folder` (but its lock; :func:`~ulcmod.app.run.lock_run` then removes it) unless it
+    holds an extracted sample: no skeleton of a run that failed before its first sample."""
+    if any(np.load(p).any() for p in folder.glob(EXTRACTION.format(split="*") + "/done.npy")):
+        return
+    for path in folder.iterdir():
+        if path.name != LOCK:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()

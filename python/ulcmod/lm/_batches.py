@@ -59,3 +59,19 @@ def longest_first(ids, batch_size: int):
     order = np.argsort([-len(x) for x in ids], kind="stable")
     for b0 in range(0, order.size, batch_size):
         yield order[b0:b0 + batch_size]
+
+
+def similar_lengths(ids, batch_size: int, slack: float = 0.75):
+    """Like :func:`longest_first`, but a batch also ends where the next sequence is shorter than
+    `slack` times the batch's longest, so padding stays under a quarter of a batch: for rows of
+    very different lengths (MMLU questions of 30 and 230 tokens), padding all to the longest would
+    cost more than the extra passes."""
+    order = np.argsort([-len(x) for x in ids], kind="stable")
+    batch = []
+    for k in order:
+        if batch and (len(batch) == batch_size or len(ids[k]) < slack * len(ids[batch[0]])):
+            yield np.array(batch)
+            batch = []
+        batch.append(k)
+    if batch:
+        yield np.array(batch)

@@ -251,7 +251,8 @@ def _check_extraction(texts, reduction, dtype, batch_size, max_length) -> list:
 
 def _extract_samples(capture, lm, ids, todo, store, pad_id, device, batch_size, progress):
     """Run samples `todo` (token ids `ids`) and store each batch's rows (with flags and checksums)."""
-    bar = tqdm(total=int(todo.size), desc="activations", unit="sample", disable=not progress)
+    bar = tqdm(total=int(todo.size), desc=progress if isinstance(progress, str) else "activations", unit="sample",
+               disable=not progress)
     try:
         for batch in longest_first(ids, batch_size):
             input_ids, mask = pad_batch([ids[k] for k in batch], pad_id, device)
@@ -275,7 +276,7 @@ def extract_activations(
     chat_template: bool | None = None,
     dtype: str = "float16",
     resume: bool = True,
-    progress: bool = True,
+    progress: bool | str = True,
 ) -> Activations:
     """Reduce every sample's activations at `site` to one value per neuron, written to `out_dir`.
 
@@ -312,8 +313,8 @@ def extract_activations(
         (store as float32 or bfloat16 then); bfloat16 has float32's range with fewer digits.
     resume : bool
         False discards an existing extraction in `out_dir`.
-    progress : bool
-        Show a progress bar.
+    progress : bool or str
+        Show a progress bar; a string also labels it (e.g. ``"activations (train)"``).
 
     Returns
     -------

@@ -368,3 +368,19 @@ def test_selection_table_and_figure(tmp_path, selection):
     plt.close(fig)
     with pytest.raises(ValueError, match="needs null_tests"):
         significance_report.significance_figure(tmp_path / "x.png")
+
+
+def test_null_plot_keeps_the_null_readable_when_a_s_l_is_far_beyond_it(planted_tests):
+    _, A, _, _ = planted_tests[0]
+    plt = significance_report.pyplot()
+    fig, (far, near) = plt.subplots(1, 2)
+    planted_test = ulcmod.null_test(A, 3, n_null=19, iterd_params=FAST, random_state=0, progress=False)
+    significance_report.plot_null(planted_test, far)
+    assert planted_test.L > 10 * np.ptp(planted_test.null_L) + planted_test.null_L.max()  # far beyond
+    assert far.get_xlim()[1] < planted_test.L and not far.lines  # the axis spans the null ...
+    assert f"L of A = {planted_test.L:.4g}" in far.texts[0].get_text()  # ... and a note gives A's L
+    noise = np.random.default_rng(0).normal(size=A.shape)
+    noise_test = ulcmod.null_test(noise, 3, n_null=19, iterd_params=FAST, random_state=0, progress=False)
+    significance_report.plot_null(noise_test, near)
+    assert near.lines[0].get_xdata()[0] == noise_test.L and not near.texts  # inside the null: a line at L
+    plt.close(fig)

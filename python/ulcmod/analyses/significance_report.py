@@ -96,9 +96,19 @@ def selection_table(selection: SelectKResult) -> list[str]:
 
 
 def plot_null(test: NullTestResult, ax) -> None:
-    """Histogram of the null runs' L with A's L marked, on `ax`."""
-    ax.hist(test.null_L, bins=min(30, max(5, test.n_null // 4)), color="0.6", label=f"null ({test.n_null} runs)")
-    ax.axvline(test.L, color="C3", lw=2, label="L of A")
+    """Histogram of the null runs' L with A's L marked, on `ax`. When A's L lies far beyond the
+    null (where one axis would squeeze the histogram into a line), the axis spans the null and an
+    arrow at its right edge gives A's L."""
+    null = test.null_L
+    ax.hist(null, bins=min(30, max(5, test.n_null // 4)), color="0.6", label=f"null ({test.n_null} runs)")
+    lo, hi = float(null.min()), float(null.max())
+    span = max(hi - lo, 1e-12 * max(abs(hi), 1.0))
+    if abs(test.L - hi) > 10 * span and test.L > hi:
+        ax.set_xlim(lo - 0.5 * span, hi + 1.5 * span)
+        ax.annotate(f"L of A = {test.L:.4g}\n({test.L / hi:.3g}x the null's largest) \u2192", xy=(0.98, 0.6),
+                    xycoords="axes fraction", ha="right", color="C3", fontsize=8)
+    else:
+        ax.axvline(test.L, color="C3", lw=2, label="L of A")
     ax.set_title(f"K={test.n_modules}: L of A vs row-permuted nulls\np = {test.p_value:.3g}, z = {test.z:.1f}",
                  fontsize=9)
     ax.set_xlabel("IterD objective L")

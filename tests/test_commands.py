@@ -287,7 +287,7 @@ def test_browser_shows_every_module_and_figure_and_resolves_every_reference(quic
         assert f"K{K}" in page.ids
         assert {f"K{K}-M{k}" for k in range(K)} <= page.ids  # every module of every K
         assert len(metrics["modules"][str(K)]["modules"]) == K
-    figures = {f"figures/{p.name}" for p in (quick_run / "figures").glob("*.png")}
+    figures = {f"figures/{p.name}" for p in (quick_run / "figures").glob("*.png")} | {"significance/figure.png"}
     assert figures == set(page.images)  # every figure inline, each once
     for ref in page.images + page.links:
         if ref.startswith("#"):
@@ -301,6 +301,11 @@ def test_browser_shows_every_module_and_figure_and_resolves_every_reference(quic
     from markupsafe import escape
     assert str(escape(train[top["index"]]["text"])) in html  # top samples in full
     assert "Low-sample run" in html and "Not run yet" in html
+    sig = metrics["significance"]["by_K"]["7"]  # each module's null test and stability, as results.json holds
+    for k in (0, 6):
+        card = html[html.index(f'id="K7-M{k}"'):]
+        assert (f"null test p = {sig['module_p_value'][k]:.3g} (not significant)" in card[:3000]  # 5 null runs
+                and f"stability {sig['module_stability'][k]:.2f}" in card[:3000])
 
 
 def test_browser_marks_the_best_value_per_column_and_ties():

@@ -56,7 +56,20 @@ def _pct(x, total) -> float:
     return 100.0 * x / total if total else 0.0
 
 
-def _module_view(m, K, categories, prompts, labels, editing) -> dict:
+def _assessments(sig: dict | None, K: int) -> list:
+    """Per module of K: its null-test p-value and stability with their verdicts (None where the
+    run was not assessed; see ``discover --significance/--stability``)."""
+    got = (sig or {}).get("by_K", {}).get(str(K))
+    if not got:
+        return []
+    p, st = got.get("module_p_value"), got.get("module_stability")
+    n = len(p or st)
+    return [{"p_value": None if p is None else p[k], "significant": None if p is None else p[k] <= sig["alpha"],
+             "stability": None if st is None else st[k],
+             "stable": None if st is None else st[k] >= sig["stable_jaccard"]} for k in range(n)]
+
+
+def _module_view(m, K, categories, prompts, labels, editing, assessment=None) -> dict:
     """What the page shows of one module."""
     layers_total = max(m["neurons"], 1)
     per_layer = m["neurons_per_layer"]
@@ -76,6 +89,7 @@ def _module_view(m, K, categories, prompts, labels, editing) -> dict:
         "top_samples": samples,
         "next": m.get("next"), "previous": m.get("previous"),
         "editing": editing.get(k),
+        "assessment": assessment,
     }
 
 
@@ -124,7 +138,15 @@ def _analysis_view(a: dict, categories) -> dict:
 
 def browser_context(r) -> dict:
     """Everything the template shows, from the run folder `r` (a :class:`~ulcmod.app.run.Run`)."""
-    from .discover import FIGURES_PER_K, HISTORY_FIGURE, LOW_SAMPLE_TEST, METRICS, SPLIT_FIGURE, module_summaries
+    from .discover import (
+        FIGURES_PER_K,
+        HISTORY_FIGURE,
+        LOW_SAMPLE_TEST,
+        METRICS,
+        SIGNIFICANCE_FIGURE,
+        SPLIT_FIGURE,
+        module_summaries,
+    )
 
     folder = r.path
     metrics = read_json(folder / METRICS)
@@ -151,8 +173,10 @@ def browser_context(r) -> dict:
     editing = {e["module"]: e for e in analysis["editing"]} if analysis else {}
     n_test = metrics["n_test_samples"]
     sections = []
+    sig = metrics.get("significance")
     for K in ks:
         summary = metrics["modules"][str(K)]
+        assessed = _assessments(sig, K)
         t1 = [r_ for r_ in metrics["table1"] if r_["K"] == K]
         t2 = [r_ for r_ in metrics["table2"] if r_["K"] == K]
         verdict = next((v for v in metrics["verdict"]["informativeness_logreg_by_K"] if v["K"] == K), None)
@@ -163,10 +187,14 @@ def browser_context(r) -> dict:
             "verdict": verdict,
             "figures": [f for f in (fig(p.format(K=K), f"{name}, K={K}") for name, p in FIGURES_PER_K.items()) if f],
             "modules": [_module_view(m, K, categories, prompts, _labels(folder, K),
-                                     editing if analysis and analysis["K"] == K else {})
-                        for m in summary["modules"]],
+                                     editing if analysis and analysis["K"] == K else {},
+                                     assessed[i] if assessed else None)
+                        for i, m in enumerate(summary["modules"])],
+            "recommended": sig is not None and sig.get("recommended_k") == K,
         })
-    overview = [f for f in [fig(HISTORY_FIGURE, "IterD objective per iteration")]
+    overview = [f for f in [fig(HISTORY_FIGURE, "IterD objective per iteration"),
+                            fig(SIGNIFICANCE_FIGURE, "IterD against row-permuted nulls, module stability, "
+                                                     "and the K they support")]
                 + [fig(SPLIT_FIGURE.format(a=a, b=b), f"Module splits from K={a} to K={b}") for a, b in zip(ks, ks[1:])]
                 if f]
     figures = sorted((folder / "figures").glob("*.png")) if (folder / "figures").is_dir() else []

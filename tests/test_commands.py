@@ -120,6 +120,8 @@ def test_significance_and_stability_score_the_reported_modules(quick_run):
         assert got["L"] == reported.L and got["p_value"] == test.p_value
         assert got["module_p_value"] == test.module_p_values.tolist()
         assert got["module_stability"] == stab.module_stability.tolist() and got["mean_ari"] == stab.mean_ari
+        assert got["module_significant"] == [p <= 0.05 for p in test.module_p_values]  # the report's rules
+        assert got["module_stable"] == [j >= 0.75 for j in stab.module_stability]
         sizes = np.bincount(reported.neuron_labels, minlength=K)
         table = (quick_run / "significance" / "tables.md").read_text()
         assert f"| M{K - 1} | {sizes[-1]:,} |" in table
@@ -304,8 +306,9 @@ def test_browser_shows_every_module_and_figure_and_resolves_every_reference(quic
     sig = metrics["significance"]["by_K"]["7"]  # each module's null test and stability, as results.json holds
     for k in (0, 6):
         card = html[html.index(f'id="K7-M{k}"'):]
+        verdict = "stable" if sig["module_stable"][k] else "not stable"
         assert (f"null test p = {sig['module_p_value'][k]:.3g} (not significant)" in card[:3000]  # 5 null runs
-                and f"stability {sig['module_stability'][k]:.2f}" in card[:3000])
+                and f"stability {sig['module_stability'][k]:.2f} ({verdict})" in card[:3000])
 
 
 def test_browser_marks_the_best_value_per_column_and_ties():

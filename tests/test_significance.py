@@ -336,6 +336,9 @@ def test_module_table_flags_and_consistency(planted_tests):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0] == f"M{k}" and int(cells[1]) == (res.neuron_labels == k).sum()
         assert cells[-2:] == ["yes", "yes"]
+    assert significance_report.significant_modules(test).tolist() == [p <= 0.05 for p in test.module_p_values]
+    assert not significance_report.significant_modules(test, alpha=0.01).any()  # 19 null runs: p >= 0.05
+    assert significance_report.stable_modules(stab, stable=1.01).tolist() == [False] * 3
     strict = significance_report.module_table(test, stab, alpha=0.01, stable=1.01)
     assert all(line.endswith("| no | no |") for line in strict[2:])
     only_null = significance_report.module_table(null_test=test)

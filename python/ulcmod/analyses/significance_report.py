@@ -38,6 +38,16 @@ def _same_run(null_test: NullTestResult | None, stability: StabilityResult | Non
     return null_test.result if null_test is not None else stability.reference
 
 
+def significant_modules(null_test: NullTestResult, alpha: float = ALPHA) -> np.ndarray:
+    """Which modules are significant: module p-value <= `alpha` (bool array of shape (K,))."""
+    return null_test.module_p_values <= alpha
+
+
+def stable_modules(stability: StabilityResult, stable: float = STABLE_JACCARD) -> np.ndarray:
+    """Which modules are stable: mean matched Jaccard >= `stable` (bool array of shape (K,))."""
+    return stability.module_stability >= stable
+
+
 def module_table(null_test: NullTestResult | None = None, stability: StabilityResult | None = None, *,
                  alpha: float = ALPHA, stable: float = STABLE_JACCARD) -> list[str]:
     """Markdown lines, one row per module: size, block mean, p-value, stability and their flags.
@@ -65,6 +75,8 @@ def module_table(null_test: NullTestResult | None = None, stability: StabilityRe
     K = res.n_modules
     n = np.bincount(res.neuron_labels, minlength=K)
     m = np.bincount(res.sample_labels, minlength=K)
+    flags = [significant_modules(null_test, alpha) if null_test is not None else None,
+             stable_modules(stability, stable) if stability is not None else None]
     lines = [_row(["module", "neurons", "samples", "block mean", "p-value", "stability", "significant",
                    "stable"]), "|---" * 8 + "|"]
     for k in range(K):
@@ -75,8 +87,7 @@ def module_table(null_test: NullTestResult | None = None, stability: StabilityRe
         else:
             cells += ["-", "-"]
         cells.append(f"{stability.module_stability[k]:.2f}" if stability is not None else "-")
-        cells.append(("yes" if null_test.module_p_values[k] <= alpha else "no") if null_test is not None else "-")
-        cells.append(("yes" if stability.module_stability[k] >= stable else "no") if stability is not None else "-")
+        cells += [("yes" if flag[k] else "no") if flag is not None else "-" for flag in flags]
         lines.append(_row(cells))
     return lines
 

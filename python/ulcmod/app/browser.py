@@ -57,16 +57,15 @@ def _pct(x, total) -> float:
 
 
 def _assessments(sig: dict | None, K: int) -> list:
-    """Per module of K: its null-test p-value and stability with their verdicts (None where the
-    run was not assessed; see ``discover --significance/--stability``)."""
+    """Per module of K: its null-test p-value and stability with the verdicts results.json holds
+    (None where the run was not assessed; see ``discover --significance/--stability``)."""
     got = (sig or {}).get("by_K", {}).get(str(K))
     if not got:
         return []
-    p, st = got.get("module_p_value"), got.get("module_stability")
-    n = len(p or st)
-    return [{"p_value": None if p is None else p[k], "significant": None if p is None else p[k] <= sig["alpha"],
-             "stability": None if st is None else st[k],
-             "stable": None if st is None else st[k] >= sig["stable_jaccard"]} for k in range(n)]
+    keys = {"p_value": "module_p_value", "significant": "module_significant", "stability": "module_stability",
+            "stable": "module_stable"}
+    n = len(got.get("module_p_value") or got["module_stability"])
+    return [{key: got[name][k] if name in got else None for key, name in keys.items()} for k in range(n)]
 
 
 def _module_view(m, K, categories, prompts, labels, editing, assessment=None) -> dict:

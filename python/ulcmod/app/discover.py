@@ -427,7 +427,7 @@ def assess_modules(run, *, progress: bool = False) -> None:
         stabilities = [stability(A, K, n_runs, reference=reported[K], random_state=seed, progress=progress)
                        for K in ks] if n_runs else []
     per_k = list(zip(ks, tests or [None] * len(ks), stabilities or [None] * len(ks)))
-    by_k = {str(K): _assessment(t, st) for K, t, st in per_k}
+    by_k = {str(K): _assessment(t, st, sr) for K, t, st in per_k}
     folder = (r.path / SIGNIFICANCE).parent
     folder.mkdir(exist_ok=True)
     write_json(r.path / SIGNIFICANCE, {
@@ -458,15 +458,18 @@ def _check_copy_fits(A, s: dict) -> None:
                          f"{budget / 2**20:,.1f} MiB; raise --memory-budget or run without them")
 
 
-def _assessment(test, stab) -> dict:
-    """The numbers of one K's null test and stability for results.json (None: not run)."""
+def _assessment(test, stab, sr) -> dict:
+    """The numbers of one K's null test and stability, with each module's verdicts (the report's
+    rules, `sr` being :mod:`ulcmod.analyses.significance_report`), for results.json (None: not run)."""
     out = {}
     if test is not None:
         out.update(L=test.L, null_L_mean=float(test.null_L.mean()), null_L_std=float(test.null_L.std(ddof=1)),
                    z=test.z, p_value=test.p_value, module_block_mean=test.module_means.tolist(),
-                   module_p_value=test.module_p_values.tolist())
+                   module_p_value=test.module_p_values.tolist(),
+                   module_significant=sr.significant_modules(test).tolist())
     if stab is not None:
-        out.update(mean_ari=stab.mean_ari, module_stability=stab.module_stability.tolist())
+        out.update(mean_ari=stab.mean_ari, module_stability=stab.module_stability.tolist(),
+                   module_stable=sr.stable_modules(stab).tolist())
     return out
 
 

@@ -69,27 +69,11 @@ def rng():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Llama with a byte-level BPE tokenizer trained on corpus text, saved to a folder."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from ulcmod.lm.random_model import save_random_llama
 
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    core.train_from_iterator([p.text for p in ulcmod.load_corpus(split="test")],
-                             trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<eos>"],
-                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
-    tok.chat_template = ("{% for m in messages %}<eos>{{ m['content'] }}{% endfor %}"
-                         "{% if add_generation_prompt %}<eos>{% endif %}")
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=400, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2))
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return save_random_llama(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")

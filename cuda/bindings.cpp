@@ -77,16 +77,20 @@ const char* dtype_name(DType d) {
     return "?";
 }
 
-// A C-contiguous device copy of a C-contiguous host array (dtype float16/bfloat16/float32/float64).
+// A device copy of a C- or F-contiguous host array (dtype float16/bfloat16/float32/float64), in
+// the host's element order: an F-ordered array (a transposed samples x neurons file, say) becomes
+// a Colwise view, which every kernel reads, so the copy is one straight memcpy.
 ArrayPtr from_host(const py::array& a, int device, bool empty) {
     if (a.ndim() != 2) throw py::value_error("expected a 2-D array");
-    if (!(a.flags() & py::array::c_style)) throw py::value_error("expected a C-contiguous array");
+    const bool c_order = a.flags() & py::array::c_style;
+    if (!c_order && !(a.flags() & py::array::f_style))
+        throw py::value_error("expected a C- or F-contiguous array");
     auto arr = std::make_shared<DeviceArray>();
     arr->view.dtype = host_dtype(a.dtype());
     arr->view.rows = a.shape(0);
     arr->view.cols = a.shape(1);
-    arr->view.row_stride = arr->view.cols;
-    arr->view.col_stride = 1;
+    arr->view.row_stride = c_order ? arr->view.cols : 1;
+    arr->view.col_stride = c_order ? 1 : arr->view.rows;
     arr->device = device;
     const size_t bytes = static_cast<size_t>(a.shape(0)) * a.shape(1) * arr->view.itemsize();
     DeviceGuard guard(device);
@@ -128,8 +132,7 @@ py::array to_host(const DeviceArray& A) {
     return out;
 }
 
-py::object backend_capsule(const ArrayPtr& A, int K, const std::string& policy) {
-    std::unique_ptr<Backend> backend = make_cuda_backend(A, K, parse_policy(policy));
+py::object backend_capsule(std::unique_ptr<Backend> backend) {
     PyObject* cap = PyCapsule_New(backend.get(), kBackendCapsule, [](PyObject* o) {
         // Deleted here only while nobody took it over (IterDState renames the capsule).
         if (PyCapsule_IsValid(o, kBackendCapsule))
@@ -138,6 +141,27 @@ py::object backend_capsule(const ArrayPtr& A, int K, const std::string& policy) 
     if (!cap) throw py::error_already_set();
     backend.release();
     return py::reinterpret_steal<py::object>(cap);
+}
+
+// The streamed CUDA backend over a C- or F-contiguous host array (held alive by the backend).
+py::object streamed_backend(const py::array& a, int K, int device, int64_t slab_bytes) {
+    if (a.ndim() != 2) throw py::value_error("expected a 2-D array");
+    const bool c_order = a.flags() & py::array::c_style;
+    if (!c_order && !(a.flags() & py::array::f_style)) throw py::value_error("expected a C- or F-contiguous array");
+    Matrix host;
+    host.data = a.data();
+    host.dtype = host_dtype(a.dtype());
+    host.rows = a.shape(0);
+    host.cols = a.shape(1);
+    host.row_stride = c_order ? host.cols : 1;
+    host.col_stride = c_order ? 1 : host.rows;
+    // The array outlives the backend; the backend may be freed without the GIL held.
+    std::shared_ptr<void> keep(new py::object(a), [](void* p) {
+        py::gil_scoped_acquire gil;
+        delete static_cast<py::object*>(p);
+    });
+    auto stream = std::make_shared<HostStream>(host, std::move(keep), device, slab_bytes);
+    return backend_capsule(make_streamed_cuda_backend(std::move(stream), K));
 }
 
 Matrix side_view(const DeviceArray& A, const std::string& side) {
@@ -323,6 +347,19 @@ PYBIND11_MODULE(_cuda, m) {
         d["architectures"] = std::string(ULCMOD_CUDA_ARCHITECTURES);
         return d;
     }, R"pbdoc(What this module was built with: CUDA runtime and cuBLAS versions, GPU architectures.)pbdoc");
+    m.def(
+        "memory_info",
+        [](int device) {
+            DeviceGuard guard(device);
+            size_t free = 0, total = 0;
+            ULCMOD_CUDA(cudaMemGetInfo(&free, &total));
+            return py::make_tuple(free, total);
+        },
+        py::arg("device") = 0, R"pbdoc((free, total) bytes of the device's memory.)pbdoc");
+    m.def("streamed_backend", &streamed_backend, py::arg("array"), py::arg("K"), py::arg("device") = 0,
+          py::arg("slab_bytes") = int64_t{256} << 20,
+          R"pbdoc(The CUDA IterD backend over a C- or F-contiguous host array that is streamed up in slabs of at
+most `slab_bytes` for every table build, in a capsule for ulcmod._core.IterDState.)pbdoc");
     m.def("_set_rowwise_variant", &set_rowwise_variant, py::arg("variant"),
           R"pbdoc(Benchmarks only: the Rowwise table kernel's variant (cuda/tables.cu).)pbdoc");
     m.def("copy_bandwidth", &copy_bandwidth, py::arg("device"), py::arg("bytes"), py::arg("repeat") = 20,
@@ -357,11 +394,12 @@ DLPack capsule without a copy or copied from a host array.
                     R"pbdoc(Import a CUDA tensor from its DLPack capsule (the capsule is consumed).)pbdoc")
         .def_static(
             "from_host", [](const py::array& a, int device) { return from_host(a, device, false); },
-            py::arg("array"), py::arg("device") = 0, R"pbdoc(Copy a C-contiguous host array to the device.)pbdoc")
+            py::arg("array"), py::arg("device") = 0,
+            R"pbdoc(Copy a C- or F-contiguous host array to the device, keeping its element order.)pbdoc")
         .def_static(
             "empty", [](const py::array& like, int device) { return from_host(like, device, true); },
             py::arg("like"), py::arg("device") = 0,
-            R"pbdoc(An uninitialised C-contiguous device array with the shape and dtype of a host array.)pbdoc")
+            R"pbdoc(An uninitialised device array with the shape, dtype and element order of a host array.)pbdoc")
         .def_property_readonly("shape", [](const DeviceArray& a) { return py::make_tuple(a.view.rows, a.view.cols); })
         .def_property_readonly("dtype", [](const DeviceArray& a) { return std::string(dtype_name(a.view.dtype)); })
         .def_property_readonly("device", [](const DeviceArray& a) { return a.device; })
@@ -369,9 +407,23 @@ DLPack capsule without a copy or copied from a host array.
                                [](const DeviceArray& a) { return py::make_tuple(a.view.row_stride, a.view.col_stride); })
         .def("to_host", &to_host, R"pbdoc(A host copy (bfloat16 as its uint16 bits).)pbdoc")
         .def(
+            "block",
+            [](const ArrayPtr& A, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+                const Matrix& v = A->view;
+                if (r0 < 0 || r0 > r1 || r1 > v.rows || c0 < 0 || c0 > c1 || c1 > v.cols)
+                    throw py::value_error("block out of range");
+                auto out = std::make_shared<DeviceArray>(*A);  // shares the memory and its owner
+                out->view.data = static_cast<const char*>(v.data) + (r0 * v.row_stride + c0 * v.col_stride) * v.itemsize();
+                out->view.rows = r1 - r0;
+                out->view.cols = c1 - c0;
+                return out;
+            },
+            py::arg("r0"), py::arg("r1"), py::arg("c0"), py::arg("c1"),
+            R"pbdoc(The view A[r0:r1, c0:c1], sharing A's memory (kept alive while the view lives).)pbdoc")
+        .def(
             "backend",
             [](const ArrayPtr& self, int K, const std::string& table_policy) {
-                return backend_capsule(self, K, table_policy);
+                return backend_capsule(make_cuda_backend(self, K, parse_policy(table_policy)));
             },
             py::arg("K"), py::arg("table_policy") = "auto",
             R"pbdoc(The CUDA IterD backend over this array, in a capsule for ulcmod._core.IterDState.)pbdoc")

@@ -596,6 +596,21 @@ __global__ void scatter_labels_kernel(int32_t* __restrict__ labels, const int32_
 
 }  // namespace
 
+namespace {
+__global__ void add_into_kernel(double* __restrict__ out, const double* __restrict__ in, int64_t n) {
+    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        out[i] += in[i];
+}
+}  // namespace
+
+void add_into(double* d_out, const double* d_in, int64_t n, cudaStream_t stream) {
+    if (n == 0) return;
+    const int64_t blocks = std::min<int64_t>(ceil_div(n, 256), 4096);
+    add_into_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(d_out, d_in, n);
+    ULCMOD_CUDA_LAUNCHED();
+}
+
 void set_rowwise_variant(int variant) {
     if (variant < 0 || variant > 4) throw std::invalid_argument("rowwise variant must be 0 to 4");
     g_rowwise_variant = variant;

@@ -69,6 +69,9 @@ double diagonal(const double* d_T, const int32_t* d_labels, int64_t rows, int K,
 void candidates(const double* d_T, const int32_t* d_labels, int64_t rows, const MoveRule& rule,
                 Candidates& out, TableWorkspace& ws, cudaStream_t stream);
 
+// out[i] += in[i] for i < n (streamed builds add up the partial tables of their slabs).
+void add_into(double* d_out, const double* d_in, int64_t n, cudaStream_t stream);
+
 // Selects the Rowwise build kernel's variant (for benchmarks; see tables.cu).
 void set_rowwise_variant(int variant);
 

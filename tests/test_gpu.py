@@ -263,3 +263,103 @@ def test_objective_and_module_features_on_the_gpu(cuda, torch):
     np.testing.assert_allclose(ulcmod.module_features(t, u), ulcmod.module_features(host, u), rtol=1e-12)
     res = ulcmod.iterd(t, 4, random_state=0)
     np.testing.assert_array_equal(res.assign_samples(t), res.assign_samples(host))
+
+
+def test_host_arrays_go_up_in_their_own_element_order(cuda, tmp_path):
+    rng = np.random.default_rng(12)
+    A = rng.normal(size=(301, 157)).astype(np.float32)
+    np.save(tmp_path / "a.npy", np.ascontiguousarray(A.T))
+    transposed_map = np.load(tmp_path / "a.npy", mmap_mode="r").T  # neurons x samples over a samples x neurons file
+    s = rng.integers(0, 5, 157).astype(np.int32)
+    for host, strides in ((A, (157, 1)), (np.asfortranarray(A), (1, 301)), (transposed_map, (1, 301))):
+        D = _device.to_device(host)
+        assert D.strides == strides
+        np.testing.assert_array_equal(D.to_host(), A)
+        np.testing.assert_allclose(D.table(s, 5, "neurons"), _core.build_table(A, s, 5), rtol=1e-12)
+        np.testing.assert_array_equal(D.block(10, 200, 20, 100).to_host(), A[10:200, 20:100])
+    with pytest.raises(ValueError, match="block out of range"):
+        D.block(0, 302, 0, 1)
+
+
+def test_zscore_files_on_the_gpu_equal_the_cpu_files(cuda, tmp_path):
+    from ulcmod.core.objective import module_features_many
+    from ulcmod.core.zscore import zscore_files
+
+    rng = np.random.default_rng(13)
+    # Sample-major float16, as extraction stores them; neurons x samples views
+    train = (rng.normal(size=(400, 300)) * rng.random(300) * 5 + 2).astype(np.float16).T
+    test = (rng.normal(size=(90, 300)) * 3).astype(np.float16).T
+    ref, zc_train, zc_test = zscore_files(train, test, out_dir=tmp_path / "cpu")
+    stats, zg_train, zg_test = zscore_files(train, test, out_dir=tmp_path / "gpu", device="cuda")
+    assert _device.on_device(zg_train) and _device.on_device(zg_test)
+    np.testing.assert_allclose(stats.mean, ref.mean, rtol=1e-12)
+    np.testing.assert_allclose(stats.std, ref.std, rtol=1e-9)
+    for split, z_cpu, z_gpu in (("train", zc_train, zg_train), ("test", zc_test, zg_test)):
+        written = np.load(tmp_path / "gpu" / f"{split}.npy")
+        assert written.shape == z_cpu.T.shape
+        np.testing.assert_allclose(written, z_cpu.T, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(z_gpu.to_host(), written.T)  # what stays on the GPU is what was written
+    labelings = [(rng.integers(0, 4, 300), 4), (rng.integers(0, 7, 300), 7)]
+    for x_gpu, x_cpu in zip(module_features_many(zg_test, labelings), module_features_many(zc_test, labelings)):
+        np.testing.assert_allclose(x_gpu, x_cpu, rtol=1e-5, atol=1e-6)
+
+
+def test_device_arrays_are_written_transposed_block_by_block(cuda, tmp_path):
+    rng = np.random.default_rng(14)
+    A = rng.normal(size=(53, 71)).astype(np.float32)
+    _device.write_npy_transposed(_device.to_device(np.asfortranarray(A)), tmp_path / "t.npy", block_bytes=1000)
+    np.testing.assert_array_equal(np.load(tmp_path / "t.npy"), A.T)
+    free, total = cuda.memory_info()
+    assert 0 < free <= total and _device.free_memory() <= total
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("slab_bytes", [1, 5000, 1 << 30])  # one line per slab, a few lines, everything at once
+def test_streamed_backend_follows_the_cpu_state(cuda, order, slab_bytes):
+    rng = np.random.default_rng(15)
+    A, _, _ = planted(700, 300, 5, 0.4, rng)
+    host = np.asarray(A, dtype=np.float32, order=order)
+    s0 = rng.permutation(np.arange(300) % 5).astype(np.int32)
+    cpu = _core.IterDState(host, 5, None, s0, 1e-9, 7)
+    gpu = _core.IterDState(cuda.streamed_backend(host, 5, 0, slab_bytes), 5, None, s0, 1e-9, 7)
+    assert gpu.backend == "cuda-streamed"
+    for _ in range(5):
+        np.testing.assert_array_equal(cpu.neuron_labels, gpu.neuron_labels)
+        np.testing.assert_array_equal(cpu.sample_labels, gpu.sample_labels)
+        np.testing.assert_allclose(gpu.neuron_table(), cpu.neuron_table(), rtol=1e-11, atol=1e-9)
+        np.testing.assert_allclose(gpu.sample_table(), cpu.sample_table(), rtol=1e-11, atol=1e-9)
+        assert gpu.objective().L == pytest.approx(cpu.objective().L, rel=1e-12)
+        assert gpu.iterate("parallel") == cpu.iterate("parallel")
+    assert gpu.update_reads == 0  # every refresh is one streamed pass
+
+
+@pytest.fixture
+def nothing_fits(monkeypatch):
+    """As on a GPU too small for the activations: host arrays are streamed, in slabs of a few KB."""
+    monkeypatch.setattr(_device, "free_memory", lambda device=0: 0)
+    monkeypatch.setattr(_device, "STREAM_SLAB_BYTES", 4000)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_iterd_streams_host_activations_that_do_not_fit(cuda, nothing_fits, dtype, order):
+    rng = np.random.default_rng(16)
+    A, _, _ = planted(2000, 500, 6, 0.5, rng)
+    host = np.asarray(A, dtype=dtype, order=order)
+    assert isinstance(_device.prepare_activations(host, "cuda"), _device.StreamedActivations)
+    res = ulcmod.iterd(host, 6, random_state=0, device="cuda")
+    ref = ulcmod.iterd(host, 6, random_state=0, device="cpu")
+    assert res.converged
+    assert res.L == pytest.approx(ulcmod.objective(host, res.neuron_labels, res.sample_labels).L, rel=1e-10)
+    assert res.L == pytest.approx(ref.L, rel=1e-9)
+    np.testing.assert_array_equal(res.neuron_labels, ref.neuron_labels)
+
+
+def test_streamed_results_are_local_optima(cuda, nothing_fits):
+    rng = np.random.default_rng(17)
+    for trial in range(3):
+        A = rng.normal(size=(14, 11)) + rng.random() * rng.random((14, 11))
+        res = ulcmod.iterd(A, 3, init="random", random_state=trial, device="cuda")
+        assert res.converged
+        assert res.L == pytest.approx(brute_objective(A, res.neuron_labels, res.sample_labels, 3)[0], rel=1e-12)
+        assert best_single_move_gain(A, res.neuron_labels.copy(), res.sample_labels.copy(), 3) <= 1e-9

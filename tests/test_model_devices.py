@@ -225,7 +225,9 @@ def test_model_split_over_gpu_and_cpu_equals_one_device(saved, tmp_path):
     device_map = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": 0, "model.layers.1": "cpu",
                   "model.layers.2": 0, "model.norm": "cpu", "lm_head": 0}
     split, _ = ulcmod.load_model(saved, device_map=device_map)
-    assert {p.device.type for p in split.parameters()} == {"cuda", "cpu"}
+    # accelerate keeps the weights of the CPU parts in host memory and shows them as "meta"
+    assert set(split.hf_device_map.values()) == {0, "cpu"}
+    assert "cuda" in {p.device.type for p in split.parameters()}
     same_everywhere(split, reference, tok, tmp_path / "split", rtol=1e-4, atol=1e-5)
     on_gpu, _ = ulcmod.load_model(saved, device="cuda")
     same_everywhere(on_gpu, reference, tok, tmp_path / "gpu", rtol=1e-4, atol=1e-5)
@@ -283,9 +285,40 @@ def test_quick_discover_on_the_gpu_runs_iterd_there(tiny_model_dir, dataset_rows
     out = tmp_path / "run"
     assert cli.main(["discover", "--model", tiny_model_dir, "--dataset", str(data), "--quick", "--device", "cuda",
                      "--dtype", "bfloat16", "--out", str(out), "--no-progress"]) == 0
-    assert read_json(out / "objective.json")["iterd_device"] == "cuda"
+    objective = read_json(out / "objective.json")
+    assert objective["iterd_device"] == "cuda" and objective["iterd_matrix"] == "gpu memory"
     run = ulcmod.load_run(out)
+    # z-scored on the GPU: the files equal a CPU z-scoring of the extracted activations
+    from ulcmod.core.zscore import zscore_files
+
+    _, train, _ = zscore_files(run.extraction("train"), run.extraction("test"), out_dir=tmp_path / "cpu")
+    np.testing.assert_allclose(run.train, train, rtol=1e-5, atol=1e-5)
     for K in run.ks:
         res = run.iterd(K)
         assert res.converged
         assert res.L == pytest.approx(ulcmod.objective(run.train, res.neuron_labels, res.sample_labels).L, rel=1e-9)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _iterd_gpu_ready(), reason="needs the CUDA build and a GPU")
+def test_quick_discover_streams_a_matrix_the_gpu_cannot_hold(tiny_model_dir, dataset_rows, tmp_path, monkeypatch):
+    """As on a GPU too small for the z-scored matrix: z-scoring and evaluation on the CPU, IterD on
+    the GPU reading the memory map in slabs; the same modules as IterD on the CPU."""
+    from ulcmod.app import cli
+    from ulcmod.app.run import read_json
+    from ulcmod.core import _device
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in dataset_rows))
+    monkeypatch.setattr(_device, "free_memory", lambda device=0: 0)
+    monkeypatch.setattr(_device, "STREAM_SLAB_BYTES", 20000)
+    runs = {}
+    for where in ("cuda", "cpu"):
+        runs[where] = tmp_path / where
+        assert cli.main(["discover", "--model", tiny_model_dir, "--dataset", str(data), "--quick", "--device", "cuda",
+                         "--iterd-device", where, "--out", str(runs[where]), "--no-progress"]) == 0
+    assert read_json(runs["cuda"] / "objective.json")["iterd_matrix"] == "streamed to the gpu"
+    gpu, cpu = ulcmod.load_run(runs["cuda"]), ulcmod.load_run(runs["cpu"])
+    for K in gpu.ks:
+        assert gpu.iterd(K).L == pytest.approx(cpu.iterd(K).L, rel=1e-9)
+        np.testing.assert_array_equal(gpu.iterd(K).neuron_labels, cpu.iterd(K).neuron_labels)

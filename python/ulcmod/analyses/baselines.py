@@ -150,7 +150,7 @@ def _coclustering(A, K, seed, rows):
 
 def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclusters: int = 10000,
                     iterd_kwargs=None, progress: bool = False, features: NeuronFeatures | None = None,
-                    subsample=None):
+                    subsample=None, iterd_input=None):
     """Run IterD and the baselines for every K; return (rows, labels, iterd_results).
 
     rows: one dict per (method, K) with L, xi, B (also L and B x 1e-6, as the paper prints them),
@@ -159,7 +159,8 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
     computed for A (it is computed on first need otherwise). `subsample` (sorted neuron indices,
     see :func:`baseline_subsample`) fits the baselines on those neurons only; every neuron is
     still labelled and scored. `progress` shows one bar over the (K, method) runs, labelled with
-    the one running (IterD's own bar stays off).
+    the one running (IterD's own bar stays off). `iterd_input` is the same matrix where IterD
+    should read it (a copy in GPU memory, say); A by default.
 
     A baseline that fails (sklearn leaving a cluster empty, say) does not stop the others: its
     row holds ``"failed"`` (the reason, one line) and None for every number, and it has no labels.
@@ -180,7 +181,8 @@ def compare_methods(A, n_modules, *, methods=METHODS, random_state=0, n_subclust
             bar.set_postfix_str(f"{method} K={K}")
             t0 = time.perf_counter()
             if method == "iterd":
-                res = results[K] = iterd(A, K, random_state=seed, **{"progress": False, **(iterd_kwargs or {})})
+                res = results[K] = iterd(A if iterd_input is None else iterd_input, K, random_state=seed,
+                                         **{"progress": False, **(iterd_kwargs or {})})
                 u, s = res.neuron_labels, res.sample_labels
             else:
                 try:

@@ -83,8 +83,8 @@ def _add_big_options(q) -> None:
                    help="memory for the baselines' in-memory copies of the activations, e.g. 8G; above it they "
                         "run on a subsample of neurons (default: half of the memory available)")
     g.add_argument("--iterd-device", choices=("auto", "cpu", "cuda"),
-                   help="where IterD runs (default auto: on the GPU when the model runs on one and ulcmod is "
-                        "built with CUDA)")
+                   help="where z-scoring, IterD and the module features run (default auto: on the GPU when "
+                        "the model runs on one and ulcmod is built with CUDA)")
 
 
 def build_parser():

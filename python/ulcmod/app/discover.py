@@ -33,6 +33,7 @@ budget (:func:`ulcmod.analyses.baselines.baseline_subsample`), and the report sa
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import math
 import os
@@ -46,12 +47,13 @@ from tqdm.auto import tqdm
 
 from ..analyses import module_name
 from ..analyses.baselines import METHODS, failure_reason
-from ..core._device import DEVICES, require_cuda
+from ..core._device import DEVICES, on_device, require_cuda
 from ..core._files import atomic_file, save_npy, save_npz, write_text
 from ..core._validation import unique_ks
 from ..lm._store import STORAGE_DTYPES
 from ..lm.prompts import CATEGORIES, load_corpus, load_infinity_instruct, load_prompts, split_by_category
 from ..lm.sites import parse_site
+from . import resident
 from .progress import Clock, quiet_libraries
 from .run import (
     EXTRACTION,
@@ -133,7 +135,8 @@ class DiscoverConfig:
     model_kwargs: dict | None = None  # passed to from_pretrained (attn_implementation, max_memory, ...)
     activations: str | None = None  # read these (samples x neurons, the dataset's order), do not extract
     memory_budget: int | None = None  # bytes for the baselines' copies of A; None: half of what is available
-    iterd_device: str = "auto"  # where IterD runs: "auto" (the GPU when the model runs on one), "cpu", "cuda"
+    # where z-scoring, IterD and the module features run: "auto" (the GPU when the model runs on one), "cpu", "cuda"
+    iterd_device: str = "auto"
 
 
 # Settings that change no result by their value, so a run resumes whatever it is: where the run
@@ -205,9 +208,10 @@ def _model_on_gpu(device, device_map) -> bool:
 
 
 def iterd_device(settings: dict) -> str:
-    """Where the run's IterD goes: its ``iterd_device``, or for "auto" the GPU when the model
-    runs on a CUDA device (``device`` or ``device_map``) and this ulcmod can use one, else the
-    CPU (with a warning when the model is on a GPU but IterD cannot follow it)."""
+    """Where the run's IterD (and its z-scoring and module features) goes: its ``iterd_device``,
+    or for "auto" the GPU when the model runs on a CUDA device (``device`` or ``device_map``) and
+    this ulcmod can use one, else the CPU (with a warning when the model is on a GPU but IterD
+    cannot follow it)."""
     wanted = settings.get("iterd_device", "auto")
     if wanted != "auto":
         return wanted
@@ -321,6 +325,12 @@ def extract(run, *, progress: bool = False) -> None:
     where = {k: acts["train"].meta[k] for k in ("site", "layers", "widths", "n_neurons")}
     record(run, "extract", folders.values(), model={**model_identity(model, s["model"], s["gguf_file"]), **where},
            software={"torch": torch.__version__, "transformers": transformers.__version__})
+    # The model's GPU memory back to the device: torch's allocator keeps it pooled otherwise, out
+    # of reach of the stages that follow (ulcmod's GPU arrays are allocated outside that pool).
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def import_activations(run, *, progress: bool = False) -> None:
@@ -349,14 +359,21 @@ def import_activations(run, *, progress: bool = False) -> None:
 
 
 def zscore(run, *, progress: bool = False) -> None:
-    """Stage 3: z-score both splits per neuron with the training statistics."""
+    """Stage 3: z-score both splits per neuron with the training statistics (on the GPU when the
+    run's work goes there, which then keeps the z-scored matrices: see :mod:`.resident`)."""
     from ..core.zscore import zscore_files
 
     r = load_run(run)
     tmp = r.path / ZSCORED
     tmp = tmp.with_name(f".{tmp.name}.{os.getpid()}.tmp")  # written whole, then put in place
-    zscore_files(r.extraction("train"), r.extraction("test"), out_dir=tmp)
+    train, test = r.extraction("train").A, r.extraction("test").A
+    # On the GPU when the run's work goes there and both splits fit, raw and z-scored (float32) at once
+    on_gpu = iterd_device(r.settings) == "cuda" and resident.fits((train.size + test.size) * (train.itemsize + 4))
+    _, z_train, z_test = zscore_files(train, test, out_dir=tmp, device="cuda" if on_gpu else "cpu")
     replace_folder(tmp, r.path / ZSCORED)
+    if on_gpu:
+        resident.keep(r.path, "train", z_train)
+        resident.keep(r.path, "test", z_test)
     record(run, "zscore", [ZSCORED])
 
 
@@ -375,10 +392,14 @@ def find_modules(run, *, progress: bool = False) -> None:
     budget = s.get("memory_budget") or default_memory_budget()
     subsample = baseline_subsample(*Z.shape, s["methods"], budget, s["seed"])
     device = iterd_device(s)
+    Z_iterd = resident.matrix(r, "train", device)
+    # Where IterD reads it: in GPU memory, from the host (on the GPU: streamed up for every pass)
+    where = "gpu memory" if on_device(Z_iterd) else "streamed to the gpu" if device == "cuda" else "host memory"
     features = NeuronFeatures(Z, s["n_subclusters"], s["seed"], rows=subsample) if len(s["methods"]) > 1 else None
     rows, labels, iterd_results = compare_methods(
         Z, s["ks"], methods=s["methods"], random_state=s["seed"], n_subclusters=s["n_subclusters"],
-        features=features, progress=progress, subsample=subsample, iterd_kwargs={"device": device})
+        features=features, progress=progress, subsample=subsample, iterd_kwargs={"device": device},
+        iterd_input=Z_iterd)
     files = [LABELS.format(method=m, K=K) for m, K in labels]  # a failed baseline has none (see Table 1)
     for (method, K), (u, samples) in labels.items():
         path = r.path / LABELS.format(method=method, K=K)
@@ -395,7 +416,8 @@ def find_modules(run, *, progress: bool = False) -> None:
     memory = {"memory_budget_bytes": int(budget), "n_neurons": int(Z.shape[0]),
               "baseline_neurons": int(Z.shape[0] if subsample is None else subsample.size),
               "baseline_subsample": subsample is not None}
-    write_json(r.path / OBJECTIVE, {"table1": rows, "baselines_memory": memory, "iterd_device": device})
+    write_json(r.path / OBJECTIVE, {"table1": rows, "baselines_memory": memory, "iterd_device": device,
+                                    "iterd_matrix": where})
     record(run, "find_modules", [*files, OBJECTIVE])
 
 
@@ -507,8 +529,9 @@ def score_informativeness(run, *, progress: bool = False) -> None:
                 if method == "iterd":
                     raise
                 failed[method, K] = failure_reason(err)
-    X_train = dict(zip(labelings, module_features_many(r.train, list(labelings.values()))))
-    X_test = dict(zip(labelings, module_features_many(r.test, list(labelings.values()))))
+    device = iterd_device(r.settings)
+    X_train = dict(zip(labelings, module_features_many(resident.matrix(r, "train", device), list(labelings.values()))))
+    X_test = dict(zip(labelings, module_features_many(resident.matrix(r, "test", device), list(labelings.values()))))
     table2 = []
     tasks = [(K, method) for K in r.ks for method in r.methods]
     for K, method in tqdm(tasks, desc="informativeness", unit="method", disable=not progress):
@@ -541,8 +564,9 @@ def draw_figures(run, *, progress: bool = False) -> None:
     pcs = np.load(r.path / NEURON_PCS) if (r.path / NEURON_PCS).is_file() else None
     results = {K: r.iterd(K) for K in r.ks}
     labelings = [(res.neuron_labels, K) for K, res in results.items()]
-    X_train = dict(zip(results, module_features_many(r.train, labelings)))
-    X_test = dict(zip(results, module_features_many(r.test, labelings)))
+    device = iterd_device(r.settings)
+    X_train = dict(zip(results, module_features_many(resident.matrix(r, "train", device), labelings)))
+    X_test = dict(zip(results, module_features_many(resident.matrix(r, "test", device), labelings)))
     (r.path / HISTORY_FIGURE).parent.mkdir(exist_ok=True)
     similarity = {}
     for K, res in tqdm(results.items(), desc="figures", unit="K", disable=not progress):
@@ -760,6 +784,8 @@ def discover(cfg: DiscoverConfig) -> dict:
             if new:
                 _empty_if_unstarted(Path(cfg.out))
             raise
+        finally:
+            resident.release()
         write_json(run / TIMINGS, clock.total())
         record(run, "discover", [TIMINGS])
         metrics = write_report(run)

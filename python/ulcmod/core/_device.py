@@ -125,7 +125,9 @@ def _import_dlpack(mod, A):
 
 
 def to_device(A, name: str = "A"):
-    """A as a ``_cuda.DeviceArray``: device arrays in place, host arrays copied to GPU 0."""
+    """A as a ``_cuda.DeviceArray``: device arrays in place, host arrays copied to GPU 0 in their own
+    element order (a transposed memory map, neurons x samples over a samples x neurons file, is one
+    straight copy, not a transposition on the host)."""
     mod = require_cuda()
     if isinstance(A, GpuActivations):
         return A.array
@@ -133,7 +135,10 @@ def to_device(A, name: str = "A"):
         return A
     if is_cuda_array(A):
         return _import_dlpack(mod, A)
-    return mod.DeviceArray.from_host(np.ascontiguousarray(check_activations(A, name)))
+    arr = check_activations(A, name)
+    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):  # either order is copied as it is
+        arr = np.ascontiguousarray(arr)
+    return mod.DeviceArray.from_host(arr)
 
 
 def to_host(A) -> np.ndarray:
@@ -187,9 +192,39 @@ class GpuActivations(DeviceRows):
         return getattr(self.array, name)
 
 
+class StreamedActivations:
+    """Activations in host memory (an array or a memory map) that do not fit in GPU memory, for a
+    run on the GPU: IterD's backend streams them up in slabs for every table build, and the PCA
+    of the initialisation reads its neurons on the host. Indexing reads the host array."""
+
+    def __init__(self, host: np.ndarray):
+        self.host = host
+        self.shape, self.dtype = host.shape, host.dtype
+
+    def __getitem__(self, key):
+        return self.host[key]
+
+    def backend(self, K: int):
+        """The streamed CUDA backend's capsule for ``_core.IterDState``."""
+        return require_cuda().streamed_backend(self.host, K, 0, STREAM_SLAB_BYTES)
+
+
+# GPU memory kept free beside activations copied up whole (IterD's tables and workspaces); host
+# activations that would leave less are streamed instead, in slabs of STREAM_SLAB_BYTES.
+GPU_HEADROOM_BYTES = 2 << 30
+STREAM_SLAB_BYTES = 256 << 20
+
+
 def prepare_activations(A, device, name: str = "A"):
-    """The activations for a run on ``device``: a checked NumPy array, or ``GpuActivations``."""
+    """The activations for a run on ``device``: a checked NumPy array, ``GpuActivations``, or for
+    host activations too large to copy to the GPU (beside GPU_HEADROOM_BYTES), ``StreamedActivations``."""
     if resolve_device(A, device) == "cuda":
+        if not is_cuda_array(A):
+            host = check_activations(A, name)
+            if host.nbytes + GPU_HEADROOM_BYTES > free_memory():
+                if not (host.flags.c_contiguous or host.flags.f_contiguous):
+                    host = np.ascontiguousarray(host)
+                return StreamedActivations(host)
         D = to_device(A, name)
         if D.shape[0] == 0 or D.shape[1] == 0:
             raise ValueError(f"{name} is empty (shape {D.shape}); it needs neurons and samples")
@@ -197,6 +232,29 @@ def prepare_activations(A, device, name: str = "A"):
     if is_cuda_array(A):
         A = to_host(A)
     return check_activations(A, name)
+
+
+def free_memory(device: int = 0) -> int:
+    """Bytes free on a GPU (0 without the CUDA build or a GPU)."""
+    mod = cuda_module()
+    if mod is None or mod.device_count() <= device:
+        return 0
+    return int(mod.memory_info(device)[0])
+
+
+def write_npy_transposed(D, path, block_bytes: int = 256 << 20) -> None:
+    """Write a device array D (N x M) to the .npy file `path` as its transpose (M x N, C order),
+    copying column blocks down one at a time (a samples x neurons file from neurons x samples)."""
+    from ._blocks import write_npy_header
+
+    N, M = D.shape
+    host = np.dtype(D.dtype)  # float16/32/64: what z-scoring writes
+    step = max(1, block_bytes // max(1, N * host.itemsize))
+    with open(path, "wb") as f:
+        write_npy_header(f, (M, N), host)
+        for c0 in range(0, M, step):
+            block = D.block(0, N, c0, min(M, c0 + step)).to_host()  # N x b
+            f.write(np.ascontiguousarray(block.T).data)
 
 
 def on_device(A) -> bool:

@@ -174,7 +174,7 @@ def _new_state(A, source, K, u0, s0, tol, seed):
 def _check_sums(A, L) -> None:
     """Raise the overflow error when A is finite but L (from its float64 sums) is not."""
     if not np.isfinite(L):  # the failure path only: a GPU's A is copied to look at it
-        host = _device.to_host(A) if _device.on_device(A) else A
+        host = _device.to_host(A) if _device.on_device(A) else getattr(A, "host", A)  # a streamed A: its array
         for r0 in range(0, host.shape[0], 4096):
             bad = ~np.isfinite(np.asarray(host[r0:r0 + 4096])).all(axis=1)
             if bad.any():

@@ -129,7 +129,8 @@ def module_features_many(A, labelings) -> list:
     `labelings` is a list of ``(neuron_labels, n_modules)``; returns one (n_samples, K) array per
     partition. A is read block by block along its contiguous axis and every partition's sums are
     taken from a block while it is in memory, so a memory-mapped A larger than RAM is read from
-    disk once instead of once per partition.
+    disk once instead of once per partition. Activations in GPU memory (a CUDA tensor or array,
+    or the z-scored matrices of ``zscore_files(device="cuda")``) are summed there.
 
     Examples
     --------
@@ -139,10 +140,21 @@ def module_features_many(A, labelings) -> list:
     >>> [x.tolist() for x in module_features_many(A, [([0, 0, 1], 2), ([0, 1, 1], 2)])]
     [[[2.0, 5.0], [3.0, 6.0]], [[1.0, 4.0], [2.0, 5.0]]]
     """
-    A = check_activations(A)
-    N, M = A.shape
+    A = _device.prepare_activations(A, "auto")  # CUDA arrays stay on their GPU
+    N = A.shape[0]
     checked = [(check_labels(u, N, check_int(K, "n_modules", minimum=1), "neuron_labels"), int(K))
                for u, K in labelings]
+    if _device.on_device(A):  # one pass over A in GPU memory per partition
+        return [_sample_block_sums(A, u, K) / np.bincount(u, minlength=K) for u, K in checked]
+    sums = _host_sample_sums(A, checked)
+    for out in sums:
+        check_finite(out.sum(axis=1), "A", along="column")
+    return [out / np.bincount(u, minlength=K) for out, (u, K) in zip(sums, checked)]
+
+
+def _host_sample_sums(A: np.ndarray, checked) -> list:
+    """Per partition (u, K), the (n_samples, K) sums of A's rows by module, from one blocked pass."""
+    N, M = A.shape
     sums = [np.zeros((M, K)) for _, K in checked]
     if A.strides[0] < A.strides[1]:  # sample-major: blocks of whole samples
         for c0, c1 in row_blocks(M, N * A.itemsize, _BLOCK_BYTES):
@@ -154,9 +166,7 @@ def module_features_many(A, labelings) -> list:
             block = A[r0:r1].T
             for out, (u, K) in zip(sums, checked):
                 out += _core.build_table(block, np.ascontiguousarray(u[r0:r1]), K)
-    for out in sums:
-        check_finite(out.sum(axis=1), "A", along="column")
-    return [out / np.bincount(u, minlength=K) for out, (u, K) in zip(sums, checked)]
+    return sums
 
 
 def assign_neurons(A, sample_labels, *, n_modules: int | None = None) -> np.ndarray:

@@ -136,7 +136,7 @@ def _finish_zscore(mean, var, source=None) -> ZScore:
     return ZScore(mean, std)
 
 
-def zscore_files(train, test=None, *, out_dir, dtype=np.float32):
+def zscore_files(train, test=None, *, out_dir, dtype=np.float32, device="cpu"):
     """z-score extracted activations into ``out_dir`` with the training statistics.
 
     `train` and `test` are :class:`~ulcmod.lm.activations.Activations` (or neurons x samples arrays).
@@ -144,10 +144,16 @@ def zscore_files(train, test=None, *, out_dir, dtype=np.float32):
     disk, as the inputs) and returns (stats, train_z, test_z): their neurons x samples views,
     memory-mapped read-only. Sample-major inputs are written with sequential file writes, block by
     block, so the files are never mapped while written (their pages stay out of the process's RSS).
+
+    With ``device="cuda"`` each split is copied to the GPU, z-scored there, and written from
+    there; train_z and test_z are then the z-scored matrices left in GPU memory (the activations
+    :func:`ulcmod.iterd` and :func:`~ulcmod.core.objective.module_features_many` read in place).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     arrays = [getattr(x, "A", x) for x in (train, test)]
+    if _device.resolve_device(arrays[0], device) == "cuda":
+        return _zscore_files_on_gpu(arrays, out, dtype)
     stats = fit_zscore(arrays[0])
     stats.save(out / "zscore.npz")
     results = []
@@ -157,6 +163,32 @@ def zscore_files(train, test=None, *, out_dir, dtype=np.float32):
             continue
         _write_zscored(stats, A, out / f"{name}.npy", dtype)
         results.append(np.load(out / f"{name}.npy", mmap_mode="r").T)
+    return stats, results[0], results[1]
+
+
+def _zscore_files_on_gpu(arrays, out: Path, dtype):
+    """zscore_files on the GPU: one copy of each raw split up, its z-scores written down block by
+    block, the z-scored matrices kept on the GPU."""
+    mod = _device.require_cuda()
+    stats = None
+    results = []
+    for name, A in zip(("train", "test"), arrays):
+        if A is None:
+            results.append(None)
+            continue
+        raw = _device.to_device(A, name)
+        if stats is None:
+            stats = fit_zscore(raw)
+            stats.save(out / "zscore.npz")
+        elif raw.shape[0] != stats.mean.size:
+            raise ValueError(f"{name} has {raw.shape[0]} neurons but the statistics have {stats.mean.size}")
+        # An array of the output's shape and element order that is never touched (no memory used)
+        like = np.empty(raw.shape[::-1], dtype=dtype).T if raw.strides[0] == 1 else np.empty(raw.shape, dtype=dtype)
+        z = mod.DeviceArray.empty(like, raw.device)
+        raw.zscore_into(z, stats.mean, stats.std)
+        del raw
+        _device.write_npy_transposed(z, out / f"{name}.npy")
+        results.append(_device.GpuActivations(z))
     return stats, results[0], results[1]
 
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Build ulcmod with its CUDA module on a GPU machine, then run the GPU tests and the GPU benchmark.
+# Build ulcmod with its CUDA module on a GPU machine, then run the GPU tests and the GPU benchmarks.
 #
 #   bash benchmarks/gpu_check.sh [SRC] [WHEELS] [MODE]
 #
 # SRC: the source tree (default: this repository). WHEELS: a folder of wheels to install first
 # (scipy-openblas32 where the machine lacks it), or "". MODE: "tests" (GPU tests and the quick
-# benchmark), "full" (GPU tests and the full benchmark) or "bench" (the full benchmark only).
+# benchmark), "full" (GPU tests, the full benchmark and discover end to end) or "bench" (the
+# full benchmark and discover end to end).
 # Logs and results go to $OUT (default SRC/gpu-out). Builds for the GPU's own architecture (90).
 set -uo pipefail
 SRC=$(cd "${1:-$(dirname "$0")/..}" && pwd)
@@ -30,13 +31,15 @@ echo "build: $(( $(date +%s) - t0 )) s"
 $PY -c "import ulcmod; print(ulcmod.build_info())"
 status=0
 if [ "$MODE" != bench ]; then
-  $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_device.py 2>&1 | tee "$OUT/tests.log" | tail -60
+  $PY -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py tests/test_device.py tests/test_model_devices.py 2>&1 \
+    | tee "$OUT/tests.log" | tail -60
   status=${PIPESTATUS[0]}
 fi
 if [ "$MODE" = tests ]; then
   $PY benchmarks/bench_gpu.py --quick 2>&1 | tee "$OUT/bench.log" | tail -30
 else
   $PY benchmarks/bench_gpu.py 2>&1 | tee "$OUT/bench.log" | tail -40
+  $PY benchmarks/bench_discover_gpu.py 2>&1 | tee "$OUT/discover.log" | tail -12
 fi
-cp benchmarks/results/gpu*.md "$OUT/" 2>/dev/null
+cp benchmarks/results/gpu*.md benchmarks/results/discover_gpu*.md "$OUT/" 2>/dev/null
 exit "$status"

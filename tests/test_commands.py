@@ -45,6 +45,8 @@ def test_quick_run_writes_every_file_and_the_manifest_names_them(quick_run, tiny
         for method in baselines.METHODS:
             with np.load(quick_run / "labels" / f"{method}_K{K}.npz") as f:
                 assert f["neuron_labels"].shape == (N_NEURONS,) and f["sample_labels"].shape == (N_TRAIN,)
+    objective = read_json(quick_run / "objective.json")  # a CPU model: IterD on the CPU, reading the memory map
+    assert (objective["iterd_device"], objective["iterd_matrix"]) == ("cpu", "host memory")
     metrics = read_json(quick_run / "metrics.json")
     assert len(metrics["table1"]) == len(metrics["table2"]) == 2 * len(baselines.METHODS)
     assert isinstance(metrics["verdict"]["iterd_L_beats_every_baseline_at_every_K"], bool)

@@ -12,6 +12,9 @@
 namespace ulcmod {
 namespace {
 
+// Candidates a parallel round fetches ahead of the one it scores (see IterDState::sweep).
+constexpr size_t kApplyAhead = 8;
+
 std::vector<int64_t> count_labels(const std::vector<int32_t>& labels, int K, const char* what) {
     std::vector<int64_t> counts(K, 0);
     for (size_t i = 0; i < labels.size(); ++i) {
@@ -212,7 +215,10 @@ int64_t IterDState::sweep(Side side, SweepOrder order) {
         backend_->candidates(side, make_rule(scorer.scalars()), full, cand);
         ++rounds_;
         moves.clear();
-        for (size_t c = 0; c < cand.rows.size(); ++c) try_move(cand.rows[c], cand.entries.data() + c * K_);
+        for (size_t c = 0; c < cand.rows.size(); ++c) {
+            if (c + kApplyAhead < cand.rows.size()) prefetch_row(cand.row(c + kApplyAhead, K_), K_);
+            try_move(cand.rows[c], cand.row(c, K_));
+        }
         if (moves.empty()) break;  // only rows the padded filter over-reported: none improves
         backend_->move(side, moves);
         moved += static_cast<int64_t>(moves.size());

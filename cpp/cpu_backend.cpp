@@ -2,6 +2,7 @@
 // scored by OpenMP threads. A is read in place.
 #include <algorithm>
 #include <limits>
+#include <memory>
 
 #include "backend.hpp"
 #include "interrupt.hpp"
@@ -100,17 +101,17 @@ public:
         if (built_[t] && pending_[t].empty()) return;
         const Matrix& view = view_[t];
         std::vector<Move>& pending = pending_[t];
-        table_[t].resize(static_cast<size_t>(view.rows) * K_);
+        if (!table_[t]) table_[t].reset(new double[static_cast<size_t>(view.rows) * K_]);
         const bool update =
             built_[t] && (policy_ == TablePolicy::Update ||
                           (policy_ == TablePolicy::Auto &&
                            update_is_cheaper(view, static_cast<int64_t>(pending.size()))));
         try {
             if (update) {
-                update_table(view, pending, K_, table_[t].data());
+                update_table(view, pending, K_, table_[t].get());
                 stats_.update_reads += static_cast<int64_t>(pending.size()) * view.rows;
             } else {
-                build_table(view, labels_[index_of(other_side(side))].data(), K_, table_[t].data());
+                build_table(view, labels_[index_of(other_side(side))].data(), K_, table_[t].get());
                 ++stats_.builds;
                 built_[t] = true;
             }
@@ -125,7 +126,7 @@ public:
 
     double diagonal(Side side) override {
         const int s = index_of(side);
-        const double* T = table_[s].data();
+        const double* T = table_[s].get();
         const int32_t* lab = labels_[s].data();
         double D = 0.0;
         for (int64_t r = 0; r < view_[s].rows; ++r) D += T[r * K_ + lab[r]];
@@ -139,7 +140,7 @@ public:
     void candidates(Side side, const MoveRule& rule, bool full, Candidates& out) override {
         const int s = index_of(side);
         const int64_t n = view_[s].rows;
-        const double* T = table_[s].data();
+        const double* T = table_[s].get();
         const int32_t* lab = labels_[s].data();
         std::vector<MoveRule>& rules = rules_[s];
         const bool partial = !full && scanned_[s] && rules.size() < kMaxRounds;
@@ -165,7 +166,7 @@ public:
         collect(flags_, T, K_, false, out);
     }
 
-    const double* host_table(Side side) override { return table_[index_of(side)].data(); }
+    const double* host_table(Side side) override { return table_[index_of(side)].get(); }
     TableStats stats() const override { return stats_; }
 
 private:
@@ -178,7 +179,9 @@ private:
     int K_;
     TablePolicy policy_;
     std::vector<int32_t> labels_[2];
-    std::vector<double> table_[2];
+    // Left uninitialised: a build writes every entry from its own threads (zero-filling a fresh
+    // 512 MB table on one thread first took longer than the build).
+    std::unique_ptr<double[]> table_[2];
     bool built_[2] = {false, false};
     std::vector<Move> pending_[2];  // moved columns of view t not yet applied to table t
     std::vector<double> margins_[2];      // per row: padded margin when last scored

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "interrupt.hpp"
+#include "parallel.hpp"
 #include "random.hpp"
 
 namespace ulcmod {
@@ -147,14 +148,19 @@ void IterDState::derive_neuron_labels() {
     n_.assign(K_, 0);
     std::vector<double> inv_m(K_);
     for (int k = 0; k < K_; ++k) inv_m[k] = 1.0 / static_cast<double>(m_[k]);
-    for (int64_t i = 0; i < N; ++i) {
-        const double* t = R + i * K_;
-        int best = 0;
-        for (int k = 1; k < K_; ++k)
-            if (t[k] * inv_m[k] > t[best] * inv_m[best]) best = k;
-        u_[i] = best;
-        ++n_[best];
-    }
+    parallel_for(N, 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+            const double* t = R + i * K_;
+            int best = 0;
+            double best_mean = t[0] * inv_m[0];
+            for (int k = 1; k < K_; ++k) {
+                const double mean = t[k] * inv_m[k];
+                if (mean > best_mean) best = k, best_mean = mean;
+            }
+            u_[i] = best;
+        }
+    });
+    for (int32_t k : u_) ++n_[k];
     for (int k = 0; k < K_; ++k) {
         if (n_[k] > 0) continue;
         int64_t pick = -1;

@@ -5,6 +5,7 @@
 #include "tables.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -337,12 +338,18 @@ bool update_is_cheaper(const Matrix& A, int64_t n_moves) {
 }
 
 int64_t first_nonfinite_row(const double* table, int64_t rows, int K) {
-    for (int64_t r = 0; r < rows; ++r) {
-        double s = 0.0;
-        for (int k = 0; k < K; ++k) s += table[r * K + k];
-        if (!std::isfinite(s)) return r;
-    }
-    return -1;
+    std::atomic<int64_t> first{rows};
+    parallel_for(rows, 4096, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < std::min(r1, first.load()); ++r) {
+            double s = 0.0;
+            for (int k = 0; k < K; ++k) s += table[r * K + k];
+            if (std::isfinite(s)) continue;
+            int64_t seen = first.load();
+            while (r < seen && !first.compare_exchange_weak(seen, r)) {}
+            return;
+        }
+    });
+    return first < rows ? first.load() : -1;
 }
 
 }  // namespace ulcmod

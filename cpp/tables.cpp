@@ -324,11 +324,12 @@ void update_table(const Matrix& A, std::vector<Move>& moves, int K, double* out)
 bool update_is_cheaper(const Matrix& A, int64_t n_moves) {
     // A moved column costs as much as per_moved columns of a rebuild. Rows contiguous: each moved
     // column is one scattered element (one cache line) per row, read and added 8 rows at a time;
-    // columns contiguous: a moved column streams like a built one but updates two labels.
+    // columns contiguous: a moved column streams like a built one but updates two labels' buffers
+    // on its own (a build updates one per chunk of columns).
     // Measured with benchmarks/bench_table_update.py (results/table_update.md).
     const bool rows = A.row_contiguous();
     const int64_t item = A.itemsize();
-    const double per_moved = item == 2 ? (rows ? 2.5 : 2.0) : item == 4 ? (rows ? 1.3 : 1.5) : 1.0;
+    const double per_moved = item == 2 ? (rows ? 2.5 : 3.2) : item == 4 ? (rows ? 1.3 : 2.3) : (rows ? 1.0 : 1.5);
     return static_cast<double>(n_moves) * per_moved < static_cast<double>(A.cols);
 }
 

@@ -24,7 +24,7 @@ from ulcmod import _core
 from _common import best_wall_and_cpu, write_table
 
 # update_is_cheaper's per-moved costs (cpp/tables.cpp), to print next to the measurements.
-MODEL = {("R", 2): 2.5, ("R", 4): 1.3, ("R", 8): 1.0, ("C", 2): 2.0, ("C", 4): 1.5, ("C", 8): 1.0}
+MODEL = {("R", 2): 2.5, ("R", 4): 1.3, ("R", 8): 1.0, ("C", 2): 3.2, ("C", 4): 2.3, ("C", 8): 1.5}
 
 
 def crossover(counts, ratios):

@@ -169,7 +169,8 @@ def tables(info, isas, threads, rng):
         "there swing by 2x between runs, the CPU-time ones by about 10%.",
         "R: rows of the view contiguous (scatter by column label: 8-row tiles transposed in registers, "
         "label-sorted column groups summed in registers); C: columns contiguous (label-sorted groups of "
-        "columns, 32 rows at a time, with software prefetch). Sums in float64.",
+        "columns, each run of equal labels summed 16 columns at a time down the task's rows, the next 16 "
+        "prefetched). Sums in float64.",
     ]
     write_table("tables", "Table builds vs one pass over A", "python benchmarks/bench_tables.py --only tables",
                 ["A, K", "order", "table", "ISA", "pass ms", "build ms", "GB/s", "fraction (wall)",

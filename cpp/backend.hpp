@@ -27,11 +27,30 @@ enum class Side : int { Neurons = 0, Samples = 1 };
 inline Side other_side(Side s) { return s == Side::Neurons ? Side::Samples : Side::Neurons; }
 inline int index_of(Side s) { return static_cast<int>(s); }
 
-// Rows that may have an improving move, in ascending order, with their K table entries each.
+// Rows that may have an improving move, in ascending order, with their K table entries each:
+// rows of `table` when it is set (a backend whose table is in host memory hands it over instead
+// of copying the rows; valid until the table changes), else copies in `entries`.
 struct Candidates {
     std::vector<int64_t> rows;
-    std::vector<double> entries;  // rows.size() x K
+    std::vector<double> entries;  // rows.size() x K, when table is null
+    const double* table = nullptr;
+
+    void clear() {
+        rows.clear();
+        entries.clear();
+        table = nullptr;
+    }
+    const double* row(size_t c, int K) const {
+        return table ? table + rows[c] * K : entries.data() + c * static_cast<int64_t>(K);
+    }
 };
+
+// Starts fetching a row's K table entries into cache: rows scored out of order (candidates,
+// rows a partial scan rescores) are scattered over the table, beyond what hardware prefetchers see.
+inline void prefetch_row(const double* row, int K) {
+    const char* p = reinterpret_cast<const char*>(row);
+    for (int64_t byte = 0; byte < K * int64_t{8}; byte += 64) __builtin_prefetch(p + byte);
+}
 
 // Work done on tables, to tell a run's cost in passes over A.
 struct TableStats {
@@ -60,8 +79,8 @@ public:
     // After refresh: every row of `side` whose padded margin (row_margin) under `rule` is
     // positive and whose module can lose a member. With `full` the backend scores every row and
     // remembers the margins and the rule; otherwise it may rescore only the rows whose
-    // remembered margin plus rule_drift(remembered rule, rule) is positive (and rows moved since),
-    // which finds the same rows. The host calls it with full=true after each refresh.
+    // remembered margin plus rule_drift(remembered rule, rule)[label] is positive (and rows moved
+    // since), which finds the same rows. The host calls it with full=true after each refresh.
     virtual void candidates(Side side, const MoveRule& rule, bool full, Candidates& out) = 0;
     // After refresh: table(side), rows(side) x K row-major, in host memory (a device backend
     // copies it down). Valid until the next call that changes the table.
@@ -74,8 +93,8 @@ public:
 // `new`. The receiver takes ownership and renames the capsule kBackendCapsuleTaken; the capsule's
 // destructor deletes the backend only while it still has its first name. Bump the version when
 // this interface changes, so modules built from different sources refuse each other.
-constexpr const char* kBackendCapsule = "ulcmod.Backend.v1";
-constexpr const char* kBackendCapsuleTaken = "ulcmod.Backend.v1.taken";
+constexpr const char* kBackendCapsule = "ulcmod.Backend.v2";
+constexpr const char* kBackendCapsuleTaken = "ulcmod.Backend.v2.taken";
 
 enum class TablePolicy { Auto, Rebuild, Update };
 

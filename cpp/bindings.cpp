@@ -219,6 +219,7 @@ public:
         auto entries = got[1].cast<py::array_t<double, py::array::c_style | py::array::forcecast>>();
         if (entries.size() != rows.size() * K_)
             throw std::invalid_argument("backend.candidates must return rows and a (len(rows), K) array");
+        out.clear();
         out.rows.assign(rows.data(), rows.data() + rows.size());
         out.entries.assign(entries.data(), entries.data() + entries.size());
     }
@@ -393,8 +394,10 @@ cpp/move_rule.hpp). Read-only; made by the sweep and passed to a backend's candi
                                  t[2].cast<double>());
             }));
 
-    m.def("rule_drift", &rule_drift, py::arg("from_"), py::arg("to"),
-          R"pbdoc(Bound on how much a row's padded margin can grow from rule from_ to rule to (same table).)pbdoc");
+    m.def(
+        "rule_drift", [](const MoveRule& from, const MoveRule& to) { return to_numpy(rule_drift(from, to)); },
+        py::arg("from_"), py::arg("to"),
+        R"pbdoc(Per module a: bound on how much the padded margin of a row labelled a can grow from rule from_ to rule to (same table).)pbdoc");
 
     m.def(
         "update_is_cheaper",

@@ -20,12 +20,12 @@ namespace ulcmod {
 // first_run[g + 1]): label run_label[r] over positions [end of the previous run (0 for the
 // first), run_end[r]). Built once per table build (tables.cpp), shared read-only by the tasks.
 // Settings of the build ride along (tables.cpp picks them, table_kernels.hpp explains them):
-// column layout: prefetch_ahead, the rows ahead within a group to prefetch, or 0 to prefetch the
-// next group instead; row layout: prefetch_next_tile for short rows, and stream_output to write
-// a table larger than the caches with non-temporal stores.
+// column layout: chunk, the columns of a run summed together before their buffer is updated;
+// row layout: prefetch_next_tile for short rows, and stream_output to write a table larger than
+// the caches with non-temporal stores.
 struct LabelGroups {
     int64_t size = 0;
-    int64_t prefetch_ahead = 0;
+    int64_t chunk = 0;
     bool prefetch_next_tile = false;
     bool stream_output = false;
     const uint16_t* offset = nullptr;

@@ -7,10 +7,14 @@
 #include <string>
 
 #include "interrupt.hpp"
+#include "parallel.hpp"
 #include "random.hpp"
 
 namespace ulcmod {
 namespace {
+
+// Candidates a parallel round fetches ahead of the one it scores (see IterDState::sweep).
+constexpr size_t kApplyAhead = 8;
 
 std::vector<int64_t> count_labels(const std::vector<int32_t>& labels, int K, const char* what) {
     std::vector<int64_t> counts(K, 0);
@@ -144,14 +148,19 @@ void IterDState::derive_neuron_labels() {
     n_.assign(K_, 0);
     std::vector<double> inv_m(K_);
     for (int k = 0; k < K_; ++k) inv_m[k] = 1.0 / static_cast<double>(m_[k]);
-    for (int64_t i = 0; i < N; ++i) {
-        const double* t = R + i * K_;
-        int best = 0;
-        for (int k = 1; k < K_; ++k)
-            if (t[k] * inv_m[k] > t[best] * inv_m[best]) best = k;
-        u_[i] = best;
-        ++n_[best];
-    }
+    parallel_for(N, 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+            const double* t = R + i * K_;
+            int best = 0;
+            double best_mean = t[0] * inv_m[0];
+            for (int k = 1; k < K_; ++k) {
+                const double mean = t[k] * inv_m[k];
+                if (mean > best_mean) best = k, best_mean = mean;
+            }
+            u_[i] = best;
+        }
+    });
+    for (int32_t k : u_) ++n_[k];
     for (int k = 0; k < K_; ++k) {
         if (n_[k] > 0) continue;
         int64_t pick = -1;
@@ -212,7 +221,10 @@ int64_t IterDState::sweep(Side side, SweepOrder order) {
         backend_->candidates(side, make_rule(scorer.scalars()), full, cand);
         ++rounds_;
         moves.clear();
-        for (size_t c = 0; c < cand.rows.size(); ++c) try_move(cand.rows[c], cand.entries.data() + c * K_);
+        for (size_t c = 0; c < cand.rows.size(); ++c) {
+            if (c + kApplyAhead < cand.rows.size()) prefetch_row(cand.row(c + kApplyAhead, K_), K_);
+            try_move(cand.rows[c], cand.row(c, K_));
+        }
         if (moves.empty()) break;  // only rows the padded filter over-reported: none improves
         backend_->move(side, moves);
         moved += static_cast<int64_t>(moves.size());

@@ -35,17 +35,21 @@ MoveRule make_rule(const SweepScalars& s) {
     return rule;
 }
 
-double rule_drift(const MoveRule& from, const MoveRule& to) {
-    // A margin is max_b (t[b] - t[a] - c[a][b] + ...) + slack: it grows by at most the largest
-    // decrease of an entry of c plus the increase of the slack.
-    double c_drop = 0.0;
-    for (int a = 0; a < to.K; ++a)
-        for (int b = 0; b < to.K; ++b)
-            if (a != b) {
-                const size_t i = static_cast<size_t>(a) * to.K + b;
-                c_drop = std::max(c_drop, from.c[i] - to.c[i]);
-            }
-    return c_drop + std::max(0.0, to.slack - from.slack);
+std::vector<double> rule_drift(const MoveRule& from, const MoveRule& to) {
+    // A margin is max_b (t[b] - t[a] - c[a][b] + ...) + slack: it changes by at most the largest
+    // decrease of an entry of row a of c plus the change of the slack (both may be negative:
+    // a module whose entries all rose holds its rows' margins down).
+    const int K = to.K;
+    std::vector<double> drift(K);
+    for (int a = 0; a < K; ++a) {
+        double c_drop = -std::numeric_limits<double>::infinity();  // K = 1: no move, no margin
+        for (int b = 0; b < K; ++b) {
+            const size_t i = static_cast<size_t>(a) * K + b;
+            if (a != b) c_drop = std::max(c_drop, from.c[i] - to.c[i]);
+        }
+        drift[a] = c_drop + (to.slack - from.slack);
+    }
+    return drift;
 }
 
 }  // namespace ulcmod

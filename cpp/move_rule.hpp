@@ -47,9 +47,10 @@ struct MoveRule {
 
 MoveRule make_rule(const SweepScalars& s);
 
-// Bound on how much any row's margin can have grown from rule `from` to rule `to` (same table):
-// rows whose margin under `from` is below -drift cannot improve under `to`.
-double rule_drift(const MoveRule& from, const MoveRule& to);
+// Per module a: bound on how much the margin of a row labelled a can have grown from rule `from`
+// to rule `to` (same table, same label): such a row whose margin under `from` is <= -drift[a]
+// cannot improve under `to`. Moves change some modules' entries of c far more than others'.
+std::vector<double> rule_drift(const MoveRule& from, const MoveRule& to);
 
 // Padded margin of a row with entries t and label a: the largest t[b] - t[a] - c[a][b] over b,
 // plus the slack. <= 0 proves no move of the row improves L; > 0 means it may (or nearly does).

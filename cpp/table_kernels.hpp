@@ -132,81 +132,67 @@ void build_rows_t(const Matrix& A, int64_t r0, int64_t r1, int64_t g0, int64_t g
 }
 
 // Columns contiguous: the task's rows [r0, r1) accumulate into K buffers buf[label][0..len).
-// Each column group is walked 32 rows at a time and, within that, in label order: a run of
-// equal labels is summed in 4 vector registers and added to its buffer once, so the buffers take
-// one read-modify-write per run instead of one per column. A group is as many streams as it has
-// columns, more than hardware prefetchers follow, so each step prefetches: with long runs per
-// column (G.prefetch_ahead > 0), the group's rows that many rows further on; with short ones,
-// the next group, sequentially along its columns and spread over this group's steps, into L2.
+// Each run of equal labels is walked G.chunk columns at a time: the chunk's columns are summed in
+// registers, 32 rows at a time down the chunk, and added to their label's buffer once per 32
+// rows. Groups are large enough that runs hold several chunks (tables.cpp), so the buffers take
+// one read-modify-write per chunk instead of one per column or short run, while the memory
+// system sees only G.chunk streams at a time. The chunk after this one is prefetched into L2,
+// spread over this chunk's steps: a chunk is G.chunk streams, scattered over the group by the
+// label order, that hardware prefetchers would find too late.
 template <class T>
 void build_cols_t(const Matrix& A, int64_t r0, int64_t r1, int64_t g0, int64_t g1, const LabelGroups& G, int K,
                   double* target, int64_t ld, double* buf) {
     constexpr int64_t item = sizeof(T);
     const int64_t rs = A.row_stride, cs = A.col_stride, cols = A.cols;
     const T* base = static_cast<const T*>(A.data) + r0 * rs;
-    const int64_t len = r1 - r0, L = col_buffer_stride(len), steps = len / 32, ahead = G.prefetch_ahead;
+    const int64_t len = r1 - r0, L = col_buffer_stride(len), steps = len / 32 > 0 ? len / 32 : 1;
+    const int64_t col_bytes = len * item;
     for (int64_t i = 0; i < K * L; i += 8) d8_store(buf + i, d8_zero());
     for (int64_t g = g0; g < g1; ++g) {
         const int64_t cb = g * G.size, n = lmin(G.size, cols - cb);
         const uint16_t* order = G.offset + cb;
         const T* gb = base + cb * cs;
-        const int64_t rb = G.first_run[g], re = G.first_run[g + 1];
-        // The next group's lines, column by column, per_step of them each step.
-        const int64_t n_next = g + 1 < g1 ? lmin(G.size, cols - cb - G.size) : 0;
-        const char* next = reinterpret_cast<const char*>(gb + G.size * cs);
-        const int64_t run_bytes = len * item, per_step = steps > 0 ? (n_next * ((run_bytes + 63) / 64) + steps - 1) / steps : 0;
-        int64_t next_col = 0, next_off = 0;
-        int64_t x = 0;
-        if (rs == 1) {
-            for (; x + 32 <= len; x += 32) {
-                if (ahead > 0) {
-                    if (x + ahead < len)
-                        for (int64_t c = 0; c < n; ++c)
-                            for (int64_t b = 0; b < 32 * item; b += 64)
-                                __builtin_prefetch(reinterpret_cast<const char*>(gb + c * cs + x + ahead) + b);
-                } else {
-                    for (int64_t q = 0; q < per_step && next_col < n_next; ++q) {
-                        __builtin_prefetch(next + next_col * cs * item + next_off, 0, 2);
-                        next_off += 64;
-                        if (next_off >= run_bytes) next_off = 0, ++next_col;
+        int64_t i = 0;
+        for (int64_t r = G.first_run[g]; r < G.first_run[g + 1]; ++r) {
+            const int64_t end = G.run_end[r];
+            double* d = buf + G.run_label[r] * L;
+            for (; i < end;) {
+                const int64_t c1 = lmin(end, i + G.chunk), p1 = lmin(n, c1 + G.chunk);
+                const int64_t per_step = rs == 1 ? ((p1 - c1) * ((col_bytes + 63) / 64) + steps - 1) / steps : 0;
+                int64_t pc = c1, poff = 0;
+                int64_t x = 0;
+                if (rs == 1) {
+                    for (; x + 32 <= len; x += 32) {
+                        for (int64_t q = 0; q < per_step && pc < p1; ++q) {
+                            __builtin_prefetch(reinterpret_cast<const char*>(gb + order[pc] * cs) + poff, 0, 2);
+                            poff += 64;
+                            if (poff >= col_bytes) poff = 0, ++pc;
+                        }
+                        D8 a0 = d8_zero(), a1 = d8_zero(), a2 = d8_zero(), a3 = d8_zero();
+                        for (int64_t j = i; j < c1; ++j) {
+                            const T* q = gb + order[j] * cs + x;
+                            a0 = a0 + widen_d8(q);
+                            a1 = a1 + widen_d8(q + 8);
+                            a2 = a2 + widen_d8(q + 16);
+                            a3 = a3 + widen_d8(q + 24);
+                        }
+                        d8_store(d + x, d8_load(d + x) + a0);
+                        d8_store(d + x + 8, d8_load(d + x + 8) + a1);
+                        d8_store(d + x + 16, d8_load(d + x + 16) + a2);
+                        d8_store(d + x + 24, d8_load(d + x + 24) + a3);
+                    }
+                    for (; x + 8 <= len; x += 8) {
+                        D8 a = d8_zero();
+                        for (int64_t j = i; j < c1; ++j) a = a + widen_d8(gb + order[j] * cs + x);
+                        d8_store(d + x, d8_load(d + x) + a);
                     }
                 }
-                int64_t i = 0;
-                for (int64_t r = rb; r < re; ++r) {
-                    const int64_t end = G.run_end[r];
-                    D8 a0 = d8_zero(), a1 = d8_zero(), a2 = d8_zero(), a3 = d8_zero();
-                    for (; i < end; ++i) {
-                        const T* q = gb + order[i] * cs + x;
-                        a0 = a0 + widen_d8(q);
-                        a1 = a1 + widen_d8(q + 8);
-                        a2 = a2 + widen_d8(q + 16);
-                        a3 = a3 + widen_d8(q + 24);
-                    }
-                    double* d = buf + G.run_label[r] * L + x;
-                    d8_store(d, d8_load(d) + a0);
-                    d8_store(d + 8, d8_load(d + 8) + a1);
-                    d8_store(d + 16, d8_load(d + 16) + a2);
-                    d8_store(d + 24, d8_load(d + 24) + a3);
+                for (; x < len; ++x) {  // the last rows, or every row when rows are strided
+                    double a = 0.0;
+                    for (int64_t j = i; j < c1; ++j) a += scalar(gb[order[j] * cs + x * rs]);
+                    d[x] += a;
                 }
-            }
-            for (; x + 8 <= len; x += 8) {
-                int64_t i = 0;
-                for (int64_t r = rb; r < re; ++r) {
-                    const int64_t end = G.run_end[r];
-                    D8 a = d8_zero();
-                    for (; i < end; ++i) a = a + widen_d8(gb + order[i] * cs + x);
-                    double* d = buf + G.run_label[r] * L + x;
-                    d8_store(d, d8_load(d) + a);
-                }
-            }
-        }
-        for (; x < len; ++x) {  // the last rows, or every row when rows are strided
-            int64_t i = 0;
-            for (int64_t r = rb; r < re; ++r) {
-                const int64_t end = G.run_end[r];
-                double a = 0.0;
-                for (; i < end; ++i) a += scalar(gb[order[i] * cs + x * rs]);
-                buf[G.run_label[r] * L + x] += a;
+                i = c1;
             }
         }
     }

@@ -5,6 +5,7 @@
 #include "tables.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -27,20 +28,20 @@ constexpr int64_t kTaskElements = int64_t{1} << 18;
 constexpr int64_t kRowGroup = 256;
 constexpr int64_t kRunLength = 8;
 constexpr int64_t kRowSlotBytes = int64_t{16} << 10;
-// view rows per column-layout task: long enough runs per column for the memory system, with
-// its K buffers within kColBufferBytes (they take one read-modify-write per run of labels).
-constexpr int64_t kColTaskRows = 2048;
+// view rows per column-layout task: long enough runs per column for the memory system (whole
+// columns of 4,000 rows read faster than halves), with its K buffers within kColBufferBytes
+// (they take one read-modify-write per chunk of columns).
+constexpr int64_t kColTaskRows = 4096;
 constexpr int64_t kColBufferBytes = int64_t{1} << 20;
-// Column-layout groups. With a long run of rows per column (at least kLongRun bytes: the
-// memory system streams each run well once started) a group is kFewStreams columns, and each
-// step prefetches kAheadRows further down the same columns. With short runs, a group is as many
-// columns as fill kColGroupBytes (at least kColRunLength per label), and the next group is
-// prefetched into L2 while this one is summed.
+// Row-layout rows of at least kLongRun bytes are streamed well by the memory system once
+// started; shorter ones are prefetched a tile ahead.
 constexpr int64_t kLongRun = int64_t{2} << 10;
-constexpr int64_t kFewStreams = 16;
-constexpr int64_t kAheadRows = 128;
-constexpr int64_t kColGroupBytes = int64_t{64} << 10;
-constexpr int64_t kColRunLength = 2;
+// Column layout: columns summed in registers before one buffer update (and streams read at a
+// time), and groups of kColChunksPerLabel chunks per label on average, so that most runs of a
+// group are whole chunks; at most kColGroupMax columns (offsets within a group are 16-bit).
+constexpr int64_t kColChunk = 16;
+constexpr int64_t kColChunksPerLabel = 4;
+constexpr int64_t kColGroupMax = 4096;
 // tables larger than this (about the L3 cache) are written with non-temporal stores.
 constexpr int64_t kStreamBytes = int64_t{32} << 20;
 // columns (or moves) below which a range is not worth a partial table of its own.
@@ -259,18 +260,13 @@ void build_table(const Matrix& A, const int32_t* col_labels, int K, double* out)
         std::reverse(reversed.begin(), reversed.end());
         col_labels = reversed.data();
     }
-    const int64_t item = A.itemsize(), runs = kRunLength * K;
-    const int64_t task_rows = std::min(round_up8(A.rows), col_task_rows(K));
-    // Long runs: a column-layout task's rows of one column, or a row-layout view's whole rows.
-    const bool long_runs = (n.row_layout ? A.cols : task_rows) * item >= kLongRun;
-    int64_t group = std::min(std::max(kRowGroup, runs), kRowSlotBytes / (8 * item));
-    if (!n.row_layout)
-        group = long_runs ? kFewStreams
-                          : std::clamp<int64_t>(std::max(kColGroupBytes / (task_rows * item), kColRunLength * K), 16, 4096);
+    const int64_t item = A.itemsize();
+    const int64_t group = n.row_layout ? std::min(std::max(kRowGroup, kRunLength * K), kRowSlotBytes / (8 * item))
+                                       : std::min(kColChunk * kColChunksPerLabel * K, kColGroupMax);
     const OwnedGroups groups(col_labels, A.cols, K, std::min(group, A.cols));
     LabelGroups G = groups.view();
-    G.prefetch_ahead = long_runs ? kAheadRows : 0;
-    G.prefetch_next_tile = !long_runs;
+    G.chunk = kColChunk;
+    G.prefetch_next_tile = n.row_layout && A.cols * item < kLongRun;
     G.stream_output = A.rows * K * 8 > kStreamBytes;
     const Plan plan = make_plan(n.A, n.row_layout, groups.count(), G.size, K);
     const KernelSet& ks = kernels();
@@ -328,21 +324,28 @@ void update_table(const Matrix& A, std::vector<Move>& moves, int K, double* out)
 bool update_is_cheaper(const Matrix& A, int64_t n_moves) {
     // A moved column costs as much as per_moved columns of a rebuild. Rows contiguous: each moved
     // column is one scattered element (one cache line) per row, read and added 8 rows at a time;
-    // columns contiguous: a moved column streams like a built one but updates two labels.
+    // columns contiguous: a moved column streams like a built one but updates two labels' buffers
+    // on its own (a build updates one per chunk of columns).
     // Measured with benchmarks/bench_table_update.py (results/table_update.md).
     const bool rows = A.row_contiguous();
     const int64_t item = A.itemsize();
-    const double per_moved = item == 2 ? (rows ? 2.5 : 2.0) : item == 4 ? (rows ? 1.3 : 1.5) : 1.0;
+    const double per_moved = item == 2 ? (rows ? 2.5 : 3.2) : item == 4 ? (rows ? 1.3 : 2.3) : (rows ? 1.0 : 1.5);
     return static_cast<double>(n_moves) * per_moved < static_cast<double>(A.cols);
 }
 
 int64_t first_nonfinite_row(const double* table, int64_t rows, int K) {
-    for (int64_t r = 0; r < rows; ++r) {
-        double s = 0.0;
-        for (int k = 0; k < K; ++k) s += table[r * K + k];
-        if (!std::isfinite(s)) return r;
-    }
-    return -1;
+    std::atomic<int64_t> first{rows};
+    parallel_for(rows, 4096, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < std::min(r1, first.load()); ++r) {
+            double s = 0.0;
+            for (int k = 0; k < K; ++k) s += table[r * K + k];
+            if (std::isfinite(s)) continue;
+            int64_t seen = first.load();
+            while (r < seen && !first.compare_exchange_weak(seen, r)) {}
+            return;
+        }
+    });
+    return first < rows ? first.load() : -1;
 }
 
 }  // namespace ulcmod

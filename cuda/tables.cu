@@ -668,8 +668,7 @@ double diagonal(const double* d_T, const int32_t* d_labels, int64_t rows, int K,
 
 void candidates(const double* d_T, const int32_t* d_labels, int64_t rows, const MoveRule& rule, Candidates& out,
                 TableWorkspace& ws, cudaStream_t stream) {
-    out.rows.clear();
-    out.entries.clear();
+    out.clear();
     if (rows == 0) return;
     const int K = rule.K;
     const int64_t blocks = ceil_div(rows, kReduceThreads);

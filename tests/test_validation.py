@@ -31,6 +31,14 @@ def test_non_finite_activations(init, bad):
         ulcmod.module_features(A, np.arange(20) % 3)
 
 
+def test_the_first_non_finite_row_is_named_when_many_rows_hold_one():
+    # The check runs over blocks of rows on several threads; the earliest bad row wins.
+    A = np.random.default_rng(1).normal(size=(40_000, 6))
+    A[[37_000, 21_000, 9_001, 30_000], [0, 5, 2, 1]] = [np.nan, np.inf, -np.inf, np.nan]
+    with pytest.raises(ValueError, match=r"NaN or infinity \(first in row 9001\)"):
+        ulcmod.iterd(A, 2, init=np.arange(6) % 2)
+
+
 @pytest.mark.parametrize(
     "A, exc, match",
     [

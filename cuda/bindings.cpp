@@ -77,20 +77,27 @@ const char* dtype_name(DType d) {
     return "?";
 }
 
-// A device copy of a C- or F-contiguous host array (dtype float16/bfloat16/float32/float64), in
-// the host's element order: an F-ordered array (a transposed samples x neurons file, say) becomes
-// a Colwise view, which every kernel reads, so the copy is one straight memcpy.
-ArrayPtr from_host(const py::array& a, int device, bool empty) {
+// The view of a C- or F-contiguous host array (dtype float16/bfloat16/float32/float64), in its
+// own element order: an F-ordered array (a transposed samples x neurons file, say) is a Colwise
+// view, which every kernel reads.
+Matrix host_matrix(const py::array& a) {
     if (a.ndim() != 2) throw py::value_error("expected a 2-D array");
     const bool c_order = a.flags() & py::array::c_style;
-    if (!c_order && !(a.flags() & py::array::f_style))
-        throw py::value_error("expected a C- or F-contiguous array");
+    if (!c_order && !(a.flags() & py::array::f_style)) throw py::value_error("expected a C- or F-contiguous array");
+    Matrix m;
+    m.data = a.data();
+    m.dtype = host_dtype(a.dtype());
+    m.rows = a.shape(0);
+    m.cols = a.shape(1);
+    m.row_stride = c_order ? m.cols : 1;
+    m.col_stride = c_order ? 1 : m.rows;
+    return m;
+}
+
+// A device copy of a host array in its own element order (host_matrix): one straight memcpy.
+ArrayPtr from_host(const py::array& a, int device, bool empty) {
     auto arr = std::make_shared<DeviceArray>();
-    arr->view.dtype = host_dtype(a.dtype());
-    arr->view.rows = a.shape(0);
-    arr->view.cols = a.shape(1);
-    arr->view.row_stride = c_order ? arr->view.cols : 1;
-    arr->view.col_stride = c_order ? 1 : arr->view.rows;
+    arr->view = host_matrix(a);
     arr->device = device;
     const size_t bytes = static_cast<size_t>(a.shape(0)) * a.shape(1) * arr->view.itemsize();
     DeviceGuard guard(device);
@@ -145,16 +152,7 @@ py::object backend_capsule(std::unique_ptr<Backend> backend) {
 
 // The streamed CUDA backend over a C- or F-contiguous host array (held alive by the backend).
 py::object streamed_backend(const py::array& a, int K, int device, int64_t slab_bytes) {
-    if (a.ndim() != 2) throw py::value_error("expected a 2-D array");
-    const bool c_order = a.flags() & py::array::c_style;
-    if (!c_order && !(a.flags() & py::array::f_style)) throw py::value_error("expected a C- or F-contiguous array");
-    Matrix host;
-    host.data = a.data();
-    host.dtype = host_dtype(a.dtype());
-    host.rows = a.shape(0);
-    host.cols = a.shape(1);
-    host.row_stride = c_order ? host.cols : 1;
-    host.col_stride = c_order ? 1 : host.rows;
+    const Matrix host = host_matrix(a);
     // The array outlives the backend; the backend may be freed without the GIL held.
     std::shared_ptr<void> keep(new py::object(a), [](void* p) {
         py::gil_scoped_acquire gil;

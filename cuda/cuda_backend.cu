@@ -77,20 +77,19 @@ public:
         const Matrix& V = view_[t];
         std::vector<Move>& pending = pending_[t];
         table_[t].resize(static_cast<size_t>(V.rows) * K_);
-        // A streamed A is read whole for a rebuild as for an update (its moved lines are spread over it)
+        // A streamed A is always rebuilt: an update would read it whole too (its moved lines are spread over it)
         const bool update = built_[t] && !stream_ &&
                             (policy_ == TablePolicy::Update ||
                              (policy_ == TablePolicy::Auto &&
                               cuda::update_is_cheaper(V, static_cast<int64_t>(pending.size()))));
-        if (stream_) {
-            build_streamed(t);
-            ++stats_.builds;
-            built_[t] = true;
-        } else if (update) {
+        if (update) {
             cuda::update_table(V, pending, K_, table_[t].data(), ws_, kStream);
             stats_.update_reads += static_cast<int64_t>(pending.size()) * V.rows;
         } else {
-            cuda::build_table(V, d_labels_[o].data(), labels_[o].data(), K_, table_[t].data(), ws_, kStream);
+            if (stream_)
+                build_streamed(t);
+            else
+                cuda::build_table(V, d_labels_[o].data(), labels_[o].data(), K_, table_[t].data(), ws_, kStream);
             ++stats_.builds;
             built_[t] = true;
         }

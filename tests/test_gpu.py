@@ -89,6 +89,18 @@ def test_tables_are_deterministic(cuda, torch):
     np.testing.assert_array_equal(D.table(u, 7, "samples"), D.table(u, 7, "samples"))
 
 
+def follow(cpu, gpu, iterations):
+    """Iterate two IterD states side by side: the same labels, tables (to accumulation order),
+    L and moves at every step."""
+    for _ in range(iterations):
+        np.testing.assert_array_equal(cpu.neuron_labels, gpu.neuron_labels)
+        np.testing.assert_array_equal(cpu.sample_labels, gpu.sample_labels)
+        np.testing.assert_allclose(gpu.neuron_table(), cpu.neuron_table(), rtol=1e-11, atol=1e-9)
+        np.testing.assert_allclose(gpu.sample_table(), cpu.sample_table(), rtol=1e-11, atol=1e-9)
+        assert gpu.objective().L == pytest.approx(cpu.objective().L, rel=1e-12)
+        assert gpu.iterate("parallel") == cpu.iterate("parallel")
+
+
 @pytest.mark.parametrize("policy", ["update", "rebuild", "auto"])
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_backend_follows_the_cpu_state(cuda, torch, policy, order):
@@ -100,13 +112,7 @@ def test_backend_follows_the_cpu_state(cuda, torch, policy, order):
     cpu = _core.IterDState(host, 5, None, s0, 1e-9, 7, table_policy=policy)
     gpu = _core.IterDState(D.backend(5, policy), 5, None, s0, 1e-9, 7)
     assert gpu.backend == "cuda"
-    for _ in range(6):
-        np.testing.assert_array_equal(cpu.neuron_labels, gpu.neuron_labels)
-        np.testing.assert_array_equal(cpu.sample_labels, gpu.sample_labels)
-        np.testing.assert_allclose(gpu.neuron_table(), cpu.neuron_table(), rtol=1e-11, atol=1e-9)
-        np.testing.assert_allclose(gpu.sample_table(), cpu.sample_table(), rtol=1e-11, atol=1e-9)
-        assert gpu.objective().L == pytest.approx(cpu.objective().L, rel=1e-12)
-        assert gpu.iterate("parallel") == cpu.iterate("parallel")
+    follow(cpu, gpu, 6)
     if policy == "update":
         assert gpu.update_reads > 0
 
@@ -323,13 +329,7 @@ def test_streamed_backend_follows_the_cpu_state(cuda, order, slab_bytes):
     cpu = _core.IterDState(host, 5, None, s0, 1e-9, 7)
     gpu = _core.IterDState(cuda.streamed_backend(host, 5, 0, slab_bytes), 5, None, s0, 1e-9, 7)
     assert gpu.backend == "cuda-streamed"
-    for _ in range(5):
-        np.testing.assert_array_equal(cpu.neuron_labels, gpu.neuron_labels)
-        np.testing.assert_array_equal(cpu.sample_labels, gpu.sample_labels)
-        np.testing.assert_allclose(gpu.neuron_table(), cpu.neuron_table(), rtol=1e-11, atol=1e-9)
-        np.testing.assert_allclose(gpu.sample_table(), cpu.sample_table(), rtol=1e-11, atol=1e-9)
-        assert gpu.objective().L == pytest.approx(cpu.objective().L, rel=1e-12)
-        assert gpu.iterate("parallel") == cpu.iterate("parallel")
+    follow(cpu, gpu, 5)
     assert gpu.update_reads == 0  # every refresh is one streamed pass
 
 

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from ..analyses import module_name
 from ..analyses.baselines import METHODS, failure_reason
-from ..core._device import DEVICES, on_device, require_cuda
+from ..core._device import DEVICES, fits_on_gpu, on_device, require_cuda
 from ..core._files import atomic_file, save_npy, save_npz, write_text
 from ..core._validation import unique_ks
 from ..lm._store import STORAGE_DTYPES
@@ -368,7 +368,7 @@ def zscore(run, *, progress: bool = False) -> None:
     tmp = tmp.with_name(f".{tmp.name}.{os.getpid()}.tmp")  # written whole, then put in place
     train, test = r.extraction("train").A, r.extraction("test").A
     # On the GPU when the run's work goes there and both splits fit, raw and z-scored (float32) at once
-    on_gpu = iterd_device(r.settings) == "cuda" and resident.fits((train.size + test.size) * (train.itemsize + 4))
+    on_gpu = iterd_device(r.settings) == "cuda" and fits_on_gpu((train.size + test.size) * (train.itemsize + 4))
     _, z_train, z_test = zscore_files(train, test, out_dir=tmp, device="cuda" if on_gpu else "cpu")
     replace_folder(tmp, r.path / ZSCORED)
     if on_gpu:

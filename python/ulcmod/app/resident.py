@@ -14,11 +14,6 @@ from ..core import _device
 _held: dict = {}  # (run folder, split) -> GpuActivations
 
 
-def fits(n_bytes: int) -> bool:
-    """Whether `n_bytes` more fit in the GPU's free memory with the headroom to spare."""
-    return _device.free_memory() >= n_bytes + _device.GPU_HEADROOM_BYTES
-
-
 def keep(folder, split: str, array) -> None:
     """Hold `array` (GpuActivations) as the z-scored `split` of the run in `folder`."""
     _held[Path(folder).resolve(), split] = array
@@ -31,7 +26,7 @@ def matrix(r, split: str, device: str):
     if device != "cuda" or key in _held:
         return _held.get(key, getattr(r, split))
     Z = getattr(r, split)
-    if fits(Z.nbytes):
+    if _device.fits_on_gpu(Z.nbytes):
         _held[key] = _device.GpuActivations(_device.to_device(Z, split))
         return _held[key]
     return Z

@@ -135,10 +135,14 @@ def to_device(A, name: str = "A"):
         return A
     if is_cuda_array(A):
         return _import_dlpack(mod, A)
+    return mod.DeviceArray.from_host(_host_for_gpu(A, name))
+
+
+def _host_for_gpu(A, name: str) -> np.ndarray:
+    """A host array checked, and C- or F-contiguous as the GPU takes it: either order is read as
+    it is, anything else copied."""
     arr = check_activations(A, name)
-    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):  # either order is copied as it is
-        arr = np.ascontiguousarray(arr)
-    return mod.DeviceArray.from_host(arr)
+    return arr if arr.flags.c_contiguous or arr.flags.f_contiguous else np.ascontiguousarray(arr)
 
 
 def to_host(A) -> np.ndarray:
@@ -220,11 +224,9 @@ def prepare_activations(A, device, name: str = "A"):
     host activations too large to copy to the GPU (beside GPU_HEADROOM_BYTES), ``StreamedActivations``."""
     if resolve_device(A, device) == "cuda":
         if not is_cuda_array(A):
-            host = check_activations(A, name)
-            if host.nbytes + GPU_HEADROOM_BYTES > free_memory():
-                if not (host.flags.c_contiguous or host.flags.f_contiguous):
-                    host = np.ascontiguousarray(host)
-                return StreamedActivations(host)
+            A = _host_for_gpu(A, name)
+            if not fits_on_gpu(A.nbytes):
+                return StreamedActivations(A)
         D = to_device(A, name)
         if D.shape[0] == 0 or D.shape[1] == 0:
             raise ValueError(f"{name} is empty (shape {D.shape}); it needs neurons and samples")
@@ -232,6 +234,11 @@ def prepare_activations(A, device, name: str = "A"):
     if is_cuda_array(A):
         A = to_host(A)
     return check_activations(A, name)
+
+
+def fits_on_gpu(n_bytes: int) -> bool:
+    """Whether `n_bytes` more fit in GPU 0's free memory with GPU_HEADROOM_BYTES to spare."""
+    return free_memory() >= n_bytes + GPU_HEADROOM_BYTES
 
 
 def free_memory(device: int = 0) -> int:

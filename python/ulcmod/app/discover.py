@@ -616,14 +616,18 @@ def module_summaries(r, top: int) -> dict:
     z-scored activation of the module's neurons) and where its neurons go at the next K and come
     from at the previous one."""
     from ..analyses.labelling import top_samples
-    from ..core.objective import module_features
+    from ..core.objective import module_features_many
 
     ks = sorted(r.ks)
     labels = {K: r.iterd(K) for K in ks}
-    layers = [int(x) for x in r.model.get("layers") or sorted(set(r.neuron_layer.tolist()))]
-    layer_index = {lay: i for i, lay in enumerate(layers)}
-    layer_of = np.array([layer_index[int(x)] for x in r.neuron_layer])
+    neuron_layer = r.neuron_layer
+    layers = [int(x) for x in r.model.get("layers") or np.unique(neuron_layer).tolist()]
+    position = np.zeros(max(layers) + 1, dtype=np.int64)
+    position[layers] = np.arange(len(layers))
+    layer_of = position[neuron_layer]  # each neuron's layer as an index into `layers`
     y, categories = r.y("train"), r.categories
+    # every K's module features from one pass over the training matrix
+    all_features = module_features_many(r.train, [(labels[K].neuron_labels, K) for K in ks])
 
     def flow(a, b, Kb):  # share of each module of labels a that lands in each module of labels b
         C = np.zeros((a.max() + 1, Kb))
@@ -633,16 +637,17 @@ def module_summaries(r, top: int) -> dict:
     out = {}
     for i, K in enumerate(ks):
         u, s = labels[K].neuron_labels, labels[K].sample_labels
-        features = module_features(r.train, u, n_modules=K)
+        features = all_features[i]
         best = top_samples(features, min(top, features.shape[0]))
         nxt = flow(u, labels[ks[i + 1]].neuron_labels, ks[i + 1]) if i + 1 < len(ks) else None
         prev = flow(u, labels[ks[i - 1]].neuron_labels, ks[i - 1]) if i > 0 else None
+        per_layer = np.bincount(u * len(layers) + layer_of, minlength=K * len(layers)).reshape(K, len(layers))
+        n_neurons, n_samples = np.bincount(u, minlength=K), np.bincount(s, minlength=K)
         modules = []
         for k in range(K):
-            per_layer = np.bincount(layer_of[u == k], minlength=len(layers))
             cats = np.bincount(y[s == k], minlength=len(categories))
-            m = {"module": module_name(k), "neurons": int((u == k).sum()), "samples": int((s == k).sum()),
-                 "neurons_per_layer": per_layer.tolist(),
+            m = {"module": module_name(k), "neurons": int(n_neurons[k]), "samples": int(n_samples[k]),
+                 "neurons_per_layer": per_layer[k].tolist(),
                  "categories": {c: int(n) for c, n in zip(categories, cats)},
                  "top_samples": [{"index": int(j), "activation": float(features[j, k]), "in_module": bool(s[j] == k)}
                                  for j in best[k]]}

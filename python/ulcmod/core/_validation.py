@@ -173,7 +173,7 @@ def check_magnitude(X: np.ndarray, name: str, n_terms: int, what: str) -> None:
     """Raise if sums of `n_terms` squared differences of X's values (`what`) would overflow or
     underflow X's dtype. X is a small in-memory array: one cheap pass, before the core runs."""
     finfo = np.finfo(X.dtype)
-    largest = float(np.abs(X).max(initial=0.0))
+    largest = float(np.maximum(X.max(initial=0.0), -X.min(initial=0.0)))  # NaN propagates; no |X| copy
     if not np.isfinite(largest):
         return  # NaN or infinity: the finiteness check names it
     if largest > np.sqrt(float(finfo.max) / (4.0 * max(1, n_terms))):

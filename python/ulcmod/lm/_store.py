@@ -70,10 +70,12 @@ def check_rows(rows: np.ndarray, sample_ids, name: str) -> None:
                              f"--storage-dtype float32)")
 
 
-def row_checksums(stored: np.ndarray) -> np.ndarray:
-    """CRC-32 of every row of a (rows x neurons) stored array."""
-    return np.fromiter((zlib.crc32(np.ascontiguousarray(r).data) for r in stored), dtype=np.uint32,
-                       count=len(stored))
+def row_checksums(stored: np.ndarray, rows=None) -> np.ndarray:
+    """CRC-32 of the listed rows (default all) of a (rows x neurons) stored array, read one row at
+    a time (a memory map's finished rows are never copied out together)."""
+    rows = range(len(stored)) if rows is None else rows
+    return np.fromiter((zlib.crc32(np.ascontiguousarray(stored[i]).data) for i in rows), dtype=np.uint32,
+                       count=len(rows))
 
 
 def _read_state(out: Path, n: int):
@@ -165,10 +167,10 @@ def resume_folder(out: Path, meta: dict, layer_of, position) -> Store:
     acts = np.lib.format.open_memmap(path, mode="r+")
     if crc is None:
         crc = np.zeros(n, dtype=np.uint32)
-        crc[done] = row_checksums(acts[done])  # trust a folder from before row checksums
+        crc[done] = row_checksums(acts, np.flatnonzero(done))  # trust a folder from before row checksums
     else:
         bad = done.copy()
-        bad[done] = row_checksums(acts[done]) != crc[done]
+        bad[done] = row_checksums(acts, np.flatnonzero(done)) != crc[done]
         _lost(path, done, bad, "their rows do not match their checksums")
     store = Store(out, meta, acts, done, crc)
     store.save_state()

@@ -11,7 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 import ulcmod
 from ulcmod.analyses import _resampling, model_selection, significance_report
 from ulcmod.analyses._resampling import permute_rows
-from ulcmod.analyses.module_stability import adjusted_rand_index, match_modules
+from ulcmod.analyses.module_stability import adjusted_rand_index, match_modules, split_shares
 from ulcmod.core.synthetic import planted
 
 SIGNAL = 2.0  # planted block offset (noise sd 1): IterD recovers the blocks also from bootstrap resamples
@@ -387,3 +387,15 @@ def test_null_plot_keeps_the_null_readable_when_a_s_l_is_far_beyond_it(planted_t
     significance_report.plot_null(noise_test, near)
     assert near.lines[0].get_xdata()[0] == noise_test.L and not near.texts  # inside the null: a line at L
     plt.close(fig)
+
+
+def test_split_shares_count_where_each_module_goes(rng):
+    a, b = rng.integers(0, 4, 300), rng.integers(0, 6, 300)
+    a[a == 3] = 2  # module 3 of `a` is empty: its row stays 0
+    shares = split_shares(a, b, 4, 6)
+    for p in range(4):
+        for q in range(6):
+            members = a == p
+            expected = (b[members] == q).sum() / members.sum() if members.any() else 0.0
+            assert shares[p, q] == pytest.approx(expected)
+    np.testing.assert_allclose(shares[:3].sum(axis=1), 1.0)

@@ -91,9 +91,17 @@ class StabilityResult:
         return int(self.run_L.size)
 
 
-def contingency(a, b, K: int) -> np.ndarray:
-    """K x K counts ``C[p, q] = #{i : a[i] = p and b[i] = q}``."""
-    return np.bincount(np.asarray(a, dtype=np.int64) * K + b, minlength=K * K).reshape(K, K)
+def contingency(a, b, K: int, K_b: int | None = None) -> np.ndarray:
+    """K x K_b (default K x K) counts ``C[p, q] = #{i : a[i] = p and b[i] = q}``."""
+    K_b = K if K_b is None else K_b
+    return np.bincount(np.asarray(a, dtype=np.int64) * K_b + b, minlength=K * K_b).reshape(K, K_b)
+
+
+def split_shares(a, b, K: int, K_b: int) -> np.ndarray:
+    """Share of each of the K modules of labels `a` that lands in each of the K_b modules of labels
+    `b` (how modules split or merge between two numbers of modules); rows of empty modules are 0."""
+    C = contingency(a, b, K, K_b).astype(np.float64)
+    return C / np.maximum(C.sum(axis=1, keepdims=True), 1)
 
 
 def jaccard_matrix(a, b, K: int) -> np.ndarray:

@@ -616,6 +616,7 @@ def module_summaries(r, top: int) -> dict:
     z-scored activation of the module's neurons) and where its neurons go at the next K and come
     from at the previous one."""
     from ..analyses.labelling import top_samples
+    from ..analyses.module_stability import split_shares
     from ..core.objective import module_features_many
 
     ks = sorted(r.ks)
@@ -629,18 +630,13 @@ def module_summaries(r, top: int) -> dict:
     # every K's module features from one pass over the training matrix
     all_features = module_features_many(r.train, [(labels[K].neuron_labels, K) for K in ks])
 
-    def flow(a, b, Kb):  # share of each module of labels a that lands in each module of labels b
-        C = np.zeros((a.max() + 1, Kb))
-        np.add.at(C, (a, b), 1)
-        return C / np.maximum(C.sum(axis=1, keepdims=True), 1)
-
     out = {}
     for i, K in enumerate(ks):
         u, s = labels[K].neuron_labels, labels[K].sample_labels
         features = all_features[i]
         best = top_samples(features, min(top, features.shape[0]))
-        nxt = flow(u, labels[ks[i + 1]].neuron_labels, ks[i + 1]) if i + 1 < len(ks) else None
-        prev = flow(u, labels[ks[i - 1]].neuron_labels, ks[i - 1]) if i > 0 else None
+        nxt = split_shares(u, labels[ks[i + 1]].neuron_labels, K, ks[i + 1]) if i + 1 < len(ks) else None
+        prev = split_shares(u, labels[ks[i - 1]].neuron_labels, K, ks[i - 1]) if i > 0 else None
         per_layer = np.bincount(u * len(layers) + layer_of, minlength=K * len(layers)).reshape(K, len(layers))
         n_neurons, n_samples = np.bincount(u, minlength=K), np.bincount(s, minlength=K)
         modules = []

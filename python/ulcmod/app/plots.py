@@ -13,6 +13,7 @@ import numpy as np
 
 from ..analyses import module_name
 from ..analyses._pyplot import pyplot, save
+from ..analyses.module_stability import split_shares
 
 # Distinct colours for modules, strongest first (pale ones last: they vanish on white).
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
@@ -185,9 +186,7 @@ def split_flow(labels_a, labels_b, path, name_a="K1", name_b="K2"):
     """How modules split when K grows: share of each module at K1 that lands in each at K2."""
     plt = pyplot()
     a, b = np.asarray(labels_a), np.asarray(labels_b)
-    C = np.zeros((a.max() + 1, b.max() + 1))
-    np.add.at(C, (a, b), 1)
-    C = C / np.maximum(C.sum(axis=1, keepdims=True), 1)
+    C = split_shares(a, b, int(a.max()) + 1, int(b.max()) + 1)
     fig, ax = plt.subplots(figsize=(max(4.8, 2.2 + 0.45 * C.shape[1]), max(3.4, 1.4 + 0.45 * C.shape[0])))
     im = ax.imshow(C, cmap="Greens", vmin=0, vmax=1)
     _annotate(ax, im, C)

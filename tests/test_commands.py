@@ -325,6 +325,15 @@ def test_browser_marks_the_best_value_per_column_and_ties():
     assert [c["text"] for c in marked[3]["cells"]] == ["failed", "failed"]  # a failed baseline, never the best
 
 
+def test_best_of_skips_failed_and_non_finite_values_and_keeps_ties():
+    from ulcmod.app.report import best_of
+
+    rows = [{"method": "a", "x": 0.7}, {"method": "b", "x": float("nan")}, {"method": "c", "x": 0.7},
+            {"method": "d", "x": 0.9, "failed": "a cluster was empty"}, {"method": "e", "x": None}]
+    assert best_of(rows, "x") == (0.7, ["a", "c"])
+    assert best_of(rows[1:2], "x") == (None, [])
+
+
 def test_informativeness_verdict_reports_ties_with_their_sample_count():
     table1 = [{"method": m, "K": 4, "L": L} for m, L in (("iterd", 3.0), ("kmeans", 1.0), ("spectral", 2.0))]
     table2 = [{"method": m, "K": 4, "logreg_accuracy": acc, "n_test": 28}

@@ -10,11 +10,11 @@ any), ``analysis.json`` (after ``ulcmod analyze``) and ``figures/``. Every figur
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from ..core._optional import require
 from .plots import PALETTE, module_color
+from .report import best_of
 from .run import read_json
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -29,21 +29,16 @@ def _marked(rows, columns):
     """Rows of cells ``{"text", "best", "tie"}``: per column, every row at the best (highest)
     value is marked best, and when more than one reaches it each is marked a tie; a failed
     method's cells read "failed"."""
-    best = {}
-    for key, *_ in columns:
-        values = [r[key] for r in rows if r.get(key) is not None and math.isfinite(r[key])]
-        top = max(values) if values else None
-        best[key] = (top, sum(v == top for v in values))
+    best = {key: best_of(rows, key)[1] for key, *_ in columns}
     out = []
     for r in rows:
         cells = []
         for key, _, fmt in columns:
-            top, n = best[key]
             if r.get(key) is None:  # a baseline that failed (its reason is in report.md)
                 cells.append({"text": "failed" if r.get("failed") else "-", "best": False, "tie": False})
                 continue
-            is_best = r[key] == top and top is not None
-            cells.append({"text": fmt.format(r[key]), "best": is_best, "tie": is_best and n > 1})
+            is_best = r["method"] in best[key]
+            cells.append({"text": fmt.format(r[key]), "best": is_best, "tie": is_best and len(best[key]) > 1})
         out.append({"method": r["method"], "cells": cells, "row": r})
     return out
 

@@ -55,6 +55,7 @@ from ..lm.prompts import CATEGORIES, load_corpus, load_infinity_instruct, load_p
 from ..lm.sites import parse_site
 from . import resident
 from .progress import Clock, quiet_libraries
+from .report import best_of
 from .run import (
     EXTRACTION,
     LABELS,
@@ -716,12 +717,6 @@ def write_browser(run, *, progress: bool = False) -> None:
     record(run, "write_browser", [BROWSER])
 
 
-def _best(rows, key) -> tuple:
-    """(best value, the methods that reach it): ties are every method equal to the best."""
-    top = max(r[key] for r in rows)
-    return top, [r["method"] for r in rows if r[key] == top]
-
-
 def _verdicts(table1, table2, n_test=None) -> dict:
     """Does IterD's L beat every baseline at every K (Table 1), and how does I(F) compare (Table 2)?
 
@@ -739,7 +734,7 @@ def _verdicts(table1, table2, n_test=None) -> dict:
     best_inf = []
     for K in ks:
         rows = [r for (m, k), r in inf.items() if k == K]
-        top, methods = _best(rows, "logreg_accuracy")
+        top, methods = best_of(rows, "logreg_accuracy")
         n = rows[0].get("n_test", n_test)
         se = math.sqrt(top * (1 - top) / n) if n else None
         best_inf.append({"K": K, "best_methods": methods, "best_accuracy": top,

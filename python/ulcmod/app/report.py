@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..core._files import write_text
@@ -30,15 +31,22 @@ def _methods(names) -> str:
     return names[0] if len(names) == 1 else f"a tie of {len(names)}: " + ", ".join(names)
 
 
+def best_of(rows, key) -> tuple:
+    """(highest value of `key`, the methods that reach it): failed rows and values that are
+    missing or not finite take no part; (None, []) when no row has a value. The one rule by which
+    the report, the browser and the verdicts mark a best value and its ties."""
+    values = [(r[key], r["method"]) for r in rows
+              if not r.get("failed") and r.get(key) is not None and math.isfinite(r[key])]
+    if not values:
+        return None, []
+    top = max(v for v, _ in values)
+    return top, [m for v, m in values if v == top]
+
+
 def _best_cells(rows, keys) -> set:
     """``(method, K, key)`` of every value that is the highest of its column at its K (ties included)."""
-    out = set()
-    rows = [r for r in rows if not r.get("failed")]
-    for key in keys:
-        for K in {r["K"] for r in rows}:
-            top = max(r[key] for r in rows if r["K"] == K)
-            out |= {(r["method"], K, key) for r in rows if r["K"] == K and r[key] == top}
-    return out
+    return {(m, K, key) for key in keys for K in {r["K"] for r in rows}
+            for m in best_of([r for r in rows if r["K"] == K], key)[1]}
 
 
 def _cell(row, key, text, best) -> str:

@@ -174,13 +174,14 @@ def browser_context(r) -> dict:
         t1 = [r_ for r_ in metrics["table1"] if r_["K"] == K]
         t2 = [r_ for r_ in metrics["table2"] if r_["K"] == K]
         verdict = next((v for v in metrics["verdict"]["informativeness_logreg_by_K"] if v["K"] == K), None)
+        answers = _labels(folder, K)
         sections.append({
             "K": K, "layers": summary["layers"],
             "table1": _marked(t1, TABLE1_COLUMNS),
             "table2": _marked(t2, [(key, name, "{:.3f}") for key, name in TABLE2_COLUMNS]),
             "verdict": verdict,
             "figures": [f for f in (fig(p.format(K=K), f"{name}, K={K}") for name, p in FIGURES_PER_K.items()) if f],
-            "modules": [_module_view(m, K, categories, prompts, _labels(folder, K),
+            "modules": [_module_view(m, K, categories, prompts, answers,
                                      editing if analysis and analysis["K"] == K else {},
                                      assessed[i] if assessed else None)
                         for i, m in enumerate(summary["modules"])],

@@ -322,3 +322,19 @@ def test_quick_discover_streams_a_matrix_the_gpu_cannot_hold(tiny_model_dir, dat
     for K in gpu.ks:
         assert gpu.iterd(K).L == pytest.approx(cpu.iterd(K).L, rel=1e-9)
         np.testing.assert_array_equal(gpu.iterd(K).neuron_labels, cpu.iterd(K).neuron_labels)
+
+
+def test_save_random_llama_builds_the_model_it_is_asked_for(tmp_path):
+    from ulcmod.lm.random_model import save_random_llama
+
+    sizes = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, vocab_size=300)
+    model, tok = ulcmod.load_model(save_random_llama(tmp_path / "a", seed=3, **sizes))
+    config = model.config
+    assert (config.hidden_size, config.intermediate_size, config.num_hidden_layers) == (16, 24, 2)
+    assert len(tok) == 300 and tok.pad_token == "<pad>"
+    same, _ = ulcmod.load_model(save_random_llama(tmp_path / "b", seed=3, **sizes))
+    other, _ = ulcmod.load_model(save_random_llama(tmp_path / "c", seed=4, **sizes))
+    weights = [p.detach() for p in model.parameters()]
+    assert all(torch.equal(w, v) for w, v in zip(weights, same.parameters()))
+    assert not all(torch.equal(w, v) for w, v in zip(weights, other.parameters()))

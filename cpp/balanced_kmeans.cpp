@@ -14,151 +14,229 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// Min-cost flow source -> points -> clusters -> sink, where every cluster sends up to q = n / K
-// units straight to the sink and at most one more through node X, which passes r = n mod K
-// units to the sink. Only the cluster-level residual graph is searched: a residual path
-// cluster a -> point p -> cluster b means "move p from a to b" at cost cost[p,b] - cost[p,a].
-class BalancedAssigner {
+// key[a*K+b]: least cost[p,b] - cost[p,a] over the points p labelled a, reached at point[a*K+b]
+// (both already filled with +inf and -1; (a, a) is left meaningless). Returns max |cost|.
+ULCMOD_SIMD_CLONES
+double scan_fronts(const double* cost, const int32_t* labels, int64_t n, int K, double* key, int64_t* point) {
+    double scale = 0.0;
+    for (int64_t p = 0; p < n; ++p) {
+        const double* c = cost + p * K;
+        const double ca = c[labels[p]];
+        double* k_row = key + static_cast<size_t>(labels[p]) * K;
+        int64_t* p_row = point + static_cast<size_t>(labels[p]) * K;
+#pragma omp simd reduction(max : scale)
+        for (int b = 0; b < K; ++b) {  // branch-free, so it vectorises
+            const double k = c[b] - ca;
+            const bool better = k < k_row[b];
+            p_row[b] = better ? p : p_row[b];
+            k_row[b] = better ? k : k_row[b];
+            scale = std::max(scale, std::abs(c[b]));
+        }
+    }
+    return scale;
+}
+
+// Makes a labelling with the balanced sizes (q = n / K or q + 1, r = n mod K of them q + 1)
+// optimal, as a min-cost flow, by cancelling negative cycles in its residual graph: a flow is
+// of least cost exactly when that graph has none. The graph is that of the K clusters: edge
+// a -> b is the cheapest move of a point of a to b, at cost[p,b] - cost[p,a] (the pair's
+// "front"), and node X lends the larger size: edge u -> X when u may grow to q + 1, X -> v when
+// v may shrink to q, so a cycle through X moves one point along a path from such a v to such
+// a u.
+//
+// Lloyd's steps start it from the last step's labels, where a few dozen cycles remain; the
+// first starts from greedy_balanced. Each pair keeps a short sorted list of its cheapest
+// moves, so a front that leaves is mostly replaced without a scan of the cluster.
+class CycleCanceller {
 public:
-    BalancedAssigner(const double* cost, int64_t n, int K)
-        : cost_(cost), n_(n), K_(K), q_(n / K), r_(n % K), labels_(n, -1), version_(n, 0),
-          heaps_(static_cast<size_t>(K) * K), fronts_(static_cast<size_t>(K) * K, Entry{kInf, -1, 0}),
-          to_sink_(K, 0), via_x_(K, 0),
-          potential_(K + 2, 0.0), dist_(K + 2), prev_(K + 2), settled_(K + 2) {
-        for (auto& h : heaps_) h.reserve(static_cast<size_t>(q_ + 1) * 2);
+    CycleCanceller(const double* cost, int64_t n, int K, std::vector<int32_t> labels)
+        : cost_(cost), K_(K), q_(n / K), r_(n % K), candidates_per_pair_(std::clamp<int64_t>(q_ / 64, 8, 64)),
+          labels_(std::move(labels)), version_(n, 0), pos_(n), members_(K),
+          front_key_(static_cast<size_t>(K) * K, kInf), front_point_(static_cast<size_t>(K) * K, -1),
+          candidates_(static_cast<size_t>(K) * K), bound_(static_cast<size_t>(K) * K, -kInf), dist_(K + 1),
+          prev_(K + 1), seen_(K + 1) {
+        for (auto& m : members_) m.reserve(static_cast<size_t>(q_) + 2);  // q + 2 in mid-cycle
+        for (int64_t p = 0; p < n; ++p) {
+            pos_[p] = static_cast<int64_t>(members_[labels_[p]].size());
+            members_[labels_[p]].push_back(p);
+        }
+        const double scale = scan_fronts(cost, labels_.data(), n, K, front_key_.data(), front_point_.data());
+        // Above the rounding of a cycle's sum of at most K + 1 differences of costs.
+        eps_ = 1e-15 * (K + 1) * scale;
     }
 
-    // Labels of all points; incomplete (unplaced points are -1) if interrupted.
+    // Optimal labels (up to cycles shorter than rounding); not optimal if interrupted.
     std::vector<int32_t> run() {
-        for (int64_t i = 0; i < n_; ++i) {
-            if (i % 256 == 0 && interrupt_requested()) break;
-            insert(i);
-        }
+        for (int64_t searches = 1; cancel_short_cycles() || cancel_negative_cycle(); ++searches)
+            if (searches % 256 == 0 && interrupt_requested()) break;
         return labels_;
     }
 
 private:
-    struct Entry {  // 16 bytes: n < 2^31 points (checked by the caller)
+    struct Entry {
         double key;
-        int32_t point;
-        uint32_t version;
-        bool operator>(const Entry& o) const { return key > o.key; }
+        int64_t point;
+        uint32_t version;  // the point's moves when the entry was made: older entries are stale
+        bool operator<(const Entry& o) const { return key < o.key; }
     };
-    static constexpr int kSource = -1;
 
     int X() const { return K_; }
-    int T() const { return K_ + 1; }
+    size_t pair(int a, int b) const { return static_cast<size_t>(a) * K_ + b; }
+    double key(int64_t p, int a, int b) const { return cost_[p * K_ + b] - cost_[p * K_ + a]; }
 
-    bool valid(const Entry& e, int a) const {
-        return labels_[e.point] == a && version_[e.point] == e.version;
+    bool current(const Entry& e, int a) const { return labels_[e.point] == a && version_[e.point] == e.version; }
+
+    // Refills the candidates of (a, b) with the cheapest moves of a's members to b.
+    void scan(int a, int b) {
+        const size_t ab = pair(a, b);
+        auto& c = candidates_[ab];
+        c.clear();
+        bound_[ab] = kInf;
+        for (const int64_t p : members_[a]) offer(ab, {key(p, a, b), p, version_[p]});
     }
 
-    // Re-establish fronts_[ab] after its point left cluster a: drop stale heap entries.
-    void refresh_front(size_t ab, int a) {
-        auto& h = heaps_[ab];
-        while (!h.empty() && !valid(h.front(), a)) {
-            std::pop_heap(h.begin(), h.end(), std::greater<Entry>());
-            h.pop_back();
+    // A member of a (met by scan, or new) whose move to b is cheaper than the bound joins the
+    // sorted candidates; past candidates_per_pair_ the dearest drops out and its cost becomes
+    // the bound.
+    void offer(size_t ab, const Entry& e) {
+        if (!(e.key < bound_[ab])) return;
+        auto& c = candidates_[ab];
+        c.insert(std::upper_bound(c.begin(), c.end(), e), e);
+        if (static_cast<int64_t>(c.size()) > candidates_per_pair_) {
+            bound_[ab] = c.back().key;
+            c.pop_back();
         }
-        fronts_[ab] = h.empty() ? Entry{kInf, -1, 0} : h.front();
     }
 
-    // Move (or first place) point p into cluster k. fronts_ mirrors every heap's front and is
-    // kept valid, so Dijkstra reads move costs from one compact K x K array.
-    void place(int64_t p, int k) {
+    // The front of (a, b) is its cheapest current candidate (stale ones, of points that left,
+    // are dropped); none left: a scan of a's members refills them.
+    void next_front(int a, int b) {
+        const size_t ab = pair(a, b);
+        auto& c = candidates_[ab];
+        auto first = std::find_if(c.begin(), c.end(), [&](const Entry& e) { return current(e, a); });
+        c.erase(c.begin(), first);
+        if (c.empty() && bound_[ab] != kInf) scan(a, b);  // kInf: a's members were all in it
+        front_key_[ab] = c.empty() ? kInf : c.front().key;
+        front_point_[ab] = c.empty() ? -1 : c.front().point;
+    }
+
+    void move(int64_t p, int k) {
         const int from = labels_[p];
+        auto& out = members_[from];
+        pos_[out.back()] = pos_[p];
+        out[pos_[p]] = out.back();
+        out.pop_back();
         labels_[p] = k;
-        const uint32_t v = ++version_[p];
-        if (from >= 0)
-            for (int b = 0; b < K_; ++b) {
-                const size_t ab = static_cast<size_t>(from) * K_ + b;
-                if (fronts_[ab].point == p) refresh_front(ab, from);
-            }
-        const double* c = cost_ + p * K_;
+        const uint32_t version = ++version_[p];
+        pos_[p] = static_cast<int64_t>(members_[k].size());
+        members_[k].push_back(p);
         for (int b = 0; b < K_; ++b) {
+            if (b != from && front_point_[pair(from, b)] == p) next_front(from, b);
             if (b == k) continue;
-            const size_t kb = static_cast<size_t>(k) * K_ + b;
-            const Entry e{c[b] - c[k], static_cast<int32_t>(p), v};
-            auto& h = heaps_[kb];
-            h.push_back(e);
-            std::push_heap(h.begin(), h.end(), std::greater<Entry>());
-            if (e.key < fronts_[kb].key) fronts_[kb] = e;
+            const size_t kb = pair(k, b);
+            offer(kb, {key(p, k, b), p, version});
+            if (key(p, k, b) < front_key_[kb]) front_key_[kb] = key(p, k, b), front_point_[kb] = p;
         }
     }
 
-    void relax(int u, int v, double reduced) {
-        const double d = dist_[u] + std::max(reduced, 0.0);  // clamp rounding below zero; inf stays inf
-        if (d < dist_[v]) {
-            dist_[v] = d;
-            prev_[v] = u;
-        }
-    }
+    bool may_grow(int a) const { return r_ > 0 && static_cast<int64_t>(members_[a].size()) == q_; }
+    bool may_shrink(int a) const { return r_ > 0 && static_cast<int64_t>(members_[a].size()) == q_ + 1; }
 
-    void insert(int64_t i) {
-        const int V = K_ + 2;
-        const double* c = cost_ + i * K_;
-        std::fill(dist_.begin(), dist_.end(), kInf);
-        std::fill(settled_.begin(), settled_.end(), 0);
-        for (int k = 0; k < K_; ++k) {
-            dist_[k] = c[k] - potential_[k];
-            prev_[k] = kSource;
-        }
-        while (true) {
-            int u = -1;
-            for (int v = 0; v < V; ++v)
-                if (!settled_[v] && dist_[v] < kInf && (u < 0 || dist_[v] < dist_[u])) u = v;
-            if (u < 0 || u == T()) break;
-            settled_[u] = 1;
-            if (u < K_) {
-                const Entry* front = fronts_.data() + static_cast<size_t>(u) * K_;
-                for (int b = 0; b < K_; ++b)  // empty heaps have key +inf and never relax
-                    if (b != u && !settled_[b]) relax(u, b, front[b].key + potential_[u] - potential_[b]);
-                if (to_sink_[u] < q_) relax(u, T(), potential_[u] - potential_[T()]);
-                if (r_ > 0 && !via_x_[u]) relax(u, X(), potential_[u] - potential_[X()]);
-            } else {  // X: undo another cluster's extra unit, or use one of the r extras
-                for (int k = 0; k < K_; ++k)
-                    if (via_x_[k] && !settled_[k]) relax(u, k, potential_[u] - potential_[k]);
-                if (x_used_ < r_) relax(u, T(), potential_[u] - potential_[T()]);
+    // Most negative cycles are swaps a <-> b, or a single move v -> u through X: one sweep over
+    // the pairs cancels those it finds, far cheaper than a Bellman-Ford search per cycle.
+    bool cancel_short_cycles() {
+        bool any = false;
+        for (int a = 0; a < K_; ++a)
+            for (int b = a + 1; b < K_; ++b) {
+                if (front_key_[pair(a, b)] + front_key_[pair(b, a)] < -eps_) {
+                    const int64_t p = front_point_[pair(a, b)], o = front_point_[pair(b, a)];
+                    move(p, b);
+                    move(o, a);
+                    any = true;
+                }
             }
+        for (int v = 0; v < K_; ++v)
+            for (int u = 0; u < K_; ++u)
+                if (u != v && may_shrink(v) && may_grow(u) && front_key_[pair(v, u)] < -eps_) {
+                    move(front_point_[pair(v, u)], u);
+                    any = true;
+                }
+        return any;
+    }
+
+    // A node on a cycle of the predecessor links, or -1. Such a cycle is negative: each link
+    // was set by a strict relaxation.
+    int on_predecessor_cycle() {
+        std::fill(seen_.begin(), seen_.end(), -1);
+        for (int s = 0; s <= K_; ++s) {
+            int v = s;
+            while (v >= 0 && seen_[v] < 0) {
+                seen_[v] = s;
+                v = prev_[v];
+            }
+            if (v >= 0 && seen_[v] == s) return v;
         }
-        const double dT = dist_[T()];
-        for (int v = 0; v < V; ++v) potential_[v] += std::min(dist_[v], dT);
-        // Augment from the sink backwards, so each move's heap top is still the one Dijkstra saw.
-        for (int v = T(); v != kSource;) {
+        return -1;
+    }
+
+    // Bellman-Ford from all nodes at once, stopped as soon as the predecessor links close a
+    // cycle (Cherkassky and Goldberg's check: far sooner than after K + 1 rounds); cancels it.
+    bool cancel_negative_cycle() {
+        std::fill(dist_.begin(), dist_.end(), 0.0);
+        std::fill(prev_.begin(), prev_.end(), -1);
+        bool relaxed = false;
+        auto relax = [&](int u, int v, double w) {
+            if (dist_[u] + w < dist_[v] - eps_) {
+                dist_[v] = dist_[u] + w;
+                prev_[v] = u;
+                relaxed = true;
+            }
+        };
+        int start = -1;
+        while (start < 0) {
+            relaxed = false;
+            for (int a = 0; a < K_; ++a) {
+                const double* key = front_key_.data() + pair(a, 0);
+                for (int b = 0; b < K_; ++b)  // an empty cluster's fronts are +inf and never relax
+                    if (b != a) relax(a, b, key[b]);
+                if (may_grow(a)) relax(a, X(), 0.0);
+            }
+            for (int b = 0; b < K_; ++b)
+                if (may_shrink(b)) relax(X(), b, 0.0);
+            if (!relaxed) return false;  // shortest paths found: no negative cycle
+            start = on_predecessor_cycle();
+        }
+        std::vector<std::pair<int64_t, int>> moves;  // picked before any point moves
+        double weight = 0.0;
+        for (int v = start;;) {
             const int u = prev_[v];
-            if (u == kSource) {
-                place(i, v);
-            } else if (u < K_ && v < K_) {
-                place(fronts_[static_cast<size_t>(u) * K_ + v].point, v);
-            } else if (u < K_ && v == T()) {
-                ++to_sink_[u];
-            } else if (u < K_ && v == X()) {
-                via_x_[u] = 1;
-            } else if (v < K_) {  // X -> v
-                via_x_[v] = 0;
-            } else {  // X -> T
-                ++x_used_;
+            if (u != X() && v != X()) {
+                moves.emplace_back(front_point_[pair(u, v)], v);
+                weight += front_key_[pair(u, v)];
             }
-            v = u;
+            if ((v = u) == start) break;
         }
+        if (!(weight < -eps_)) return false;
+        for (const auto& [p, k] : moves) move(p, k);
+        return true;
     }
 
     const double* cost_;
-    int64_t n_;
     int K_;
     int64_t q_, r_;
+    int64_t candidates_per_pair_;  // more for larger clusters, whose scans cost more
+    double eps_;
     std::vector<int32_t> labels_;
     std::vector<uint32_t> version_;
-    std::vector<std::vector<Entry>> heaps_;  // heaps_[a*K+b]: points in a, keyed by move cost to b
-    std::vector<Entry> fronts_;              // fronts_[a*K+b] == heaps_[a*K+b].front() (or empty)
-    std::vector<int64_t> to_sink_;
-    std::vector<char> via_x_;
-    int64_t x_used_ = 0;  // flow X -> sink, always equal to the number of via_x_ set
-    std::vector<double> potential_, dist_;
-    std::vector<int> prev_;
-    std::vector<char> settled_;
+    std::vector<int64_t> pos_;  // each point's index in its cluster's members_
+    std::vector<std::vector<int64_t>> members_;
+    std::vector<double> front_key_;     // [a*K+b]: least cost of moving a point of a to b
+    std::vector<int64_t> front_point_;  // and that point
+    std::vector<std::vector<Entry>> candidates_;  // [a*K+b]: sorted; members not in it cost >= bound_
+    std::vector<double> bound_;                   // -inf until the pair's first scan
+    std::vector<double> dist_;
+    std::vector<int> prev_, seen_;
 };
-
 
 std::vector<double> row_norms(const double* X, int64_t n, int64_t d) {
     std::vector<double> out(n);
@@ -292,6 +370,24 @@ std::vector<int32_t> nearest_assignment(const std::vector<double>& dist, int64_t
     return labels;
 }
 
+// Each point in turn to its cheapest cluster with room (q + 1 for the first r clusters to
+// fill that far, q after): balanced, and a start close enough to optimal for CycleCanceller.
+std::vector<int32_t> greedy_balanced(const double* cost, int64_t n, int K) {
+    const int64_t q = n / K, r = n % K;
+    std::vector<int32_t> labels(n);
+    std::vector<int64_t> sizes(K, 0);
+    int64_t larger = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const double* row = cost + i * K;
+        int best = -1;
+        for (int k = 0; k < K; ++k)
+            if ((sizes[k] < q || (sizes[k] == q && larger < r)) && (best < 0 || row[k] < row[best])) best = k;
+        if (sizes[best]++ == q) ++larger;
+        labels[i] = best;
+    }
+    return labels;
+}
+
 KMeansResult lloyd(const double* X, int64_t n, int64_t d, int K, bool balanced, int max_iter,
                    double tol_abs, uint64_t seed) {
     uint64_t rng = seed;
@@ -302,12 +398,15 @@ KMeansResult lloyd(const double* X, int64_t n, int64_t d, int K, bool balanced, 
     std::vector<int64_t> sizes(K);
     auto assign = [&]() {
         distances(X, x_norm, n, d, res.centers.data(), K, dist);
-        return balanced ? BalancedAssigner(dist.data(), n, K).run() : nearest_assignment(dist, n, K);
+        if (!balanced) return nearest_assignment(dist, n, K);
+        // Warm start: the centres move little between steps, so few of the last labels change.
+        std::vector<int32_t> start = res.labels.empty() ? greedy_balanced(dist.data(), n, K) : res.labels;
+        return CycleCanceller(dist.data(), n, K, std::move(start)).run();
     };
     bool same = false;
     for (res.n_iter = 1; res.n_iter <= max_iter; ++res.n_iter) {
         std::vector<int32_t> labels = assign();
-        if (interrupt_requested()) return res;  // labels may be incomplete; kmeans() throws
+        if (interrupt_requested()) return res;  // labels may not be optimal; kmeans() throws
         same = labels == res.labels;
         res.labels.swap(labels);
         std::fill(next.begin(), next.end(), 0.0);
@@ -343,8 +442,9 @@ KMeansResult lloyd(const double* X, int64_t n, int64_t d, int K, bool balanced, 
 
 }  // namespace
 
-std::vector<int32_t> balanced_assignment(const double* cost, int64_t n, int K) {
-    std::vector<int32_t> labels = BalancedAssigner(cost, n, K).run();
+std::vector<int32_t> balanced_assignment(const double* cost, int64_t n, int K, std::vector<int32_t> start) {
+    if (start.empty()) start = greedy_balanced(cost, n, K);
+    std::vector<int32_t> labels = CycleCanceller(cost, n, K, std::move(start)).run();
     check_interrupt();
     return labels;
 }

@@ -1,6 +1,6 @@
 // k-means with an optional exact balance constraint: every cluster holds floor(n/K) or
-// ceil(n/K) points. The constrained assignment step is solved exactly as a min-cost flow by
-// successive shortest paths on the small graph of clusters (see balanced_assignment).
+// ceil(n/K) points. The constrained assignment step is solved exactly as a min-cost flow on
+// the small graph of clusters, warm-started from the last step (see balanced_assignment).
 #pragma once
 
 #include <cstdint>
@@ -11,12 +11,13 @@ namespace ulcmod {
 // Labels minimising sum_i cost[i, label_i] (cost is n x K, row-major) subject to every cluster
 // holding floor(n/K) or ceil(n/K) points. Exact up to floating-point rounding. n < 2^31.
 //
-// Points are inserted one at a time; each insertion augments along a shortest path
-// "new point -> cluster -> (move a point) -> cluster ... -> free capacity" in a graph of K
-// clusters plus one node that hands out the n mod K larger sizes. The cheapest point to move
-// between two clusters is kept in a heap per ordered cluster pair, and Dijkstra runs on reduced
-// costs (node potentials keep them non-negative). Cost: O(n K^2 + moves K log n).
-std::vector<int32_t> balanced_assignment(const double* cost, int64_t n, int K);
+// A min-cost flow, solved by cancelling negative cycles in the graph of the K clusters (plus
+// one node that hands out the n mod K larger sizes), where an edge is the cheapest move of a
+// point between two clusters. It starts from `start`, a labelling with those sizes (the
+// caller checks), or when empty from a greedy one; from a nearly optimal start, such as the
+// last Lloyd step's labels, only a few points move. Each move costs O(K) plus, now and then,
+// a scan of one cluster; each cycle search O(K^3) at worst.
+std::vector<int32_t> balanced_assignment(const double* cost, int64_t n, int K, std::vector<int32_t> start = {});
 
 struct KMeansResult {
     std::vector<double> centers;  // K x d

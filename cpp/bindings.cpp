@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <string>
 
 #include "balanced_kmeans.hpp"
@@ -494,21 +495,37 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
 
     m.def(
         "balanced_assignment",
-        [](const py::array_t<double, py::array::c_style>& cost) {
+        [](const py::array_t<double, py::array::c_style>& cost,
+           const std::optional<py::array_t<int32_t, py::array::c_style | py::array::forcecast>>& start) {
             if (cost.ndim() != 2 || cost.shape(1) < 1 || cost.shape(0) < cost.shape(1) ||
                 cost.shape(0) >= (int64_t{1} << 31))
                 throw py::value_error("cost must be 2-D (n, K) with 2^31 > n >= K >= 1");
             const int64_t n = cost.shape(0);
             const int K = static_cast<int>(cost.shape(1));
+            std::vector<int32_t> first;
+            if (start) {
+                if (start->ndim() != 1 || start->shape(0) != n)
+                    throw py::value_error("start must hold one label per row of cost");
+                first.assign(start->data(), start->data() + n);
+                std::vector<int64_t> sizes(K, 0);
+                for (const int32_t k : first) {
+                    if (k < 0 || k >= K) throw py::value_error("start labels must lie in [0, K)");
+                    ++sizes[k];
+                }
+                for (const int64_t size : sizes)
+                    if (size != n / K && size != n / K + 1)
+                        throw py::value_error("start must give every cluster floor(n/K) or ceil(n/K) points");
+            }
             std::vector<int32_t> labels;
             {
                 LongCall call;
-                labels = balanced_assignment(cost.data(), n, K);
+                labels = balanced_assignment(cost.data(), n, K, std::move(first));
             }
             return to_numpy(labels);
         },
-        py::arg("cost"),
-        R"pbdoc(Exact min-cost assignment of n points to K clusters of sizes floor(n/K) or ceil(n/K).)pbdoc");
+        py::arg("cost"), py::arg("start") = py::none(),
+        R"pbdoc(Exact min-cost assignment of n points to K clusters of sizes floor(n/K) or ceil(n/K),
+from `start` (balanced labels) when given.)pbdoc");
 
     m.def(
         "kmeans",

@@ -9,15 +9,17 @@ from ulcmod import _core
 def exact_balanced_assignment_cost(cost):
     """Optimal cost under sizes floor(n/K)/ceil(n/K), via the Hungarian method on slots.
 
-    Every cluster offers q = n // K mandatory slots (made attractive by a bonus so all are
-    filled) and one optional slot; exactly n - qK optional slots then get used.
+    Every cluster offers q = n // K mandatory slots (made attractive by a bonus larger than any
+    difference of costs, so all are filled) and one optional slot; exactly n - qK optional slots
+    then get used. The cost is summed from the original entries, not the shifted ones.
     """
     n, K = cost.shape
     q = n // K
-    bonus = np.abs(cost).sum() + 1.0
+    bonus = np.ptp(cost) + 1.0
     slots = np.concatenate([np.repeat(cost, q, axis=1) - bonus, cost], axis=1)
     rows, cols = linear_sum_assignment(slots)
-    return slots[rows, cols].sum() + bonus * q * K
+    labels = np.where(cols < q * K, cols // max(q, 1), cols - q * K)
+    return cost[rows, labels].sum()
 
 
 @pytest.mark.parametrize("n, K", [(10, 3), (50, 7), (64, 8), (200, 13), (37, 37), (40, 1), (101, 2)])
@@ -37,6 +39,59 @@ def test_assignment_of_squared_distances_is_exact(rng):
     cost = ((X[:, None] - C[None]) ** 2).sum(axis=2)
     labels = _core.balanced_assignment(cost)
     assert cost[np.arange(300), labels].sum() == pytest.approx(exact_balanced_assignment_cost(cost), rel=1e-12)
+
+
+def balanced_start(rng, n, K):
+    return rng.permutation(np.arange(n) % K).astype(np.int32)
+
+
+@pytest.mark.parametrize("n, K", [(10, 3), (64, 8), (200, 13), (37, 37), (101, 2), (600, 16)])
+def test_assignment_from_any_balanced_start_is_exact(rng, n, K):
+    for _ in range(3):
+        cost = rng.random((n, K)) ** 3 * 10
+        labels = _core.balanced_assignment(cost, balanced_start(rng, n, K))
+        assert set(np.bincount(labels, minlength=K)) <= {n // K, -(-n // K)}
+        assert cost[np.arange(n), labels].sum() == pytest.approx(exact_balanced_assignment_cost(cost), rel=1e-9)
+
+
+def test_assignment_with_many_ties_is_exact(rng):
+    """Small integer costs: sums are exact, so the optimum must be met exactly, from any start."""
+    n, K = 150, 7
+    cost = rng.integers(0, 4, size=(n, K)).astype(float)
+    best = exact_balanced_assignment_cost(cost)
+    for start in (None, balanced_start(rng, n, K)):
+        labels = _core.balanced_assignment(cost, start)
+        assert cost[np.arange(n), labels].sum() == best
+
+
+def test_assignment_warm_started_from_a_nearby_optimum_is_exact(rng):
+    """As in Lloyd's steps: the optimum for slightly moved centres, started from the old one."""
+    X = rng.normal(size=(500, 4))
+    C = rng.normal(size=(9, 4))
+    old = _core.balanced_assignment(((X[:, None] - C[None]) ** 2).sum(axis=2))
+    cost = ((X[:, None] - (C + 0.05 * rng.normal(size=C.shape))[None]) ** 2).sum(axis=2)
+    labels = _core.balanced_assignment(cost, old)
+    assert not np.array_equal(labels, old)  # the move changed the optimum
+    assert cost[np.arange(500), labels].sum() == pytest.approx(exact_balanced_assignment_cost(cost), rel=1e-12)
+
+
+@pytest.mark.parametrize("start, message", [
+    (np.zeros(5, np.int32), "one label per row"),
+    (np.array([0, 1, 2, 0, 3, 1], np.int32), r"\[0, K\)"),
+    (np.array([0, 0, 0, 1, 1, 2], np.int32), "floor"),
+])
+def test_assignment_refuses_a_start_that_is_not_balanced(start, message):
+    with pytest.raises(ValueError, match=message):
+        _core.balanced_assignment(np.ones((6, 3)), start)
+
+
+def test_final_labels_are_an_exact_assignment_to_the_final_centres(rng):
+    """Every Lloyd step is warm-started; the last one must still be the exact optimum."""
+    X = rng.normal(size=(400, 5)) + rng.integers(0, 4, size=(400, 1)) * 1.5
+    for K in (6, 11):
+        centers, labels, inertia = ulcmod.balanced_kmeans(X, K, n_init=1, random_state=1)
+        cost = ((X[:, None] - centers[None]) ** 2).sum(axis=2)
+        assert cost[np.arange(400), labels].sum() == pytest.approx(exact_balanced_assignment_cost(cost), rel=1e-12)
 
 
 def reference_balanced_kmeans(X, K, n_init, rng, max_iter=100):

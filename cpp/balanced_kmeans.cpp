@@ -248,60 +248,56 @@ std::vector<double> row_norms(const double* X, int64_t n, int64_t d) {
     return out;
 }
 
-// dot[u * 4 + w] = x_u . c_w for two points and four centres: each load feeds two FMAs.
-inline void dots_2x4(const double* x0, const double* x1, const double* c0, int64_t d, double* dot) {
-    const double *c1 = c0 + d, *c2 = c1 + d, *c3 = c2 + d;
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3, b0, b1, b2, b3)
-    for (int64_t j = 0; j < d; ++j) {
-        a0 += x0[j] * c0[j];
-        a1 += x0[j] * c1[j];
-        a2 += x0[j] * c2[j];
-        a3 += x0[j] * c3[j];
-        b0 += x1[j] * c0[j];
-        b1 += x1[j] * c1[j];
-        b2 += x1[j] * c2[j];
-        b3 += x1[j] * c3[j];
-    }
-    dot[0] = a0, dot[1] = a1, dot[2] = a2, dot[3] = a3;
-    dot[4] = b0, dot[5] = b1, dot[6] = b2, dot[7] = b3;
-}
+// Points and centres per block of distance_rows: 4 x 8 accumulators fill the vector registers,
+// enough independent sums to keep the FMA units busy.
+constexpr int kBlockPoints = 4, kBlockCentres = 8;
 
 // out[i * T + t] = |x_i - c_t|^2 for points [i0, i1), as |x|^2 + |c|^2 - 2 x.c (clamped at 0).
+// C_t is C transposed and zero-padded to Tp columns (d x Tp, Tp a multiple of kBlockCentres):
+// each x_ij scales a row of it, so no horizontal sums are needed whatever d is (16 PCA scores
+// or hundreds of weights).
 ULCMOD_SIMD_CLONES
 void distance_rows(const double* X, const double* x_norm, int64_t i0, int64_t i1, int64_t d,
-                   const double* C, const double* c_norm, int T, double* out) {
-    auto put = [&](int64_t i, int t, double dot) {
-        out[i * T + t] = std::max(0.0, x_norm[i] + c_norm[t] - 2.0 * dot);
-    };
-    for (int64_t i = i0; i < i1; i += 2) {
-        const int64_t i1st = i, i2nd = std::min(i + 1, i1 - 1);  // odd tail: same point twice
-        int t = 0;
-        for (; t + 4 <= T; t += 4) {
-            double dot[8];
-            dots_2x4(X + i1st * d, X + i2nd * d, C + t * d, d, dot);
-            for (int w = 0; w < 4; ++w) {
-                put(i1st, t + w, dot[w]);
-                put(i2nd, t + w, dot[4 + w]);
+                   const double* C_t, int64_t Tp, const double* c_norm, int T, double* out) {
+    for (int64_t i = i0; i < i1; i += kBlockPoints) {
+        int64_t rows[kBlockPoints];  // a short last block repeats its last point
+        for (int u = 0; u < kBlockPoints; ++u) rows[u] = std::min(i + u, i1 - 1);
+        for (int t0 = 0; t0 < T; t0 += kBlockCentres) {
+            double acc[kBlockPoints][kBlockCentres];
+#pragma GCC unroll 4
+            for (int u = 0; u < kBlockPoints; ++u)
+#pragma omp simd
+                for (int w = 0; w < kBlockCentres; ++w) acc[u][w] = 0.0;
+            for (int64_t j = 0; j < d; ++j) {
+                const double* c = C_t + j * Tp + t0;
+#pragma GCC unroll 4
+                for (int u = 0; u < kBlockPoints; ++u) {
+                    const double x = X[rows[u] * d + j];
+#pragma omp simd
+                    for (int w = 0; w < kBlockCentres; ++w) acc[u][w] += x * c[w];
+                }
+            }
+            const int width = std::min(kBlockCentres, T - t0);
+            for (int u = 0; u < kBlockPoints; ++u) {
+                double* o = out + rows[u] * T + t0;
+                const double xn = x_norm[rows[u]];
+#pragma omp simd
+                for (int w = 0; w < width; ++w) o[w] = std::max(0.0, xn + c_norm[t0 + w] - 2.0 * acc[u][w]);
             }
         }
-        for (; t < T; ++t)
-            for (const int64_t r : {i1st, i2nd}) {
-                double dot = 0.0;
-#pragma omp simd reduction(+ : dot)
-                for (int64_t j = 0; j < d; ++j) dot += X[r * d + j] * C[t * d + j];
-                put(r, t, dot);
-            }
     }
 }
 
 // Squared distances of all n points to the T rows of C (n x T, row-major), multi-threaded.
 void distances(const double* X, const std::vector<double>& x_norm, int64_t n, int64_t d,
                const double* C, int T, std::vector<double>& out) {
-    std::vector<double> c_norm = row_norms(C, T, d);
+    const int64_t Tp = (T + kBlockCentres - 1) / kBlockCentres * kBlockCentres;
+    std::vector<double> c_norm = row_norms(C, T, d), C_t(static_cast<size_t>(d * Tp), 0.0);
+    for (int t = 0; t < T; ++t)
+        for (int64_t j = 0; j < d; ++j) C_t[j * Tp + t] = C[t * d + j];
     out.resize(static_cast<size_t>(n) * T);
     parallel_for(n, 64, [&](int64_t begin, int64_t end) {
-        distance_rows(X, x_norm.data(), begin, end, d, C, c_norm.data(), T, out.data());
+        distance_rows(X, x_norm.data(), begin, end, d, C_t.data(), Tp, c_norm.data(), T, out.data());
     });
 }
 

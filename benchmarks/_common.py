@@ -52,11 +52,17 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}, NumPy {np.__version__}"
 
 
-def write_table(name: str, title: str, command: str, header, rows, notes=()):
-    """Print a markdown table and write it to benchmarks/results/<name>.md."""
+def write_table(name: str, title: str, command: str, header, rows, notes=(), more=()):
+    """Print a markdown table and write it to benchmarks/results/<name>.md.
+
+    `more`: further (heading, header, rows, notes) tables after the first one's notes.
+    """
     lines = [f"# {title}", "", f"Machine: {machine()}", f"Command: `{command}`", ""]
     lines += markdown_table(header, rows)
     lines += [""] + [f"- {n}" for n in notes]
+    for heading, more_header, more_rows, more_notes in more:
+        lines += ["", f"## {heading}", ""] + markdown_table(more_header, more_rows)
+        lines += [""] + [f"- {n}" for n in more_notes]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)

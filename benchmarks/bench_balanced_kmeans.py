@@ -16,6 +16,7 @@ matrices of 7,000 samples in float16: its share of the whole call.
 
 from __future__ import annotations
 
+import importlib
 import time
 
 import numpy as np
@@ -24,7 +25,6 @@ from k_means_constrained import KMeansConstrained
 import ulcmod
 from ulcmod.core._pca import sample_pca
 from ulcmod.core.balanced_kmeans import run_kmeans
-from ulcmod.core.iterd import _INIT_KMEANS
 from ulcmod.core.synthetic import planted
 
 from _common import best_time, write_table
@@ -48,22 +48,30 @@ def iterd_init_scores(n_neurons, n_samples, rng):
 
 
 def kmeans_share_of_iterd(rng):
-    """iterd on planted N x 7,000 float16 matrices, and its balanced k-means alone."""
-    rows = []
-    for N in (65_536, 262_144):
-        A, _, _ = planted(N, 7_000, 16, 0.3, rng, dtype=np.float16)
+    """iterd on planted N x 7,000 float16 matrices, with the balanced k-means it runs timed inside."""
+    module = importlib.import_module("ulcmod.core.iterd")
+    kmeans_times = []
+
+    def timed_kmeans(*args, **kwargs):
         t0 = time.perf_counter()
-        ulcmod.iterd(A, 16, random_state=0)
-        total = time.perf_counter() - t0
-        # the scores iterd clusters (its seed, so the same neurons), then k-means on them alone
-        r = np.random.default_rng(0)
-        sampled = np.sort(r.choice(N, 16384, replace=False))
-        scores = sample_pca(A, 16, r, rows=sampled)
-        t_km, fit = best_time(lambda x=scores: run_kmeans(x, 16, balanced=True, random_state=1, **_INIT_KMEANS))
-        rows.append([f"{N:,} x 7,000 float16", f"{total:.2f}", f"{t_km:.3f}", f"{100 * t_km / total:.1f}%",
-                     str(fit.n_iter)])
-        print(rows[-1], flush=True)
-        del A
+        fit = run_kmeans(*args, **kwargs)
+        kmeans_times.append((time.perf_counter() - t0, fit.n_iter))
+        return fit
+
+    rows = []
+    module.run_kmeans = timed_kmeans
+    try:
+        for N in (65_536, 262_144):
+            A, _, _ = planted(N, 7_000, 16, 0.3, rng, dtype=np.float16)
+            kmeans_times.clear()
+            total, _ = best_time(lambda A=A: ulcmod.iterd(A, 16, random_state=0))
+            t_km, steps = min(kmeans_times)
+            rows.append([f"{N:,} x 7,000 float16", f"{total:.2f}", f"{t_km:.3f}", f"{100 * t_km / total:.1f}%",
+                         str(steps)])
+            print(rows[-1], flush=True)
+            del A
+    finally:
+        module.run_kmeans = run_kmeans
     return rows
 
 
@@ -102,8 +110,8 @@ def main():
                "Negative inertia difference: ulcmod found a better (lower) inertia."],
         more=[("Balanced k-means within ulcmod.iterd on the CPU",
                ["matrix", "iterd(A, 16) s", "its balanced k-means s", "share", "Lloyd steps"], share,
-               ["Planted modules (16, signal 0.3); the k-means alone on the scores iterd clusters "
-                "(its seed, so the same neurons), best of 3."])],
+               ["Planted modules (16, signal 0.3). Best of 3 calls each: the whole call, and the "
+                "balanced k-means of its initialisation, timed inside it."])],
     )
 
 

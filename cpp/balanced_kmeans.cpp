@@ -44,8 +44,8 @@ double scan_fronts(const double* cost, const int32_t* labels, int64_t n, int K, 
 // v may shrink to q, so a cycle through X moves one point along a path from such a v to such
 // a u.
 //
-// Lloyd's steps start it from the last step's labels, where a few dozen cycles remain; the
-// first starts from greedy_balanced. Each pair keeps a short sorted list of its cheapest
+// Lloyd's steps start it from the last step's labels, where only the points whose best cluster
+// changed need to move; the first starts from greedy_balanced. Each pair keeps a short sorted list of its cheapest
 // moves, so a front that leaves is mostly replaced without a scan of the cluster.
 class CycleCanceller {
 public:
@@ -134,8 +134,9 @@ private:
             if (b != from && front_point_[pair(from, b)] == p) next_front(from, b);
             if (b == k) continue;
             const size_t kb = pair(k, b);
-            offer(kb, {key(p, k, b), p, version});
-            if (key(p, k, b) < front_key_[kb]) front_key_[kb] = key(p, k, b), front_point_[kb] = p;
+            const Entry e{key(p, k, b), p, version};
+            offer(kb, e);
+            if (e.key < front_key_[kb]) front_key_[kb] = e.key, front_point_[kb] = p;
         }
     }
 

@@ -47,9 +47,11 @@ struct Candidates {
 
 // Starts fetching a row's K table entries into cache: rows scored out of order (candidates,
 // rows a partial scan rescores) are scattered over the table, beyond what hardware prefetchers see.
+// Every cache line the row touches: a row that starts inside a line ends in one more.
 inline void prefetch_row(const double* row, int K) {
-    const char* p = reinterpret_cast<const char*>(row);
-    for (int64_t byte = 0; byte < K * int64_t{8}; byte += 64) __builtin_prefetch(p + byte);
+    const uintptr_t last = reinterpret_cast<uintptr_t>(row + K) - 1;
+    for (uintptr_t line = reinterpret_cast<uintptr_t>(row) & ~uintptr_t{63}; line <= last; line += 64)
+        __builtin_prefetch(reinterpret_cast<const void*>(line));
 }
 
 // Work done on tables, to tell a run's cost in passes over A.

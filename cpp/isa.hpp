@@ -19,13 +19,11 @@ namespace ulcmod {
 // g * size + offset[g * size + i]. The group's runs of equal labels are r in [first_run[g],
 // first_run[g + 1]): label run_label[r] over positions [end of the previous run (0 for the
 // first), run_end[r]). Built once per table build (tables.cpp), shared read-only by the tasks.
-// Settings of the build ride along (tables.cpp picks them, table_kernels.hpp explains them):
-// column layout: chunk, the columns of a run summed together before their buffer is updated;
-// row layout: prefetch_next_tile for short rows, and stream_output to write a table larger than
-// the caches with non-temporal stores.
+// Settings of the row layout's build ride along (tables.cpp picks them, table_kernels.hpp
+// explains them): prefetch_next_tile for short rows, and stream_output to write a table larger
+// than the caches with non-temporal stores.
 struct LabelGroups {
     int64_t size = 0;
-    int64_t chunk = 0;
     bool prefetch_next_tile = false;
     bool stream_output = false;
     const uint16_t* offset = nullptr;
@@ -63,6 +61,10 @@ struct KernelSet {
 // Shared by the driver and the kernels. Internal linkage (an unnamed namespace), so the copies in
 // the AVX2/AVX-512 sources stay theirs (see simd.hpp).
 namespace {
+
+// Column layout: columns summed in registers before one buffer update (and streams read at a
+// time).
+constexpr int64_t kColChunk = 16;
 
 // Stride of the K buffers of a column-layout task: its rows rounded up to 8, plus 8 when that is
 // a multiple of 16, so the K buffers never sit a multiple of 4 KiB apart (same L1 cache set).

@@ -132,12 +132,12 @@ void build_rows_t(const Matrix& A, int64_t r0, int64_t r1, int64_t g0, int64_t g
 }
 
 // Columns contiguous: the task's rows [r0, r1) accumulate into K buffers buf[label][0..len).
-// Each run of equal labels is walked G.chunk columns at a time: the chunk's columns are summed in
+// Each run of equal labels is walked kColChunk columns at a time: the chunk's columns are summed in
 // registers, 32 rows at a time down the chunk, and added to their label's buffer once per 32
 // rows. Groups are large enough that runs hold several chunks (tables.cpp), so the buffers take
 // one read-modify-write per chunk instead of one per column or short run, while the memory
-// system sees only G.chunk streams at a time. The chunk after this one is prefetched into L2,
-// spread over this chunk's steps: a chunk is G.chunk streams, scattered over the group by the
+// system sees only kColChunk streams at a time. The chunk after this one is prefetched into L2,
+// spread over this chunk's steps: a chunk is kColChunk streams, scattered over the group by the
 // label order, that hardware prefetchers would find too late.
 template <class T>
 void build_cols_t(const Matrix& A, int64_t r0, int64_t r1, int64_t g0, int64_t g1, const LabelGroups& G, int K,
@@ -157,7 +157,7 @@ void build_cols_t(const Matrix& A, int64_t r0, int64_t r1, int64_t g0, int64_t g
             const int64_t end = G.run_end[r];
             double* d = buf + G.run_label[r] * L;
             for (; i < end;) {
-                const int64_t c1 = lmin(end, i + G.chunk), p1 = lmin(n, c1 + G.chunk);
+                const int64_t c1 = lmin(end, i + kColChunk), p1 = lmin(n, c1 + kColChunk);
                 const int64_t per_step = rs == 1 ? ((p1 - c1) * ((col_bytes + 63) / 64) + steps - 1) / steps : 0;
                 int64_t pc = c1, poff = 0;
                 int64_t x = 0;

@@ -36,10 +36,9 @@ constexpr int64_t kColBufferBytes = int64_t{1} << 20;
 // Row-layout rows of at least kLongRun bytes are streamed well by the memory system once
 // started; shorter ones are prefetched a tile ahead.
 constexpr int64_t kLongRun = int64_t{2} << 10;
-// Column layout: columns summed in registers before one buffer update (and streams read at a
-// time), and groups of kColChunksPerLabel chunks per label on average, so that most runs of a
+// Column layout (chunks of kColChunk columns, isa.hpp): groups of kColChunksPerLabel chunks per
+// label on average, so that most runs of a
 // group are whole chunks; at most kColGroupMax columns (offsets within a group are 16-bit).
-constexpr int64_t kColChunk = 16;
 constexpr int64_t kColChunksPerLabel = 4;
 constexpr int64_t kColGroupMax = 4096;
 // tables larger than this (about the L3 cache) are written with non-temporal stores.
@@ -265,7 +264,6 @@ void build_table(const Matrix& A, const int32_t* col_labels, int K, double* out)
                                        : std::min(kColChunk * kColChunksPerLabel * K, kColGroupMax);
     const OwnedGroups groups(col_labels, A.cols, K, std::min(group, A.cols));
     LabelGroups G = groups.view();
-    G.chunk = kColChunk;
     G.prefetch_next_tile = n.row_layout && A.cols * item < kLongRun;
     G.stream_output = A.rows * K * 8 > kStreamBytes;
     const Plan plan = make_plan(n.A, n.row_layout, groups.count(), G.size, K);

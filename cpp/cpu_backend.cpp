@@ -39,10 +39,10 @@ ULCMOD_SIMD_CLONES void scan_rows(const Scan& s, int64_t begin, int64_t end) {
         int64_t n = 0;
         for (int64_t r = b0; r < b1; ++r) {
             todo[n] = r;
-            n += !s.drift || s.margins[r] + s.drift[s.round_of[r] * K + s.labels[r]] > 0.0;
+            n += !s.drift || s.margins[r] + s.drift[int64_t{s.round_of[r]} * K + s.labels[r]] > 0.0;
         }
         for (int64_t i = 0; i < n; ++i) {
-            if (i + kScanAhead < n) prefetch_row(s.table + todo[i + kScanAhead] * K, K);
+            if (s.drift && i + kScanAhead < n) prefetch_row(s.table + todo[i + kScanAhead] * K, K);  // scattered rows
             const int64_t r = todo[i];
             const int a = s.labels[r];
             const double m = row_margin(s.table + r * K, a, rule.c.data(), K, rule.slack);
@@ -154,11 +154,12 @@ public:
             scanned_[s] = true;
         }
         rules.push_back(rule);
-        std::vector<double> drift;
-        for (const MoveRule& then : rules) {
-            const std::vector<double> d = rule_drift(then, rule);
-            drift.insert(drift.end(), d.begin(), d.end());
-        }
+        std::vector<double> drift;  // only a partial scan reads it
+        if (partial)
+            for (const MoveRule& then : rules) {
+                const std::vector<double> d = rule_drift(then, rule);
+                drift.insert(drift.end(), d.begin(), d.end());
+            }
         flags_.assign(n, 0);
         const Scan scan{T, lab, &rule, partial ? drift.data() : nullptr, margins_[s].data(),
                         round_of_[s].data(), static_cast<uint16_t>(rules.size() - 1), flags_.data()};

@@ -507,12 +507,7 @@ C (samples x K). Each call to ``iterate`` runs one neuron sweep and one sample s
                 if (start->ndim() != 1 || start->shape(0) != n)
                     throw py::value_error("start must hold one label per row of cost");
                 first.assign(start->data(), start->data() + n);
-                std::vector<int64_t> sizes(K, 0);
-                for (const int32_t k : first) {
-                    if (k < 0 || k >= K) throw py::value_error("start labels must lie in [0, K)");
-                    ++sizes[k];
-                }
-                for (const int64_t size : sizes)
+                for (const int64_t size : count_labels(first, K, "start"))
                     if (size != n / K && size != n / K + 1)
                         throw py::value_error("start must give every cluster floor(n/K) or ceil(n/K) points");
             }

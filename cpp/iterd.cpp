@@ -16,18 +16,6 @@ namespace {
 // Candidates a parallel round fetches ahead of the one it scores (see IterDState::sweep).
 constexpr size_t kApplyAhead = 8;
 
-std::vector<int64_t> count_labels(const std::vector<int32_t>& labels, int K, const char* what) {
-    std::vector<int64_t> counts(K, 0);
-    for (size_t i = 0; i < labels.size(); ++i) {
-        const int32_t k = labels[i];
-        if (k < 0 || k >= K)
-            throw std::invalid_argument(std::string(what) + " label " + std::to_string(k) +
-                                        " at index " + std::to_string(i) + " is outside [0, " +
-                                        std::to_string(K) + ")");
-        ++counts[k];
-    }
-    return counts;
-}
 
 void require_nonempty(const std::vector<int64_t>& counts, const char* what) {
     for (size_t k = 0; k < counts.size(); ++k)
@@ -99,6 +87,19 @@ private:
 };
 
 }  // namespace
+
+std::vector<int64_t> count_labels(const std::vector<int32_t>& labels, int K, const char* what) {
+    std::vector<int64_t> counts(K, 0);
+    for (size_t i = 0; i < labels.size(); ++i) {
+        const int32_t k = labels[i];
+        if (k < 0 || k >= K)
+            throw std::invalid_argument(std::string(what) + " label " + std::to_string(k) +
+                                        " at index " + std::to_string(i) + " is outside [0, " +
+                                        std::to_string(K) + ")");
+        ++counts[k];
+    }
+    return counts;
+}
 
 Objective objective_from(double D, const std::vector<int64_t>& n, const std::vector<int64_t>& m) {
     double P = 0.0, H = 0.0;

@@ -14,6 +14,10 @@
 
 namespace ulcmod {
 
+// How many labels equal each of 0..K-1; std::invalid_argument naming `what` ("sample", ...),
+// the label and its index when one lies outside [0, K).
+std::vector<int64_t> count_labels(const std::vector<int32_t>& labels, int K, const char* what);
+
 struct Objective {
     double L, xi, B;  // L = xi * B
     double D, P, H;   // diagonal-block sum, sum n_k m_k, sum 1 / (n_k m_k)

@@ -77,7 +77,7 @@ def test_assignment_warm_started_from_a_nearby_optimum_is_exact(rng):
 
 @pytest.mark.parametrize("start, message", [
     (np.zeros(5, np.int32), "one label per row"),
-    (np.array([0, 1, 2, 0, 3, 1], np.int32), r"\[0, K\)"),
+    (np.array([0, 1, 2, 0, 3, 1], np.int32), r"start label 3 at index 4 is outside \[0, 3\)"),
     (np.array([0, 0, 0, 1, 1, 2], np.int32), "floor"),
 ])
 def test_assignment_refuses_a_start_that_is_not_balanced(start, message):

@@ -23,8 +23,15 @@ from ulcmod import _core
 
 from _common import best_wall_and_cpu, write_table
 
-# update_is_cheaper's per-moved costs (cpp/tables.cpp), to print next to the measurements.
-MODEL = {("R", 2): 2.5, ("R", 4): 1.3, ("R", 8): 1.0, ("C", 2): 3.2, ("C", 4): 2.3, ("C", 8): 1.5}
+
+def model_per_moved(view):
+    """The core's per_moved for this view (update_is_cheaper): its columns over the fewest moved
+    columns for which it rebuilds, found by bisection."""
+    lo, hi = 1, view.shape[1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if _core.update_is_cheaper(view, mid) else (lo, mid)
+    return view.shape[1] / lo
 
 
 def crossover(counts, ratios):
@@ -43,7 +50,6 @@ def main():
         A = np.empty((N, M), dtype=dtype)
         for r0 in range(0, N, 10_000):
             A[r0:r0 + 10_000] = rng.standard_normal((min(10_000, N - r0), M), dtype=np.float32)
-        item = A.itemsize
         for table, view, counts in (("R", A, (100, 875, 1750, 2500, 3500, 5000, 7000)),
                                     ("C", A.T, (N // 20, N // 4, N // 3, N // 2, 2 * N // 3, N))):
             n_cols = view.shape[1]
@@ -62,7 +68,7 @@ def main():
             cross = crossover(counts, ratios)
             measured = f"{n_cols / cross:.1f}" if cross else f"> {n_cols / counts[-1]:.1f}" if ratios[-1] < 1 else "?"
             notes.append(f"{np.dtype(dtype).name} {table}: break-even at {measured} columns per moved column "
-                         f"(CPU-time ratio); the model uses {MODEL[(table, item)]}")
+                         f"(CPU-time ratio); the model uses {model_per_moved(view):.1f}")
     write_table("table_update", "Table update vs rebuild (C-ordered A, 7,000 samples, K=20)",
                 "python benchmarks/bench_table_update.py",
                 ["dtype", "table", "moved", "rebuild s", "update s", "update / rebuild", "same, CPU time"], rows,

@@ -325,6 +325,36 @@ def test_browser_marks_the_best_value_per_column_and_ties():
     assert [c["text"] for c in marked[3]["cells"]] == ["failed", "failed"]  # a failed baseline, never the best
 
 
+def test_browser_verdicts_come_from_results_json_and_old_runs_get_them_by_its_thresholds():
+    from ulcmod.app.browser import _assessments
+
+    sig = {"alpha": 0.05, "stable_jaccard": 0.75, "by_K": {
+        "2": {"module_p_value": [0.01, 0.2], "module_significant": [False, True],  # as recorded, even if odd
+              "module_stability": [0.9, 0.5], "module_stable": [True, True]},
+        "3": {"module_p_value": [0.01, 0.05, 0.5], "module_stability": [0.8, 0.75, 0.1]},  # an older run
+        "4": {"module_stability": [0.8, 0.7, 0.9, 0.2]}}}  # stability only
+    assert [(a["significant"], a["stable"]) for a in _assessments(sig, 2)] == [(False, True), (True, True)]
+    assert [(a["p_value"], a["significant"], a["stable"]) for a in _assessments(sig, 3)] == [
+        (0.01, True, True), (0.05, True, True), (0.5, False, False)]
+    assert [(a["p_value"], a["significant"], a["stable"]) for a in _assessments(sig, 4)] == [
+        (None, None, True), (None, None, False), (None, None, True), (None, None, False)]
+    assert _assessments(sig, 5) == [] and _assessments(None, 2) == []
+
+
+def test_resident_matrix_is_the_run_s_own_file_for_work_off_the_gpu(quick_run):
+    from ulcmod.app import resident
+
+    run = ulcmod.load_run(quick_run)
+    held = object()  # what the GPU would hold: never handed to work on the CPU
+    resident.keep(quick_run, "train", held)
+    try:
+        Z = resident.matrix(run, "train", "cpu")
+        assert isinstance(Z, np.ndarray) and np.array_equal(Z, run.train)
+        assert resident.matrix(run, "train", "cuda") is held
+    finally:
+        resident.release()
+
+
 def test_best_of_skips_failed_and_non_finite_values_and_keeps_ties():
     from ulcmod.app.report import best_of
 

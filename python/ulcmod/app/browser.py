@@ -53,14 +53,16 @@ def _pct(x, total) -> float:
 
 def _assessments(sig: dict | None, K: int) -> list:
     """Per module of K: its null-test p-value and stability with the verdicts results.json holds
-    (None where the run was not assessed; see ``discover --significance/--stability``)."""
+    (None where the run was not assessed; see ``discover --significance/--stability``). Runs
+    written before results.json held the verdicts get them by the same thresholds it records."""
     got = (sig or {}).get("by_K", {}).get(str(K))
     if not got:
         return []
-    keys = {"p_value": "module_p_value", "significant": "module_significant", "stability": "module_stability",
-            "stable": "module_stable"}
-    n = len(got.get("module_p_value") or got["module_stability"])
-    return [{key: got[name][k] if name in got else None for key, name in keys.items()} for k in range(n)]
+    p, st = got.get("module_p_value"), got.get("module_stability")
+    significant = got.get("module_significant", None if p is None else [v <= sig["alpha"] for v in p])
+    stable = got.get("module_stable", None if st is None else [v >= sig["stable_jaccard"] for v in st])
+    columns = {"p_value": p, "significant": significant, "stability": st, "stable": stable}
+    return [{key: None if v is None else v[k] for key, v in columns.items()} for k in range(len(p or st))]
 
 
 def _module_view(m, K, categories, prompts, labels, editing, assessment=None) -> dict:

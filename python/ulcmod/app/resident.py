@@ -23,8 +23,10 @@ def matrix(r, split: str, device: str):
     """The z-scored `split` of run `r` for work on `device`: the copy held in GPU memory (made now
     when there is none and it fits), else the memory-mapped file."""
     key = (Path(r.path).resolve(), split)
-    if device != "cuda" or key in _held:
-        return _held.get(key, getattr(r, split))
+    if device != "cuda":
+        return getattr(r, split)
+    if key in _held:
+        return _held[key]
     Z = getattr(r, split)
     if _device.fits_on_gpu(Z.nbytes):
         _held[key] = _device.GpuActivations(_device.to_device(Z, split))

@@ -221,8 +221,9 @@ def iterd_device(settings: dict) -> str:
     try:
         require_cuda("iterd_device")
     except ValueError as err:
+        # one place, so Python shows it once however many stages ask
         warnings.warn(f"IterD runs on the CPU although the model runs on a GPU: {err}", RuntimeWarning,
-                      stacklevel=2)
+                      stacklevel=1)
         return "cpu"
     return "cuda"
 
@@ -368,9 +369,11 @@ def zscore(run, *, progress: bool = False) -> None:
     tmp = r.path / ZSCORED
     tmp = tmp.with_name(f".{tmp.name}.{os.getpid()}.tmp")  # written whole, then put in place
     train, test = r.extraction("train").A, r.extraction("test").A
-    # On the GPU when the run's work goes there and both splits fit, raw and z-scored (float32) at once
-    on_gpu = iterd_device(r.settings) == "cuda" and fits_on_gpu((train.size + test.size) * (train.itemsize + 4))
-    _, z_train, z_test = zscore_files(train, test, out_dir=tmp, device="cuda" if on_gpu else "cpu")
+    # On the GPU when the run's work goes there and both splits fit, raw and z-scored at once
+    out = np.dtype(np.float32)
+    on_gpu = (iterd_device(r.settings) == "cuda"
+              and fits_on_gpu((train.size + test.size) * (train.itemsize + out.itemsize)))
+    _, z_train, z_test = zscore_files(train, test, out_dir=tmp, dtype=out, device="cuda" if on_gpu else "cpu")
     replace_folder(tmp, r.path / ZSCORED)
     if on_gpu:
         resident.keep(r.path, "train", z_train)
@@ -381,8 +384,10 @@ def zscore(run, *, progress: bool = False) -> None:
 def find_modules(run, *, progress: bool = False) -> None:
     """Stage 4: IterD and the baselines at every K; labels, the neuron table and Table 1.
 
-    IterD reads the memory-mapped matrix in place; the baselines run on a subsample of neurons
-    when their copies of it would exceed the memory budget (recorded in objective.json).
+    IterD reads the z-scored training matrix where it is: memory-mapped on the host, or for work on
+    the GPU the copy held there (app/resident.py), or streamed up for every pass when it does not
+    fit. The baselines run on a subsample of neurons when their copies of it would exceed the
+    memory budget (recorded in objective.json).
     """
     from ..analyses.baselines import NeuronFeatures, baseline_subsample, compare_methods
     from ..core._memory import default_memory_budget
@@ -450,7 +455,7 @@ def assess_modules(run, *, progress: bool = False) -> None:
         stabilities = [stability(A, K, n_runs, reference=reported[K], random_state=seed, progress=progress)
                        for K in ks] if n_runs else []
     per_k = list(zip(ks, tests or [None] * len(ks), stabilities or [None] * len(ks)))
-    by_k = {str(K): _assessment(t, st, sr) for K, t, st in per_k}
+    by_k = {str(K): _assessment(t, st) for K, t, st in per_k}
     folder = (r.path / SIGNIFICANCE).parent
     folder.mkdir(exist_ok=True)
     write_json(r.path / SIGNIFICANCE, {
@@ -481,9 +486,11 @@ def _check_copy_fits(A, s: dict) -> None:
                          f"{budget / 2**20:,.1f} MiB; raise --memory-budget or run without them")
 
 
-def _assessment(test, stab, sr) -> dict:
+def _assessment(test, stab) -> dict:
     """The numbers of one K's null test and stability, with each module's verdicts (the report's
-    rules, `sr` being :mod:`ulcmod.analyses.significance_report`), for results.json (None: not run)."""
+    rules), for results.json (None: not run)."""
+    from ..analyses import significance_report as sr
+
     out = {}
     if test is not None:
         out.update(L=test.L, null_L_mean=float(test.null_L.mean()), null_L_std=float(test.null_L.std(ddof=1)),

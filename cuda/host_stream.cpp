@@ -4,18 +4,16 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "parallel.hpp"
+
 namespace ulcmod::cuda {
 namespace {
 
 // Copy `bytes` from src to dst on the host's threads (a memory map's pages fault in in parallel).
 void parallel_copy(void* dst, const void* src, int64_t bytes) {
-    constexpr int64_t kPiece = int64_t{4} << 20;
-    const int64_t pieces = (bytes + kPiece - 1) / kPiece;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t p = 0; p < pieces; ++p) {
-        const int64_t off = p * kPiece;
-        std::memcpy(static_cast<char*>(dst) + off, static_cast<const char*>(src) + off, std::min(kPiece, bytes - off));
-    }
+    parallel_for(bytes, int64_t{4} << 20, [&](int64_t begin, int64_t end) {
+        std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin, end - begin);
+    });
 }
 
 }  // namespace
@@ -31,16 +29,23 @@ HostStream::HostStream(const Matrix& host, std::shared_ptr<void> keep, int devic
     lines_per_slab_ = std::clamp<int64_t>(slab_bytes / std::max<int64_t>(1, line_bytes_), 1, std::max<int64_t>(1, lines));
     const int64_t bytes = lines_per_slab_ * line_bytes_;
     DeviceGuard guard(device_);
-    for (int b = 0; b < 2; ++b) {
-        ULCMOD_CUDA(cudaHostAlloc(&pinned_[b], std::max<int64_t>(1, bytes), cudaHostAllocDefault));
-        slab_[b].resize(bytes);
-        ULCMOD_CUDA(cudaEventCreateWithFlags(&uploaded_[b], cudaEventDisableTiming));
-        ULCMOD_CUDA(cudaEventCreateWithFlags(&consumed_[b], cudaEventDisableTiming));
+    try {
+        for (int b = 0; b < 2; ++b) {
+            ULCMOD_CUDA(cudaHostAlloc(&pinned_[b], std::max<int64_t>(1, bytes), cudaHostAllocDefault));
+            slab_[b].resize(bytes);
+            ULCMOD_CUDA(cudaEventCreateWithFlags(&uploaded_[b], cudaEventDisableTiming));
+            ULCMOD_CUDA(cudaEventCreateWithFlags(&consumed_[b], cudaEventDisableTiming));
+        }
+        ULCMOD_CUDA(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
+    } catch (...) {  // no destructor runs for a half-built object: free what was made
+        release();
+        throw;
     }
-    ULCMOD_CUDA(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
 }
 
-HostStream::~HostStream() {
+HostStream::~HostStream() { release(); }
+
+void HostStream::release() {
     int prev = 0;
     cudaGetDevice(&prev);
     cudaSetDevice(device_);
@@ -63,9 +68,11 @@ void HostStream::for_each_slab(cudaStream_t stream, const std::function<void(con
         const int b = static_cast<int>(i % 2);
         const int64_t count = std::min(lines_per_slab_, lines - first);
         const int64_t bytes = count * line_bytes_;
-        if (i >= 2) ULCMOD_CUDA(cudaEventSynchronize(uploaded_[b]));  // pinned_[b] was copied up: reusable
+        // The buffers' last use, in this pass or the one before, is over (events never recorded
+        // yet wait for nothing).
+        ULCMOD_CUDA(cudaEventSynchronize(uploaded_[b]));  // pinned_[b] was copied up: reusable
         parallel_copy(pinned_[b], base + first * line_bytes_, bytes);
-        if (i >= 2) ULCMOD_CUDA(cudaStreamWaitEvent(copy_, consumed_[b], 0));  // the work on slab i-2 is done
+        ULCMOD_CUDA(cudaStreamWaitEvent(copy_, consumed_[b], 0));  // the work on slab_[b] is done
         ULCMOD_CUDA(cudaMemcpyAsync(slab_[b].data(), pinned_[b], bytes, cudaMemcpyHostToDevice, copy_));
         ULCMOD_CUDA(cudaEventRecord(uploaded_[b], copy_));
         ULCMOD_CUDA(cudaStreamWaitEvent(stream, uploaded_[b], 0));

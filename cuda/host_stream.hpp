@@ -36,6 +36,8 @@ public:
     void for_each_slab(cudaStream_t stream, const std::function<void(const Matrix&, int64_t, int64_t)>& work);
 
 private:
+    void release();  // waits for the copies and work in flight, then frees the buffers and events
+
     Matrix host_;
     std::shared_ptr<void> keep_;
     int device_;

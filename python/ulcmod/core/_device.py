@@ -249,18 +249,17 @@ def free_memory(device: int = 0) -> int:
     return int(mod.memory_info(device)[0])
 
 
-def write_npy_transposed(D, path, block_bytes: int = 256 << 20) -> None:
+def write_npy_transposed(D, path, block_bytes: int = STREAM_SLAB_BYTES) -> None:
     """Write a device array D (N x M) to the .npy file `path` as its transpose (M x N, C order),
     copying column blocks down one at a time (a samples x neurons file from neurons x samples)."""
-    from ._blocks import write_npy_header
+    from ._blocks import row_blocks, write_npy_header
 
     N, M = D.shape
     host = np.dtype(D.dtype)  # float16/32/64: what z-scoring writes
-    step = max(1, block_bytes // max(1, N * host.itemsize))
     with open(path, "wb") as f:
         write_npy_header(f, (M, N), host)
-        for c0 in range(0, M, step):
-            block = D.block(0, N, c0, min(M, c0 + step)).to_host()  # N x b
+        for c0, c1 in row_blocks(M, N * host.itemsize, block_bytes):  # rows of the file
+            block = D.block(0, N, c0, c1).to_host()  # N x b
             f.write(np.ascontiguousarray(block.T).data)
 
 

@@ -70,6 +70,18 @@ def test_compare_methods_rows_are_exact_objectives(rng):
     assert len(set(agg)) == 3
 
 
+def test_compare_methods_runs_iterd_on_its_own_input_and_scores_it_on_a(rng):
+    """iterd_input is where IterD reads the matrix (a GPU copy in discover): IterD's labels come
+    from it, and its row is the objective of those labels on A."""
+    A, _, _ = planted(90, 60, 3, 0.7, rng)
+    B, _, _ = planted(90, 60, 3, 0.7, rng)  # stands in for "the same matrix elsewhere"; differs here
+    rows, labels, results = baselines.compare_methods(A, [3], methods=("iterd",), iterd_input=B)
+    _, alone, _ = baselines.compare_methods(B, [3], methods=("iterd",))
+    np.testing.assert_array_equal(labels[("iterd", 3)][0], alone[("iterd", 3)][0])
+    u, s = labels[("iterd", 3)]
+    assert rows[0]["L"] == pytest.approx(brute_objective(A, u, s, 3)[0], rel=1e-10)
+
+
 def test_labelling_prompts_list_top_samples_in_order(tmp_path):
     features = np.array([[0.1, 5.0], [0.9, 1.0], [0.5, 3.0]])
     prompts = labelling.labelling_prompts(features, ["alpha", "beta", "gamma"], h=2, categories=["a", "b", "c"])

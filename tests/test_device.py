@@ -58,6 +58,13 @@ def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
     assert "no GPU present" in _device.cuda_status()
 
 
+@pytest.mark.skipif(cuda is not None and cuda.device_count() > 0, reason="a GPU is present")
+def test_without_a_gpu_nothing_fits_on_it():
+    """discover keeps matrices on the GPU and iterd picks the streamed backend by fits_on_gpu."""
+    assert _device.free_memory() == 0
+    assert not _device.fits_on_gpu(0) and not _device.fits_on_gpu(1 << 20)
+
+
 def test_host_arrays_stay_on_the_cpu_by_default():
     A = np.ones((4, 3), dtype=np.float32)
     assert not _device.is_cuda_array(A)
